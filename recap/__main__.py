@@ -1,0 +1,5 @@
+import sys
+
+from recap.cli import main
+
+sys.exit(main())

@@ -1,0 +1,383 @@
+"""The backend protocol shared by every model family, and the text path with learned tokens.
+
+A backend wraps one diffusers pipeline's components. Generation, audio encoding and the
+Textual Inversion loss all start from :meth:`AudioBackend.encode_prompts`, which looks up token
+embeddings itself so that learned vectors are applied per call: loading a token never changes
+the shared tokenizer or embedding matrix, so one visitor's token cannot change what another
+visitor's prompt means.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+# placeholder string -> learned vectors [n_vectors, embedding_dim]
+TokenVectors = Mapping[str, torch.Tensor]
+# on_step(step_index, total_steps)
+StepCallback = Callable[[int, int], None]
+
+
+class BackendUnavailable(RuntimeError):
+    """The model cannot be loaded here; the message says why and what to do."""
+
+
+class Cancelled(RuntimeError):
+    """A long job was stopped by the user."""
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """The model family's own defaults for generation settings."""
+
+    seconds: float
+    steps: int
+    guidance: float
+    negative_prompt: str | None = None
+
+
+@dataclass
+class EncodedPrompts:
+    """Tokenised prompts with the learned vectors they use.
+
+    Attributes:
+        input_ids: [B, L] token ids (learned tokens have ids past the base vocabulary).
+        attention_mask: [B, L] 1 for real tokens.
+        extra_ids: ids of the learned sub-tokens, aligned with ``extra_vectors`` rows.
+        extra_vectors: [n_extra, dim] vectors that replace those ids' embeddings (may require grad).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    extra_ids: list[int] = field(default_factory=list)
+    extra_vectors: torch.Tensor | None = None
+
+
+@dataclass
+class GenerationOutput:
+    """One batch of generated clips.
+
+    Attributes:
+        audio: [B, C, T] float32 on the CPU, at the backend's sample rate, cut to the requested length.
+        initial: [B, ...] the noise the sampler started from (before the scheduler's sigma scaling).
+        final: [B, ...] the denoised latents, float32 on the CPU.
+    """
+
+    audio: torch.Tensor
+    initial: torch.Tensor
+    final: torch.Tensor
+
+
+def expand_placeholder(placeholder: str, n_vectors: int) -> list[str]:
+    """The sub-token strings a multi-vector token is written as (diffusers' convention)."""
+    return [placeholder] + [f"{placeholder}_{i}" for i in range(1, n_vectors)]
+
+
+def seed_generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per seed, so noise is the same on any device and in any batch."""
+    return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+
+class AudioBackend(ABC):
+    """One text-to-audio model behind the interface the rest of recap uses.
+
+    Subclasses implement a model family; an instance holds loaded components read-only.
+    """
+
+    family: str = ""
+    defaults: ModelDefaults
+
+    def __init__(
+        self,
+        name: str,
+        model_id: str,
+        pipe: Any,
+        device: torch.device,
+        dtype: torch.dtype,
+        random_weights: bool = False,
+        description: str = "",
+    ) -> None:
+        self.name = name
+        self.model_id = model_id
+        self.pipe = pipe
+        self.device = device
+        self.dtype = dtype
+        self.random_weights = random_weights
+        self.description = description
+        self.tokenizer = pipe.tokenizer
+        self.text_encoder = pipe.text_encoder
+        self._tokenizers: dict[tuple[tuple[str, int], ...], Any] = {}
+        self._tokenizers_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ description
+    @property
+    @abstractmethod
+    def sample_rate(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def channels(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def max_seconds(self) -> float: ...
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.text_encoder.get_input_embeddings().embedding_dim)
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        return int(self.tokenizer.model_max_length)
+
+    @property
+    def label(self) -> str:
+        """How the model is named wherever a user sees it."""
+        suffix = " (random weights: audio is not meaningful)" if self.random_weights else ""
+        return f"{self.name}{suffix}"
+
+    def describe(self) -> dict[str, Any]:
+        """What goes into manifests and the About page."""
+        return {
+            "name": self.name,
+            "model_id": self.model_id,
+            "family": self.family,
+            "random_weights": self.random_weights,
+            "sample_rate": self.sample_rate,
+            "channels": self.channels,
+            "max_seconds": self.max_seconds,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+        }
+
+    # ------------------------------------------------------------------ text
+    def tokenizer_for(self, tokens: TokenVectors | None) -> Any:
+        """The tokenizer extended with ``tokens``' placeholders (a cached copy; the shared one is never touched)."""
+        if not tokens:
+            return self.tokenizer
+        key = tuple(sorted((p, int(v.shape[0])) for p, v in tokens.items()))
+        with self._tokenizers_lock:
+            tok = self._tokenizers.get(key)
+            if tok is None:
+                tok = copy.deepcopy(self.tokenizer)
+                for placeholder, n in key:
+                    tok.add_tokens(expand_placeholder(placeholder, n))
+                self._tokenizers[key] = tok
+            return tok
+
+    @staticmethod
+    def expand_prompt(prompt: str, tokens: TokenVectors | None) -> str:
+        """Writes each multi-vector placeholder as its sub-tokens."""
+        for placeholder, vectors in (tokens or {}).items():
+            n = int(vectors.shape[0])
+            if n > 1:
+                pattern = re.escape(placeholder) + r"(?!_\d)"
+                prompt = re.sub(pattern, " ".join(expand_placeholder(placeholder, n)), prompt)
+        return prompt
+
+    def count_tokens(self, prompt: str, tokens: TokenVectors | None = None) -> int:
+        """Number of text-encoder tokens ``prompt`` takes, special tokens included, before truncation."""
+        tok = self.tokenizer_for(tokens)
+        return len(tok(self.expand_prompt(prompt, tokens)).input_ids)
+
+    def tokenize(self, prompts: Sequence[str], tokens: TokenVectors | None = None) -> EncodedPrompts:
+        """Tokenises to the encoder's fixed length, as the diffusers pipelines do."""
+        tok = self.tokenizer_for(tokens)
+        texts = [self.expand_prompt(p, tokens) for p in prompts]
+        enc = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
+        extra_ids: list[int] = []
+        vectors: list[torch.Tensor] = []
+        for placeholder, vec in (tokens or {}).items():
+            if vec.ndim != 2 or vec.shape[1] != self.embedding_dim:
+                raise ValueError(
+                    f"token {placeholder!r} has shape {tuple(vec.shape)}; this model needs [n, {self.embedding_dim}]"
+                )
+            extra_ids += tok.convert_tokens_to_ids(expand_placeholder(placeholder, int(vec.shape[0])))
+            vectors.append(vec)
+        return EncodedPrompts(
+            input_ids=enc.input_ids,
+            attention_mask=enc.attention_mask,
+            extra_ids=extra_ids,
+            extra_vectors=torch.cat(vectors) if vectors else None,
+        )
+
+    def input_embeddings(self, enc: EncodedPrompts) -> torch.Tensor:
+        """Token embeddings [B, L, dim] with learned vectors substituted (differentiable in them)."""
+        table = self.text_encoder.get_input_embeddings()
+        ids = enc.input_ids.to(table.weight.device)
+        if not enc.extra_ids:
+            return table(ids)
+        lookup = torch.full((max(int(ids.max()), max(enc.extra_ids)) + 1,), -1, dtype=torch.long, device=ids.device)
+        lookup[torch.tensor(enc.extra_ids, device=ids.device)] = torch.arange(len(enc.extra_ids), device=ids.device)
+        row = lookup[ids]
+        is_extra = row >= 0
+        base = table(torch.where(is_extra, torch.zeros_like(ids), ids))
+        vectors = enc.extra_vectors.to(device=base.device, dtype=base.dtype)
+        return torch.where(is_extra.unsqueeze(-1), vectors[row.clamp(min=0)], base)
+
+    @abstractmethod
+    def text_hidden_states(self, enc: EncodedPrompts) -> torch.Tensor:
+        """Last hidden state of the text encoder [B, L, D] for tokenised prompts."""
+
+    @torch.no_grad()
+    def embed_text(self, prompts: Sequence[str], tokens: TokenVectors | None = None) -> torch.Tensor:
+        """Mean-pooled text-encoder embeddings [B, D] (float32, CPU): the text-cosine definition."""
+        enc = self.tokenize(prompts, tokens)
+        hidden = self.text_hidden_states(enc).float()
+        mask = enc.attention_mask.to(hidden.device).unsqueeze(-1).float()
+        return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).cpu()
+
+    # ------------------------------------------------------------------ audio
+    @abstractmethod
+    def latent_shape(self, seconds: float) -> tuple[int, ...]:
+        """Shape of one clip's initial noise (without batch) for ``seconds`` of audio."""
+
+    def initial_noise(self, seeds: Sequence[int], seconds: float) -> torch.Tensor:
+        """[B, ...] standard-normal noise, one draw per seed on a CPU generator (device independent)."""
+        shape = self.latent_shape(seconds)
+        return torch.stack([torch.randn(shape, generator=g) for g in seed_generators(seeds)])
+
+    def check_seconds(self, seconds: float) -> float:
+        seconds = float(seconds)
+        if not (seconds > 0 and seconds <= self.max_seconds + 1e-6):
+            raise ValueError(f"seconds must be in (0, {self.max_seconds:.2f}] for {self.name}, got {seconds}")
+        return seconds
+
+    def _audio_tensor(self, audio: np.ndarray | torch.Tensor, sr: int) -> torch.Tensor:
+        """Converts [C, T] or [B, C, T] audio at ``sr`` to [B, channels, T] at the model's rate."""
+        x = torch.as_tensor(np.asarray(audio) if not isinstance(audio, torch.Tensor) else audio).float().cpu()
+        if x.ndim == 1:
+            x = x[None, None]
+        elif x.ndim == 2:
+            x = x[None]
+        if x.ndim != 3:
+            raise ValueError(f"audio must be [C, T] or [B, C, T], got shape {tuple(x.shape)}")
+        if sr != self.sample_rate:
+            import librosa
+
+            x = torch.from_numpy(librosa.resample(x.numpy(), orig_sr=sr, target_sr=self.sample_rate, axis=-1))
+        if x.shape[1] != self.channels:
+            # mono -> stereo duplicates, stereo -> mono averages
+            x = x.mean(1, keepdim=True).repeat(1, self.channels, 1)
+        return x
+
+    @abstractmethod
+    def encode_audio(self, audio: np.ndarray | torch.Tensor, sr: int) -> torch.Tensor:
+        """VAE latents [B, ...] (float32, CPU) of audio [C, T] or [B, C, T]; deterministic (the mode)."""
+
+    @abstractmethod
+    def decode(self, latents: torch.Tensor, seconds: float | None = None) -> torch.Tensor:
+        """Audio [B, C, T] float32 on the CPU from latents, cut to ``seconds`` when given."""
+
+    # ------------------------------------------------------------------ generation
+    @abstractmethod
+    def sample(
+        self,
+        enc: EncodedPrompts,
+        negative: EncodedPrompts | None,
+        initial: torch.Tensor,
+        seeds: Sequence[int],
+        seconds: float,
+        steps: int,
+        guidance: float,
+        on_step: StepCallback | None = None,
+        stop: threading.Event | None = None,
+    ) -> torch.Tensor:
+        """Runs the denoising loop from ``initial`` noise; returns the final latents on the device."""
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        seconds: float | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        negative_prompt: str | None = None,
+        tokens: TokenVectors | None = None,
+        on_step: StepCallback | None = None,
+        stop: threading.Event | None = None,
+        initial: torch.Tensor | None = None,
+    ) -> GenerationOutput:
+        """Generates one batch: ``prompts[i]`` from the noise of ``seeds[i]``.
+
+        Args:
+            prompts: B prompts (may contain learned-token placeholders).
+            seeds: B seeds; equal seeds give equal initial noise whatever the prompt.
+            seconds: Clip length (default: the model's).
+            steps: Denoising steps (default: the model's).
+            guidance: Classifier-free guidance scale; <= 1 disables it.
+            negative_prompt: Text to steer away from (default: the model's unconditional input).
+            tokens: Learned tokens to apply to these prompts only.
+            on_step: Called after every denoising step.
+            stop: When set, the loop raises :class:`Cancelled` at the next step.
+            initial: Explicit starting noise [B, ...] (overrides the seeds' noise).
+        """
+        # 1. Check inputs
+        if len(prompts) != len(seeds) or not prompts:
+            raise ValueError(f"need one seed per prompt, got {len(prompts)} prompts and {len(seeds)} seeds")
+        seconds = self.check_seconds(seconds if seconds is not None else self.defaults.seconds)
+        steps = int(steps if steps is not None else self.defaults.steps)
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        guidance = float(guidance if guidance is not None else self.defaults.guidance)
+        negative_prompt = negative_prompt if negative_prompt is not None else self.defaults.negative_prompt
+        # 2. Encode text, once per batch
+        enc = self.tokenize(prompts, tokens)
+        negative = self.tokenize([negative_prompt] * len(prompts), tokens) if negative_prompt else None
+        # 3. Noise: one CPU draw per seed
+        if initial is None:
+            initial = self.initial_noise(seeds, seconds)
+        # 4. Denoise, 5. decode
+        final = self.sample(enc, negative, initial, seeds, seconds, steps, guidance, on_step, stop)
+        audio = self.decode(final, seconds)
+        return GenerationOutput(audio=audio, initial=initial.float().cpu(), final=final.float().cpu())
+
+    # ------------------------------------------------------------------ training
+    @abstractmethod
+    def ti_loss(self, latents: torch.Tensor, enc: EncodedPrompts, generator: torch.Generator) -> torch.Tensor:
+        """The model's own denoising loss for clean ``latents`` [B, ...] given prompts (scalar, float32)."""
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Trades compute for memory in the frozen networks TI backpropagates through."""
+        for module in (self.denoiser, self.text_encoder):
+            if enabled and hasattr(module, "gradient_checkpointing_enable"):
+                module.gradient_checkpointing_enable()
+            elif enabled and hasattr(module, "enable_gradient_checkpointing"):
+                module.enable_gradient_checkpointing()
+            elif not enabled and hasattr(module, "gradient_checkpointing_disable"):
+                module.gradient_checkpointing_disable()
+            elif not enabled and hasattr(module, "disable_gradient_checkpointing"):
+                module.disable_gradient_checkpointing()
+
+    @property
+    @abstractmethod
+    def denoiser(self) -> torch.nn.Module:
+        """The network that predicts noise / velocity (DiT or UNet)."""
+
+    def parameters_snapshot(self) -> dict[str, torch.Tensor]:
+        """A copy of every model parameter (for checking that training leaves the model frozen)."""
+        out: dict[str, torch.Tensor] = {}
+        for prefix, module in self.modules().items():
+            for name, p in module.state_dict().items():
+                out[f"{prefix}.{name}"] = p.detach().clone()
+        return out
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {k: v for k, v in self.pipe.components.items() if isinstance(v, torch.nn.Module)}
+
+    def freeze(self) -> None:
+        for module in self.modules().values():
+            module.requires_grad_(False)
+            module.eval()

@@ -1,0 +1,190 @@
+"""Optional CLAP scores (paper 001): CLAP-A (audio-audio) and CLAP-T (audio-text).
+
+CLAP-A of a clip is the mean cosine between its CLAP audio embedding and those of the
+reference clips; CLAP-T is the cosine between its audio embedding and the embedding of a
+text. The weights (``laion/clap-htsat-unfused`` by default, ~600 MB) come from the Hugging Face
+Hub; when they cannot be loaded :meth:`ClapScorer.from_pretrained` raises
+:class:`ClapUnavailable` with the reason, and the analysis carries on without CLAP.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import librosa
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CLAP_MODEL = "laion/clap-htsat-unfused"
+CLAP_SAMPLE_RATE = 48_000  # the rate every released CLAP checkpoint was trained on
+
+
+class ClapUnavailable(RuntimeError):
+    """The CLAP model could not be loaded (no network, not cached, gated, or not a CLAP model)."""
+
+
+def _features(output: Any) -> torch.Tensor:
+    # transformers 5 returns a model output whose pooler_output is the projected, normalised
+    # embedding; older releases returned that tensor directly.
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+class ClapScorer:
+    """A CLAP model plus its processor, embedding audio and text into one space.
+
+    Args:
+        model: a ``transformers.ClapModel`` (eval mode is set here).
+        processor: the matching ``transformers.ClapProcessor``.
+        name: model id or path, recorded with the scores.
+        device: where the model runs.
+    """
+
+    def __init__(self, model: Any, processor: Any, name: str = "", device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.processor = processor
+        self.name = name
+        fe = processor.feature_extractor
+        self.sample_rate: int = int(fe.sampling_rate)
+        # One CLAP window; longer clips are cut into windows instead of the extractor's random
+        # crop, so the same clip always gets the same embedding.
+        self.window: int = int(fe.nb_max_samples)
+        # The extractor must shape its output for the model it feeds: 4 stacked mels for a
+        # fusion model, 1 otherwise (an extractor saved with the other setting would crash).
+        self._truncation = "fusion" if getattr(model.config.audio_config, "enable_fusion", False) else "rand_trunc"
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: str = DEFAULT_CLAP_MODEL,
+        device: str | torch.device | None = None,
+        local_files_only: bool = False,
+    ) -> ClapScorer:
+        """Loads ``ClapModel`` and ``ClapProcessor`` from the Hub or a local folder.
+
+        Args:
+            name: Hub id (``laion/clap-htsat-unfused``, ``laion/larger_clap_music``...) or a
+                folder written by ``save_pretrained``.
+            device: torch device; default CUDA when available, else CPU.
+            local_files_only: never touch the network (use the local cache only).
+
+        Raises:
+            ClapUnavailable: with the reason, whenever the weights cannot be loaded.
+        """
+        from transformers import ClapModel, ClapProcessor
+
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            processor = ClapProcessor.from_pretrained(name, local_files_only=local_files_only)
+            model = ClapModel.from_pretrained(name, local_files_only=local_files_only)
+        except Exception as exc:
+            # Offline, gated, missing and malformed checkpoints surface as OSError, ValueError,
+            # HTTP errors or safetensors errors depending on where loading stops; all of them
+            # mean the same to a user: CLAP scores are not available right now.
+            raise ClapUnavailable(
+                f"CLAP model {name!r} could not be loaded ({type(exc).__name__}: {exc}). "
+                "CLAP scores need its weights from the Hugging Face Hub (network access) or in the "
+                "local cache; analysis continues without them."
+            ) from exc
+        logger.info("loaded CLAP model %s on %s", name, device)
+        return cls(model, processor, name=name, device=device)
+
+    def _windows(self, audio: Any, sample_rate: int) -> list[np.ndarray]:
+        if hasattr(audio, "detach"):
+            audio = audio.detach().to("cpu").float().numpy()
+        x = np.asarray(audio, dtype=np.float32)
+        if x.ndim == 2:
+            x = x.mean(axis=0)  # CLAP is mono
+        if x.ndim != 1 or x.size == 0:
+            raise ValueError(f"audio must be [T] or [C, T] with T > 0; got shape {np.shape(audio)}")
+        if sample_rate != self.sample_rate:
+            x = librosa.resample(x, orig_sr=sample_rate, target_sr=self.sample_rate).astype(np.float32)
+        n = max(1, int(np.ceil(x.size / self.window)))
+        return [x[i * self.window : (i + 1) * self.window] for i in range(n)]
+
+    @torch.no_grad()
+    def embed_audio(self, clips: Sequence[Any], sample_rate: int) -> torch.Tensor:
+        """CLAP audio embeddings.
+
+        Args:
+            clips: N clips, each [T] or [C, T] float in [-1, 1] (channels averaged).
+            sample_rate: Hz of the clips; resampled to the model's 48 kHz.
+
+        Returns:
+            [N, D] float32 unit vectors on the CPU (a clip longer than one CLAP window gets the
+            normalised, length-weighted mean of its windows' embeddings).
+        """
+        out = []
+        for clip in clips:
+            windows = self._windows(clip, sample_rate)
+            inputs = self.processor.feature_extractor(
+                windows, sampling_rate=self.sample_rate, truncation=self._truncation, return_tensors="pt"
+            )
+            inputs = {k: v.to(self.device) for k, v in inputs.items()}
+            emb = _features(self.model.get_audio_features(**inputs)).float()
+            # Weighted by length so a short tail window counts for what it holds.
+            weights = torch.tensor([len(w) for w in windows], dtype=emb.dtype, device=emb.device)
+            mean = (emb * (weights / weights.sum())[:, None]).sum(dim=0)
+            out.append(torch.nn.functional.normalize(mean, dim=-1).cpu())
+        if not out:
+            return torch.zeros(0, 0)
+        return torch.stack(out)
+
+    @torch.no_grad()
+    def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """CLAP text embeddings: [N, D] float32 unit vectors on the CPU."""
+        if not texts:
+            return torch.zeros(0, 0)
+        inputs = self.processor.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+        inputs = {k: v.to(self.device) for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
+        emb = _features(self.model.get_text_features(**inputs)).float()
+        return torch.nn.functional.normalize(emb, dim=-1).cpu()
+
+
+def _unit_rows(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().to("cpu").double().numpy()
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"embeddings must be [N, D]; got shape {a.shape}")
+    norms = np.linalg.norm(a, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        raise ValueError("an embedding has zero norm")
+    return a / norms
+
+
+def clap_a(audio_emb: Any, reference_emb: Any) -> np.ndarray:
+    """CLAP-A per clip: mean cosine between each clip and every reference clip.
+
+    Args:
+        audio_emb: [N, D] CLAP audio embeddings of the clips.
+        reference_emb: [M, D] CLAP audio embeddings of the references (M >= 1).
+
+    Returns:
+        [N] float64 in [-1, 1].
+    """
+    a, r = _unit_rows(audio_emb), _unit_rows(reference_emb)
+    if r.shape[0] == 0 or a.shape[1] != r.shape[1]:
+        raise ValueError(f"need [N, D] clips and [M>=1, D] references; got {a.shape} and {r.shape}")
+    return np.clip(a @ r.T, -1.0, 1.0).mean(axis=1)
+
+
+def clap_t(audio_emb: Any, text_emb: Any) -> np.ndarray:
+    """CLAP-T per clip: cosine between clip i's audio embedding and text i's embedding.
+
+    Args:
+        audio_emb: [N, D] CLAP audio embeddings.
+        text_emb: [N, D] CLAP text embeddings, row i describing clip i.
+
+    Returns:
+        [N] float64 in [-1, 1].
+    """
+    a, t = _unit_rows(audio_emb), _unit_rows(text_emb)
+    if a.shape != t.shape:
+        raise ValueError(f"audio and text embeddings must pair up row by row; got {a.shape} and {t.shape}")
+    return np.clip(np.sum(a * t, axis=1), -1.0, 1.0)

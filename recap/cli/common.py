@@ -1,0 +1,63 @@
+"""Small pieces every subcommand uses: model loading with a warning for random weights, progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+from tqdm import tqdm
+
+from recap.backends import AudioBackend, load_backend
+from recap.config import settings
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="backend name (see `recap models`); default $RECAP_MODEL or Stable Audio Open")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda > mps > cpu)")
+    parser.add_argument("--dtype", default=None, help="float16 / bfloat16 / float32 (default: fp16 on CUDA)")
+
+
+def open_backend(args: argparse.Namespace) -> AudioBackend:
+    s = settings()
+    backend = load_backend(args.model or s.model, device=args.device or s.device, dtype=args.dtype or s.dtype)
+    if backend.random_weights:
+        print(f"note: {backend.name} has RANDOM weights: its audio is noise and means nothing.", file=sys.stderr)
+    return backend
+
+
+def runs_dir(out: str | None) -> Path:
+    return Path(out) if out else settings().runs_dir
+
+
+@contextmanager
+def progress_bar(desc: str, unit: str = "clip"):
+    """Yields a ``progress(done, total, message)`` callback drawing a tqdm bar on stderr."""
+    bar = tqdm(desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+    def update(done: float, total: int, message: str = "") -> None:
+        bar.total = total
+        if message:
+            bar.set_postfix_str(message, refresh=False)
+        bar.update(round(done - bar.n, 3))  # update() redraws at most every mininterval
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def print_table(headers: list[str], rows: list[list[object]], out=None) -> None:
+    """A plain aligned text table."""
+    out = out or sys.stdout
+    cells = [[str(h) for h in headers]] + [["" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v)) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for k, r in enumerate(cells):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
+        if k == 0:
+            print("  ".join("-" * w for w in widths), file=out)
+
+
+Callback = Callable[[float, int, str], None]

@@ -1,0 +1,74 @@
+"""Settings read from the environment, in one place, lazily (never at import time)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MODEL = "stabilityai/stable-audio-open-1.0"
+# What runs when the default model's weights are not available (no token, no network).
+OFFLINE_MODEL = "tiny"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process-wide settings.
+
+    Attributes:
+        home: Root of everything recap writes (runs/, tokens/, study.sqlite).
+        model: Backend name used when none is given.
+        device: Torch device override ("cuda", "cuda:1", "mps", "cpu") or None for automatic.
+        dtype: Torch dtype override ("float16", "bfloat16", "float32") or None for automatic.
+        llm_base_url: OpenAI-compatible endpoint for recaptioning; None means api.openai.com when a key is set.
+        llm_model: Chat model name for recaptioning.
+        openai_api_key: Secret. Never printed, logged, stored or sent to a browser (repr hides it).
+    """
+
+    home: Path
+    model: str = DEFAULT_MODEL
+    device: str | None = None
+    dtype: str | None = None
+    llm_base_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    openai_api_key: str | None = field(default=None, repr=False)
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def tokens_dir(self) -> Path:
+        return self.home / "tokens"
+
+    @property
+    def study_db(self) -> Path:
+        return self.home / "study.sqlite"
+
+    @property
+    def llm_configured(self) -> bool:
+        return bool(self.openai_api_key or self.llm_base_url)
+
+
+def _default_home() -> Path:
+    # A Hugging Face Space with persistent storage mounts it at /data; keep results there so they
+    # survive restarts. Everywhere else, a folder beside where recap is started.
+    data = Path("/data")
+    if data.is_dir() and os.access(data, os.W_OK):
+        return data / "recap"
+    return Path("recap_data")
+
+
+def settings() -> Settings:
+    """Reads the environment now and returns the settings (cheap; call it where needed)."""
+    env = os.environ
+    home = Path(env["RECAP_HOME"]) if env.get("RECAP_HOME") else _default_home()
+    return Settings(
+        home=home.expanduser(),
+        model=env.get("RECAP_MODEL") or DEFAULT_MODEL,
+        device=env.get("RECAP_DEVICE") or None,
+        dtype=env.get("RECAP_DTYPE") or None,
+        llm_base_url=env.get("OPENAI_BASE_URL") or None,
+        llm_model=env.get("RECAP_LLM_MODEL") or "gpt-4o-mini",
+        openai_api_key=env.get("OPENAI_API_KEY") or None,
+    )

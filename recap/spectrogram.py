@@ -1,0 +1,305 @@
+"""Magnitude spectrograms in dB, frequency-bin clipping, and plotly figures of a run.
+
+The thesis figures use an STFT with 512 frequency bins (n_fft = 1022) and show only rows
+100-150, where the differences between rewordings are easiest to see. Rows are *bins*, not Hz:
+bin k is centred on ``k * sample_rate / n_fft`` Hz, so the same rows mean different bands at
+different sample rates; :func:`hz_to_bins` converts a band in Hz to rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import librosa
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from recap.metrics import ClipKey
+from recap.paths import atomic_write_bytes
+
+logger = logging.getLogger(__name__)
+
+N_FFT = 1022  # 1 + n_fft // 2 = 512 frequency bins, as in the thesis figures
+DEFAULT_BINS = (100, 150)
+
+
+@dataclass(frozen=True)
+class SpectrogramConfig:
+    """How spectrograms are computed and shown.
+
+    Attributes:
+        n_fft: FFT size; 1022 gives 512 bins.
+        hop_length: STFT hop in samples.
+        bins: half-open row range [lo, hi) to keep; None keeps all rows.
+        hz: a band (lo_hz, hi_hz) to keep instead of ``bins``; wins over ``bins`` when set.
+        amin: magnitude floor before the log (1e-5 -> -100 dB), so silence is finite.
+        max_frames: figures average neighbouring frames down to at most this many columns,
+            so a 47 s clip does not make a 50 MB HTML file; None shows every frame.
+    """
+
+    n_fft: int = N_FFT
+    hop_length: int = 256
+    bins: tuple[int, int] | None = DEFAULT_BINS
+    hz: tuple[float, float] | None = None
+    amin: float = 1e-5
+    max_frames: int | None = 800
+
+
+@dataclass(frozen=True)
+class Spectrogram:
+    """A (possibly clipped) magnitude spectrogram in dB.
+
+    Attributes:
+        db: [n_rows, n_frames] float32, 20*log10(|STFT|) relative to full scale 1.0 (a fixed
+            reference, so panels of different clips share one colour scale meaningfully).
+        sample_rate: Hz of the audio it came from.
+        n_fft: FFT size used.
+        hop_length: hop in samples.
+        first_bin: index of the first kept row within the full 1 + n_fft // 2 rows.
+    """
+
+    db: np.ndarray
+    sample_rate: int
+    n_fft: int
+    hop_length: int
+    first_bin: int = 0
+
+    @property
+    def bins(self) -> np.ndarray:
+        """[n_rows] bin index of each row."""
+        return np.arange(self.first_bin, self.first_bin + self.db.shape[0])
+
+    @property
+    def freqs(self) -> np.ndarray:
+        """[n_rows] centre frequency of each row in Hz."""
+        return self.bins * self.sample_rate / self.n_fft
+
+    @property
+    def times(self) -> np.ndarray:
+        """[n_frames] centre time of each frame in seconds."""
+        return np.arange(self.db.shape[1]) * self.hop_length / self.sample_rate
+
+
+def stft_db(
+    audio: Any,
+    sample_rate: int,
+    n_fft: int = N_FFT,
+    hop_length: int = 256,
+    amin: float = 1e-5,
+) -> Spectrogram:
+    """Magnitude STFT in dB of a clip (channels are averaged to mono first).
+
+    Args:
+        audio: [T] or [C, T] float samples in [-1, 1] (numpy or torch).
+        sample_rate: Hz.
+        n_fft: FFT size (1022 -> 512 bins).
+        hop_length: hop in samples.
+        amin: magnitude floor.
+
+    Returns:
+        Spectrogram with all 1 + n_fft // 2 rows.
+    """
+    if hasattr(audio, "detach"):
+        audio = audio.detach().to("cpu").float().numpy()
+    x = np.asarray(audio, dtype=np.float32)
+    if x.ndim == 2:
+        x = x.mean(axis=0)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"audio must be [T] or [C, T] with T > 0; got shape {np.shape(audio)}")
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive; got {sample_rate}")
+    if n_fft < 2 or hop_length < 1:
+        raise ValueError(f"bad STFT sizes: n_fft={n_fft}, hop_length={hop_length}")
+    mag = np.abs(librosa.stft(x, n_fft=n_fft, hop_length=hop_length, center=True))
+    db = librosa.amplitude_to_db(mag, ref=1.0, amin=amin, top_db=None).astype(np.float32)
+    return Spectrogram(db=db, sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length)
+
+
+def clip_bins(spec: Spectrogram, lo: int, hi: int) -> Spectrogram:
+    """Keeps rows [lo, hi) (absolute bin indices) of a full or already clipped spectrogram."""
+    first, last = spec.first_bin, spec.first_bin + spec.db.shape[0]
+    if not first <= lo < hi <= last:
+        raise ValueError(f"bin range [{lo}, {hi}) is not inside the available rows [{first}, {last})")
+    return replace(spec, db=spec.db[lo - first : hi - first], first_bin=lo)
+
+
+def hz_to_bins(lo_hz: float, hi_hz: float, sample_rate: int, n_fft: int = N_FFT) -> tuple[int, int]:
+    """Half-open bin range whose centres cover the band [lo_hz, hi_hz].
+
+    Raises:
+        ValueError: if the band is empty or outside 0..Nyquist.
+    """
+    nyquist = sample_rate / 2
+    if not 0 <= lo_hz < hi_hz <= nyquist:
+        raise ValueError(f"band {lo_hz}-{hi_hz} Hz must satisfy 0 <= lo < hi <= Nyquist ({nyquist} Hz)")
+    lo = int(np.floor(lo_hz * n_fft / sample_rate))
+    hi = int(np.ceil(hi_hz * n_fft / sample_rate)) + 1
+    return lo, min(hi, n_fft // 2 + 1)
+
+
+def spectrogram_of(audio: Any, sample_rate: int, config: SpectrogramConfig = SpectrogramConfig()) -> Spectrogram:
+    """:func:`stft_db` followed by the clipping the config asks for."""
+    spec = stft_db(audio, sample_rate, config.n_fft, config.hop_length, config.amin)
+    if config.hz is not None:
+        return clip_bins(spec, *hz_to_bins(config.hz[0], config.hz[1], sample_rate, config.n_fft))
+    if config.bins is not None:
+        return clip_bins(spec, *config.bins)
+    return spec
+
+
+def _pool_frames(db: np.ndarray, times: np.ndarray, max_frames: int | None) -> tuple[np.ndarray, np.ndarray]:
+    if max_frames is None or db.shape[1] <= max_frames:
+        return db, times
+    factor = int(np.ceil(db.shape[1] / max_frames))
+    n = db.shape[1] // factor * factor
+    pooled = db[:, :n].reshape(db.shape[0], -1, factor).mean(axis=2)
+    return pooled, times[:n].reshape(-1, factor).mean(axis=1)
+
+
+def _layout(keys: list[ClipKey]) -> tuple[list[str], list[int]]:
+    labels = list(dict.fromkeys(label for label, _ in keys))
+    seeds = sorted({seed for _, seed in keys})
+    return labels, seeds
+
+
+_HOVER = "t %{x:.2f} s<br>bin %{y}<br>%{customdata:.0f} Hz<br>%{z:.1f} dB<extra>%{meta}</extra>"
+
+
+def _grid(panels: Mapping[ClipKey, Spectrogram], title: str, max_frames: int | None) -> go.Figure:
+    keys = list(panels)
+    labels, seeds = _layout(keys)
+    fig = make_subplots(
+        rows=len(labels),
+        cols=len(seeds),
+        shared_xaxes=True,
+        shared_yaxes=True,
+        subplot_titles=[f"{label} · seed {seed}" if (label, seed) in panels else ""
+                        for label in labels for seed in seeds],
+        vertical_spacing=min(0.08, 0.3 / max(len(labels), 1)),
+        horizontal_spacing=min(0.04, 0.2 / max(len(seeds), 1)),
+    )
+    for (label, seed), spec in panels.items():
+        db, times = _pool_frames(spec.db, spec.times, max_frames)
+        hz = np.repeat(spec.freqs[:, None], db.shape[1], axis=1)
+        fig.add_trace(
+            go.Heatmap(z=db, x=times, y=spec.bins, customdata=hz, coloraxis="coloraxis",
+                       hovertemplate=_HOVER, meta=f"{label} · seed {seed}", name=f"{label}__seed{seed}"),
+            row=labels.index(label) + 1,
+            col=seeds.index(seed) + 1,
+        )
+    fig.update_layout(title=title, height=max(300, 220 * len(labels)), width=max(500, 380 * len(seeds)))
+    fig.update_xaxes(title_text="time (s)", row=len(labels))
+    fig.update_yaxes(title_text="bin", col=1)
+    return fig
+
+
+def spectrogram_grid(
+    spectrograms: Mapping[ClipKey, Spectrogram],
+    title: str = "Spectrograms",
+    max_frames: int | None = 800,
+) -> go.Figure:
+    """One heatmap panel per clip: rows are variants (in the given order), columns seeds.
+
+    All panels share one colour axis (min..max over every panel) so equal colours mean equal
+    dB across clips. Hovering a cell shows time, bin, Hz and dB.
+
+    Args:
+        spectrograms: spectrogram per (variant, seed), usually clipped to the same rows.
+        title: figure title.
+        max_frames: see :class:`SpectrogramConfig`.
+
+    Returns:
+        A figure with exactly one trace per clip.
+    """
+    if not spectrograms:
+        raise ValueError("no spectrograms to plot")
+    fig = _grid(spectrograms, title, max_frames)
+    lo = min(float(s.db.min()) for s in spectrograms.values())
+    hi = max(float(s.db.max()) for s in spectrograms.values())
+    fig.update_layout(coloraxis={"colorscale": "Magma", "cmin": lo, "cmax": hi,
+                                 "colorbar": {"title": {"text": "dB"}}})
+    return fig
+
+
+def difference_grid(
+    spectrograms: Mapping[ClipKey, Spectrogram],
+    baseline: str = "baseline",
+    title: str = "Difference to baseline (same seed)",
+    max_frames: int | None = 800,
+) -> go.Figure:
+    """Panels of variant − baseline in dB, paired by seed, on a diverging scale centred at 0.
+
+    Returns:
+        A figure with one trace per non-baseline clip whose baseline seed exists.
+
+    Raises:
+        ValueError: if no such pair exists or paired spectrograms differ in shape.
+    """
+    base = {seed: s for (label, seed), s in spectrograms.items() if label == baseline}
+    diffs: dict[ClipKey, Spectrogram] = {}
+    for (label, seed), spec in spectrograms.items():
+        if label == baseline or seed not in base:
+            continue
+        ref = base[seed]
+        if spec.db.shape != ref.db.shape or spec.first_bin != ref.first_bin:
+            raise ValueError(f"{label} seed {seed}: spectrogram {spec.db.shape} from bin {spec.first_bin} "
+                             f"does not match baseline {ref.db.shape} from bin {ref.first_bin}")
+        diffs[(label, seed)] = replace(spec, db=spec.db - ref.db)
+    if not diffs:
+        raise ValueError(f"no variant clip shares a seed with baseline {baseline!r}")
+    fig = _grid(diffs, title, max_frames)
+    span = max(float(np.abs(s.db).max()) for s in diffs.values()) or 1.0
+    fig.update_layout(coloraxis={"colorscale": "RdBu_r", "cmin": -span, "cmax": span, "cmid": 0.0,
+                                 "colorbar": {"title": {"text": "Δ dB"}}})
+    return fig
+
+
+def png_export_available() -> bool:
+    """True when plotly can render PNG (kaleido installed and a browser it can drive)."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def save_figure(fig: go.Figure, path_stem: str | Path, png: bool = True) -> list[Path]:
+    """Writes ``<stem>.html`` (always) and ``<stem>.png`` (when kaleido can render it).
+
+    The HTML references a ``plotly.min.js`` written once beside it, so the figures open offline
+    without embedding 4 MB of JavaScript in each file. Both writes are atomic.
+
+    Returns:
+        The paths written.
+    """
+    stem = Path(path_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    js = stem.parent / "plotly.min.js"
+    if not js.exists():
+        from plotly.offline import get_plotlyjs
+
+        atomic_write_bytes(js, get_plotlyjs().encode("utf-8"))
+    html_path = stem.with_suffix(".html")
+    # A fixed div id keeps the HTML identical for an identical figure (plotly's default is random).
+    html = fig.to_html(include_plotlyjs="directory", full_html=True, div_id=f"recap-{stem.name}")
+    atomic_write_bytes(html_path, html.encode("utf-8"))
+    written = [html_path]
+    if png:
+        if not png_export_available():
+            logger.info("PNG export needs the kaleido package (and a Chrome/Chromium); wrote %s only",
+                        html_path.name)
+        else:
+            try:
+                data = fig.to_image(format="png")
+            except Exception as exc:  # kaleido raises several types when no browser is found
+                logger.warning("PNG export of %s failed (%s); the HTML figure was written", stem.name, exc)
+            else:
+                png_path = stem.with_suffix(".png")
+                atomic_write_bytes(png_path, data)
+                written.append(png_path)
+    return written

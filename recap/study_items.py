@@ -1,0 +1,335 @@
+"""What a listening study asks: its config, its items made from run folders, the raters' orders.
+
+Items are built from run folders (pairs of clips with the same seed for A/B, single clips for
+ratings). The clips raters hear are loudness-matched copies with opaque names written into the
+study folder; the runs' own audio is only read. Storage lives in :mod:`recap.study`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyloudnorm
+
+from recap.audio_io import load_audio, write_wav
+from recap.paths import inside
+
+log = logging.getLogger(__name__)
+
+AB_ANSWERS = ("A", "B", "None", "Cannot decide")
+CHECK_CONDITION = "attention check"
+# A side of a pair: "label" or "run_id/label" (labels and run ids are file-name safe, no ":" or "/").
+SIDE_RE = re.compile(r"^(?:([A-Za-z0-9._-]+)/)?([A-Za-z0-9._-]+)$")
+# pyloudnorm gates in 400 ms blocks; shorter clips are looped to be measured.
+_MIN_LOUDNESS_SECONDS = 0.5
+# Listening copies never peak above this after the loudness gain.
+_MAX_PEAK = 0.99
+
+
+class StudyError(ValueError):
+    """A study request that cannot be served, with a message meant for the user."""
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A 1-5 rating scale; ``anchors[i]`` names the value ``i + 1``."""
+
+    key: str
+    question: str
+    anchors: tuple[str, str, str, str, str]
+
+
+SCALES: dict[str, Scale] = {
+    # OVL / REL as in DreamAudio (IV-C.5), which takes them from AudioLDM's subjective tests.
+    "OVL": Scale("OVL", "How would you rate the overall quality of this audio sample?",
+                 ("Bad", "Poor", "Fair", "Good", "Excellent")),
+    "REL": Scale("REL", "How well does this audio match the prompt (or the reference clip)?",
+                 ("Not at all", "Slightly", "Somewhat", "Mostly", "Completely")),
+}
+
+
+@dataclass
+class StudyConfig:
+    """What a study asks and of which clips; saved as ``studies/<code>/study.json``.
+
+    Attributes:
+        kind: "ab" (preference between two clips) or "rating" (1-5 scales on one clip).
+        name: Title shown to raters.
+        questions: A/B question texts; every pair is asked every question.
+        pairs: A/B pairs "X:Y". A side is a variant label (the pair is then made inside every run
+            that has both labels) or "run_id/label" (to pair clips across runs). Clips pair by seed.
+        items: Rating items, same side syntax; empty means every variant of every run.
+        scales: Rating scales, keys of :data:`SCALES`.
+        reference: Audio file played with every item (e.g. a learned token's training clip).
+        prompt: Text shown to raters; None shows the run's baseline prompt (the intent every
+            variant rewords, and free of learned-token names that would give TI away).
+        hide_prompt: Show no prompt at all.
+        repeats: Items shown a second time to each rater (consistency checks).
+        checks: Obvious-answer items: a clip against loudness-matched noise (A/B), or noise that
+            should be rated low (ratings). Only meaningful with a real model's audio.
+        max_failed_checks: Raters failing more attention checks are left out of the summaries.
+        target_lufs: Integrated loudness (EBU R128, LUFS) of the listening copies.
+        seed: Picks the clips used in checks; drawn at creation when None.
+    """
+
+    kind: str
+    name: str = ""
+    questions: list[str] = field(default_factory=lambda: ["Which better matches the prompt?"])
+    pairs: list[str] = field(default_factory=list)
+    items: list[str] = field(default_factory=list)
+    scales: list[str] = field(default_factory=lambda: ["OVL", "REL"])
+    reference: str | None = None
+    prompt: str | None = None
+    hide_prompt: bool = False
+    repeats: int = 1
+    checks: int = 1
+    max_failed_checks: int = 0
+    target_lufs: float = -23.0
+    seed: int | None = None
+
+    def validate(self) -> None:
+        """Raises :class:`StudyError` naming the first bad field."""
+        if self.kind not in ("ab", "rating"):
+            raise StudyError(f"study type must be 'ab' or 'rating', got {self.kind!r}")
+        if self.kind == "ab":
+            if not self.pairs:
+                raise StudyError("an A/B study needs at least one pair such as 'baseline:reword-1a'")
+            if not self.questions or not all(str(q).strip() for q in self.questions):
+                raise StudyError(f"an A/B study needs non-empty question texts, got {self.questions!r}")
+        bad = [s for s in self.scales if s not in SCALES]
+        if self.kind == "rating" and (bad or not self.scales):
+            raise StudyError(f"unknown or missing rating scales {bad or self.scales!r}; known: {list(SCALES)}")
+        for name in ("repeats", "checks", "max_failed_checks"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise StudyError(f"{name} must be a whole number >= 0, got {value!r}")
+        if not -70.0 <= float(self.target_lufs) <= -5.0:
+            raise StudyError(f"target_lufs must be between -70 and -5 LUFS, got {self.target_lufs}")
+        if self.reference is not None and not Path(self.reference).is_file():
+            raise StudyError(f"reference clip {self.reference!r} is not a file")
+
+
+@dataclass(frozen=True)
+class StudyItem:
+    """One thing a rater judges. Sides here are the real ones; raters may see them swapped.
+
+    ``condition`` groups items in results ("baseline:reword-1a" for A/B, "reword-1a" for ratings);
+    ``name_a``/``name_b`` are the sides' names in the condition; ``label_*`` the exact clips
+    ("run/label@seedK"); ``clip_*`` the listening copies, relative to the study folder.
+    """
+
+    item_id: int
+    role: str  # "test" | "check"
+    question: str
+    condition: str
+    name_a: str
+    label_a: str
+    clip_a: str
+    prompt: str
+    name_b: str | None = None
+    label_b: str | None = None
+    clip_b: str | None = None
+    expected: str | None = None  # check items: "a" (A/B: side a must win) or "low" (every scale <= 2)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """Position ``slot`` of a rater's sequence: which item, which showing (0/1), sides swapped."""
+
+    slot: int
+    item_id: int
+    repeat: int
+    swapped: bool
+
+
+def plan_trials(items: Sequence[StudyItem], seed: int, repeats: int) -> list[Trial]:
+    """A rater's sequence: items shuffled, ``repeats`` test items shown again later, sides drawn.
+
+    Uses ``random.Random`` (its shuffle is stable across Python versions). The shown order and
+    sides are also stored with every answer, so no analysis depends on re-running this.
+    """
+    rng = random.Random(seed)
+    order = [(item.item_id, 0) for item in items]
+    rng.shuffle(order)
+    tests = sorted(i.item_id for i in items if i.role == "test")
+    for item_id in rng.sample(tests, min(repeats, len(tests))):
+        first = order.index((item_id, 0))
+        # At least one other item in between when possible, so the repeat is not noticed at once.
+        order.insert(rng.randint(min(first + 2, len(order)), len(order)), (item_id, 1))
+    two_sided = {i.item_id for i in items if i.clip_b is not None}
+    return [Trial(slot, item_id, rep, item_id in two_sided and rng.random() < 0.5)
+            for slot, (item_id, rep) in enumerate(order)]
+
+
+def loudness_match(audio: np.ndarray, sample_rate: int, target_lufs: float) -> tuple[np.ndarray, float]:
+    """Scales ``audio`` [C, T] to ``target_lufs`` integrated loudness (ITU-R BS.1770, pyloudnorm).
+
+    Returns:
+        The scaled float32 audio, and the measured input loudness in LUFS (-inf for silence,
+        which is returned unchanged). If the gain would clip, the peak is held at 0.99 instead
+        (that copy is then quieter than the target; logged).
+    """
+    probe = audio
+    min_len = int(_MIN_LOUDNESS_SECONDS * sample_rate)
+    if probe.shape[1] < min_len:
+        probe = np.tile(probe, (1, -(-min_len // max(1, probe.shape[1]))))
+    lufs = float(pyloudnorm.Meter(sample_rate).integrated_loudness(probe.T.astype(np.float64)))
+    if not math.isfinite(lufs):
+        return audio.astype(np.float32), lufs
+    gain = 10.0 ** ((target_lufs - lufs) / 20.0)
+    peak = float(np.abs(audio).max()) * gain
+    if peak > _MAX_PEAK:
+        log.warning("matching %.1f LUFS would clip (peak %.2f); holding the peak at %.2f", target_lufs, peak, _MAX_PEAK)
+        gain *= _MAX_PEAK / peak
+    return (audio * gain).astype(np.float32), lufs
+
+
+@dataclass(frozen=True)
+class RunClips:
+    """The parts of a run folder a study uses."""
+
+    run_id: str
+    prompts: dict[str, str]  # variant label -> prompt
+    baseline_prompt: str | None
+    clips: dict[tuple[str, int], Path]  # (variant label, seed) -> wav
+
+
+def read_run(folder: Path) -> RunClips:
+    """Reads a run folder's manifest.json (format ``recap.run/1``)."""
+    path = Path(folder) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+        if not str(manifest.get("format", "")).startswith("recap.run/"):
+            raise StudyError(f"{path}: not a recap run manifest (format {manifest.get('format')!r})")
+        prompts = {v["label"]: v["prompt"] for v in manifest["variants"]}
+        baseline = next((v["prompt"] for v in manifest["variants"]
+                         if v.get("method") == "baseline" or v["label"] == "baseline"), None)
+        clips = {(c["variant"], int(c["seed"])): inside(Path(folder), c["audio"]) for c in manifest["clips"]}
+        return RunClips(str(manifest["run_id"]), prompts, baseline, clips)
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise StudyError(f"{path}: unreadable run manifest ({type(exc).__name__}: {exc})") from exc
+
+
+def _resolve(spec: str, runs: Sequence[RunClips]) -> list[tuple[RunClips, str]]:
+    """Every (run, label) a side spec names."""
+    match = SIDE_RE.match(spec.strip())
+    if not match:
+        raise StudyError(f"{spec!r} is not a variant label or 'run_id/label'")
+    run_id, label = match.groups()
+    found = [(r, label) for r in runs if label in r.prompts and (run_id is None or r.run_id == run_id)]
+    if not found:
+        where = f"run {run_id!r}" if run_id else "the chosen runs"
+        raise StudyError(f"no variant {label!r} in {where}; have: {sorted({k for r in runs for k in r.prompts})}")
+    return found
+
+
+class _Copies:
+    """Writes each source clip's loudness-matched listening copy once, under an opaque name."""
+
+    def __init__(self, folder: Path, target_lufs: float) -> None:
+        self.folder, self.target, self.made, self.shapes = folder, target_lufs, {}, {}
+        self.log: list[dict] = []
+
+    def add(self, source: str, audio: np.ndarray | None = None, sample_rate: int = 0) -> str:
+        if source in self.made:
+            return self.made[source]
+        if audio is None:
+            clip = load_audio(source, max_seconds=None, allow_silent=True)
+            audio, sample_rate = clip.audio, clip.sample_rate
+        # Opaque names: a file name seen in the browser must not tell a rater which clip is which.
+        rel = f"audio/{secrets.token_hex(6)}.wav"
+        matched, lufs = loudness_match(audio, sample_rate, self.target)
+        write_wav(self.folder / rel, matched, sample_rate, subtype="PCM_16")  # plays in every browser
+        self.made[source], self.shapes[rel] = rel, (audio.shape, sample_rate)
+        self.log.append({"copy": rel, "source": source, "input_lufs": lufs, "target_lufs": self.target})
+        return rel
+
+
+def build_items(config: StudyConfig, run_dirs: Sequence[Path], folder: Path) -> tuple[list[StudyItem], str | None, list[dict]]:
+    """Resolves a config's pairs or items against run folders and writes the listening copies.
+
+    Args:
+        config: A validated config with ``seed`` set.
+        run_dirs: Run folders (each with manifest.json).
+        folder: The study folder to write ``audio/`` into.
+
+    Returns:
+        The items (test items first, then checks), the reference copy's relative path (or None),
+        and one record per listening copy (source, measured input loudness).
+    """
+    runs = [read_run(d) for d in run_dirs]
+    if not runs:
+        raise StudyError("a study needs at least one run")
+    copies = _Copies(folder, config.target_lufs)
+    items: list[StudyItem] = []
+
+    def shown_prompt(run: RunClips, label: str) -> str:
+        return config.prompt or run.baseline_prompt or run.prompts[label]
+
+    def add(question: str, condition: str, sides: list[tuple[str, RunClips, str]], seed: int) -> None:
+        (na, ra, la), *rest = sides
+        b = {}
+        if rest:
+            nb, rb, lb = rest[0]
+            b = {"name_b": nb, "label_b": f"{rb.run_id}/{lb}@seed{seed}", "clip_b": copies.add(str(rb.clips[lb, seed]))}
+        items.append(StudyItem(len(items), "test", question, condition, na, f"{ra.run_id}/{la}@seed{seed}",
+                               copies.add(str(ra.clips[la, seed])), shown_prompt(ra, la), **b))
+
+    # 1. Test items
+    if config.kind == "ab":
+        for pair in config.pairs:
+            left, sep, right = (s.strip() for s in pair.partition(":"))
+            if not sep or not left or not right:
+                raise StudyError(f"pair {pair!r} must look like 'baseline:reword-1a'")
+            if "/" in left or "/" in right:
+                lefts, rights = _resolve(left, runs), _resolve(right, runs)
+                if len(lefts) > 1 or len(rights) > 1:
+                    raise StudyError(f"pair {pair!r}: a label is in several runs; write 'run_id/label'")
+                combos = [(lefts[0], rights[0])]
+            else:
+                _resolve(left, runs), _resolve(right, runs)  # clear errors for unknown labels
+                combos = [((r, left), (r, right)) for r in runs if left in r.prompts and right in r.prompts]
+                if not combos:
+                    raise StudyError(f"pair {pair!r}: no run has both variants; write 'run_id/label' to pair across runs")
+            before = len(items)
+            for (ra, la), (rb, lb) in combos:
+                seeds = sorted({s for (v, s) in ra.clips if v == la} & {s for (v, s) in rb.clips if v == lb})
+                for seed in seeds:
+                    for question in config.questions:
+                        add(question.strip(), f"{left}:{right}", [(left, ra, la), (right, rb, lb)], seed)
+            if len(items) == before:
+                raise StudyError(f"pair {pair!r}: the two sides have no seed in common")
+    else:
+        specs = config.items or sorted({label for r in runs for label in r.prompts})
+        for spec in specs:
+            for run, label in _resolve(spec, runs):
+                for seed in sorted(s for (v, s) in run.clips if v == label):
+                    add("", spec.strip(), [(spec.strip(), run, label)], seed)
+        if not items:
+            raise StudyError("the chosen runs have no clips to rate")
+    # 2. Attention checks: an obvious answer, on noise matched in length and loudness to a real clip
+    rng = random.Random(config.seed)
+    tests = list(items)
+    for k in range(config.checks):
+        base = rng.choice(tests)
+        shape, sr = copies.shapes[base.clip_a]
+        noise = np.random.default_rng([config.seed, k]).standard_normal(shape).astype(np.float32) * 0.1
+        noise_rel = copies.add(f"noise-{k}", noise, sr)
+        if config.kind == "ab":
+            items.append(StudyItem(len(items), "check", base.question, CHECK_CONDITION, "clip", base.label_a,
+                                   base.clip_a, base.prompt, "noise", "noise", noise_rel, expected="a"))
+        else:
+            items.append(StudyItem(len(items), "check", "", CHECK_CONDITION, "noise", "noise", noise_rel,
+                                   base.prompt, expected="low"))
+    # 3. The reference clip, matched like the rest
+    reference = copies.add(str(Path(config.reference).resolve())) if config.reference else None
+    return items, reference, copies.log
