@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +58,35 @@ class Clip:
         return self.audio.shape[1] / float(self.sample_rate)
 
 
+def _wav_declared(path: Path) -> tuple[float, int, int] | None:
+    """(declared seconds, declared data bytes, present data bytes) from a RIFF/WAVE header.
+
+    libsndfile quietly sizes a WAV by what is on disk, so a cut-off upload or a header that
+    claims hours would pass unnoticed; the header itself tells the truth about what was meant.
+    """
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        byte_rate = 0
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"fmt ":
+                fmt = f.read(size + (size & 1))
+                if len(fmt) >= 12:
+                    byte_rate = struct.unpack("<I", fmt[8:12])[0]
+            elif cid == b"data":
+                present = path.stat().st_size - f.tell()
+                if byte_rate <= 0:
+                    return None
+                return size / byte_rate, size, present
+            else:
+                f.seek(size + (size & 1), 1)
+
+
 def _declared_info(path: Path) -> sf._SoundFileInfo | None:
     try:
         return sf.info(str(path))
@@ -95,6 +126,13 @@ def load_audio(
     if size > MAX_FILE_BYTES:
         raise AudioError(f"{name}: the file is {size / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB")
 
+    wav = _wav_declared(path)
+    if wav is not None:
+        declared_s, declared, present = wav
+        if max_seconds is not None and declared_s > max_seconds:
+            raise AudioError(f"{name}: {declared_s:.0f} s long; the limit is {max_seconds:.0f} s")
+        if present < declared:
+            raise AudioError(f"{name}: truncated file: the header promises {declared} bytes of audio, {present} are there")
     info = _declared_info(path)
     if info is not None and max_seconds is not None and info.duration > max_seconds:
         raise AudioError(f"{name}: {info.duration:.0f} s long; the limit is {max_seconds:.0f} s")
@@ -109,7 +147,9 @@ def load_audio(
                 )
         else:
             # librosa falls back to audioread for containers libsndfile cannot open.
-            data, sr = librosa.load(str(path), sr=None, mono=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "PySoundFile failed. Trying audioread instead."
+                data, sr = librosa.load(str(path), sr=None, mono=False)
             data = np.atleast_2d(data).astype(np.float32)
     except AudioError:
         raise

@@ -1,0 +1,119 @@
+"""Side-by-side grids, run folders and `recap generate` end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from recap.generation import GenerationConfig, Variant, generate_grid, make_variants, save_run
+from recap.runs import list_runs, load_run
+
+PROMPTS = ["rain on a tin roof", "light rain on a metal roof", "a dog barking", "thunder far away"]
+
+
+def test_batched_grid_equals_clips_made_alone(any_tiny):
+    variants = make_variants(PROMPTS[0], PROMPTS[1:3])
+    cfg = GenerationConfig(seconds=1.0, steps=3, guidance=3.0, seeds=[0, 1])
+    batched = generate_grid(any_tiny, variants, cfg)
+    assert batched.denoising_calls == 1 and batched.batch_sizes == [6]
+    alone = generate_grid(any_tiny, variants, GenerationConfig(seconds=1.0, steps=3, guidance=3.0, seeds=[0, 1], max_batch=1))
+    assert alone.denoising_calls == 6
+    for c in batched.clips:
+        ref = alone.clip(c.variant.label, c.seed)
+        np.testing.assert_allclose(c.audio, ref.audio, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(c.initial, ref.initial, rtol=0, atol=0)
+
+
+def test_every_variant_of_a_seed_starts_from_the_same_noise(tiny):
+    variants = make_variants(PROMPTS[0], PROMPTS[1:])
+    res = generate_grid(tiny, variants, GenerationConfig(seconds=1.0, steps=2, seeds=[3, 4], max_batch=3))
+    for seed in (3, 4):
+        first = res.clip("baseline", seed).initial
+        for v in variants[1:]:
+            torch.testing.assert_close(res.clip(v.label, seed).initial, first, rtol=0, atol=0)
+    assert not torch.equal(res.clip("baseline", 3).initial, res.clip("baseline", 4).initial)
+
+
+def test_bad_grids_are_refused(tiny):
+    cfg = GenerationConfig(seconds=1.0, steps=2)
+    with pytest.raises(ValueError, match="empty prompt"):
+        generate_grid(tiny, [Variant("baseline", "  ")], cfg)
+    with pytest.raises(ValueError, match="limit is 1000"):
+        generate_grid(tiny, [Variant("baseline", "x" * 1001)], cfg)
+    with pytest.raises(ValueError, match="file-name safe"):
+        generate_grid(tiny, [Variant("../etc", "rain")], cfg)
+    with pytest.raises(ValueError, match="used twice"):
+        generate_grid(tiny, [Variant("a", "rain"), Variant("a", "wind")], cfg)
+    with pytest.raises(ValueError, match="seconds must be in"):
+        generate_grid(tiny, [Variant("a", "rain")], GenerationConfig(seconds=60, steps=2))
+    with pytest.raises(ValueError, match="seeds repeat"):
+        generate_grid(tiny, [Variant("a", "rain")], GenerationConfig(seconds=1, steps=2, seeds=[1, 1]))
+
+
+def test_stop_event_cancels(tiny):
+    import threading
+
+    from recap.backends import Cancelled
+
+    stop = threading.Event()
+    seen = []
+
+    def progress(done, total, msg):
+        seen.append(done)
+        stop.set()
+
+    with pytest.raises(Cancelled):
+        generate_grid(tiny, make_variants("rain", []), GenerationConfig(seconds=1.0, steps=5), progress=progress, stop=stop)
+    assert len(seen) == 1
+
+
+def test_save_run_writes_complete_folder(tiny, tmp_path):
+    variants = make_variants(PROMPTS[0], PROMPTS[1:2], method="synonym")
+    res = generate_grid(tiny, variants, GenerationConfig(seconds=1.0, steps=2, seeds=[0, 1]))
+    manifest = save_run(res, tiny, tmp_path / "runs")
+    again = load_run(manifest.path)
+    assert again.run_id == manifest.run_id and again.model["random_weights"] is True
+    assert again.config["steps"] == 2 and again.config["guidance"] == tiny.defaults.guidance
+    assert [v["method"] for v in again.variants] == ["baseline", "synonym"]
+    assert len(again.clips) == 4
+    for rec in again.clips:
+        assert again.audio_path(rec).is_file()
+        lat = load_file(str(manifest.path / rec.latents))
+        torch.testing.assert_close(lat["initial"], res.clip(rec.variant, rec.seed).initial)
+    assert list_runs(tmp_path / "runs")[0].run_id == manifest.run_id
+
+
+def test_cli_generate_end_to_end(tmp_path):
+    out = tmp_path / "runs"
+    proc = subprocess.run(
+        [sys.executable, "-m", "recap", "generate", "--model", "tiny", "--prompt", PROMPTS[0],
+         "--variant", PROMPTS[1], "--variant", PROMPTS[2], "--seeds", "0", "1", "--seconds", "1.5",
+         "--steps", "3", "--out", str(out)],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "RANDOM weights" in proc.stderr
+    assert "6 clips in 1 denoising call" in proc.stdout
+    (run_dir,) = out.iterdir()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["model"]["name"] == "tiny" and manifest["seeds"] == [0, 1]
+    assert manifest["config"]["seconds"] == 1.5 and manifest["config"]["steps"] == 3
+    assert [v["prompt"] for v in manifest["variants"]] == PROMPTS[:3]
+    assert {"torch", "diffusers", "transformers"} <= set(manifest["versions"])
+    wavs = sorted(p.name for p in (run_dir / "audio").iterdir())
+    assert wavs == sorted(f"{v}__seed{s}.wav" for v in ("baseline", "variant-1", "variant-2") for s in (0, 1))
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "recap", "generate", "--model", "tiny", "--prompt", "", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 2 and "error: variant 'baseline' has an empty prompt" in proc.stderr
+    assert "Traceback" not in proc.stderr
