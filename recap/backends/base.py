@@ -346,8 +346,18 @@ class AudioBackend(ABC):
 
     # ------------------------------------------------------------------ training
     @abstractmethod
-    def ti_loss(self, latents: torch.Tensor, enc: EncodedPrompts, generator: torch.Generator) -> torch.Tensor:
-        """The model's own denoising loss for clean ``latents`` [B, ...] given prompts (scalar, float32)."""
+    def ti_loss(
+        self, latents: torch.Tensor, enc: EncodedPrompts, generator: torch.Generator, seconds: float | None = None
+    ) -> torch.Tensor:
+        """The model's own denoising loss for clean ``latents`` [B, ...] given prompts (scalar, float32).
+
+        Args:
+            seconds: Length of the audio the latents hold (Stable Audio conditions on it).
+        """
+
+    def training_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Brings encoded training clips to the shape the model denoises at generation time."""
+        return latents
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Trades compute for memory in the frozen networks TI backpropagates through."""

@@ -186,8 +186,12 @@ class StableAudioBackend(AudioBackend):
         dist = self.pipe.vae.encode(x.to(self.device, self.pipe.vae.dtype)).latent_dist
         return dist.mode().float().cpu()
 
-    def pad_to_window(self, latents: torch.Tensor, seconds: float) -> torch.Tensor:
-        """Extends clip latents to the full window with the latents of silence (what generation produces)."""
+    def training_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Extends clip latents to the whole window with the latents of silence.
+
+        Generation always denoises the full window and the model fills what lies past the
+        requested length with silence; training on the same layout keeps TI on that distribution.
+        """
         frames = latents.shape[-1]
         if frames >= self.window_frames:
             return latents[..., : self.window_frames]

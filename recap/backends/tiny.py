@@ -68,27 +68,30 @@ def corpus() -> list[str]:
                     p=_SOURCES[(k * 3 + 11) % len(_SOURCES)], t=["night", "dawn", "noon", "dusk"][k % 4],
                 )
             )
-    return lines + _SOURCES + _ACTIONS + _MODIFIERS + [str(n) for n in range(100)]
+    # Every listed word many times over, so the trainers keep whole words as single tokens
+    # (Textual Inversion initialises from a word's single token).
+    words = _SOURCES + _ACTIONS + _MODIFIERS + ["a", "an", "the", "of", "in", "on", "with", "and", "at", "sound", "clip"]
+    punctuation = [". , ; : ! ? - ' \" ( ) / & % + = * # @"]
+    return lines + [" ".join(words)] * 50 + [str(n) for n in range(100)] + punctuation
 
 
 def build_tokenizers(out: Path = TOKENIZERS, vocab_size: int = 1000) -> None:
-    """Trains and saves the two tiny tokenizers: T5-like (Unigram) and RoBERTa/CLAP-like (byte BPE)."""
+    """Trains and saves the two tiny tokenizers: T5-like (Metaspace pieces) and RoBERTa/CLAP-like (byte BPE)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     text = corpus()
 
-    # T5-style: SentencePiece Unigram on Metaspace, </s> appended, pad id 0 like T5.
-    t5 = Tokenizer(models.Unigram())
+    # T5-style: SentencePiece-like pieces on Metaspace ("▁word"), </s> appended, pad id 0 like T5.
+    # (A BPE model rather than T5's Unigram: on a corpus this small Unigram prunes whole words away.)
+    t5 = Tokenizer(models.BPE(unk_token="<unk>"))
     t5.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    t5.pre_tokenizer = pre_tokenizers.Metaspace()
+    t5.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Punctuation(), pre_tokenizers.Metaspace()])
     t5.decoder = decoders.Metaspace()
-    t5.train_from_iterator(
-        text, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>")
-    )
+    t5.train_from_iterator(text, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"]))
     t5.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     PreTrainedTokenizerFast(
-        tokenizer_object=t5, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=32
+        tokenizer_object=t5, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=64
     ).save_pretrained(out / "tiny-t5")
 
     # RoBERTa-style (CLAP's text tower): byte-level BPE with <s> ... </s>.
@@ -102,7 +105,7 @@ def build_tokenizers(out: Path = TOKENIZERS, vocab_size: int = 1000) -> None:
     rb.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
     PreTrainedTokenizerFast(
         tokenizer_object=rb, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-        mask_token="<mask>", cls_token="<s>", sep_token="</s>", model_max_length=32,
+        mask_token="<mask>", cls_token="<s>", sep_token="</s>", model_max_length=64,
     ).save_pretrained(out / "tiny-roberta")
 
 
@@ -181,7 +184,7 @@ def tiny_audioldm_pipeline():
             ClapTextConfig(
                 bos_token_id=0, eos_token_id=2, pad_token_id=1, hidden_size=16, intermediate_size=32,
                 num_attention_heads=2, num_hidden_layers=1, vocab_size=len(tokenizer), projection_dim=16,
-                max_position_embeddings=40,
+                max_position_embeddings=70,
             )
         )
         vocoder = SpeechT5HifiGan(
