@@ -253,13 +253,16 @@ class StudyStore:
         return path
 
     def get(self, code: str) -> StudyInfo:
-        code = normalize_code(code)
+        """The study with this code (typed codes are cleaned); raises StudyError if there is none."""
         with self.connect() as conn:
-            row = conn.execute("SELECT * FROM studies WHERE code = ?", (code,)).fetchone()
-            if row is None:
-                raise StudyError(f"no study with code {code!r}")
-            items = [StudyItem(**{k: r[k] for k in r.keys() if k != "code"})
-                     for r in conn.execute("SELECT * FROM items WHERE code = ? ORDER BY item_id", (code,))]
+            return self._info(conn, normalize_code(code))
+
+    def _info(self, conn: sqlite3.Connection, code: str) -> StudyInfo:
+        row = conn.execute("SELECT * FROM studies WHERE code = ?", (code,)).fetchone()
+        if row is None:
+            raise StudyError(f"no study with code {code!r}")
+        items = [StudyItem(**{k: r[k] for k in r.keys() if k != "code"})
+                 for r in conn.execute("SELECT * FROM items WHERE code = ? ORDER BY item_id", (code,))]
         return StudyInfo(code, StudyConfig(**json.loads(row["config"])), row["created"],
                          self.studies_dir / code, items, row["reference_clip"])
 
@@ -299,21 +302,21 @@ class StudyStore:
                                    (new_id, info.code, name)).fetchone()
         return Rater(row["rater_id"], info.code, row["name"], row["seed"])
 
-    def _rater(self, rater_id: str) -> tuple[Rater, StudyInfo, list[Trial]]:
-        with self.connect() as conn:
-            row = conn.execute("SELECT * FROM raters WHERE rater_id = ?", (str(rater_id),)).fetchone()
+    def _rater(self, conn: sqlite3.Connection, rater_id: str) -> tuple[Rater, StudyInfo, list[Trial]]:
+        row = conn.execute("SELECT * FROM raters WHERE rater_id = ?", (str(rater_id),)).fetchone()
         if row is None:
             raise StudyError(f"no rater {str(rater_id)[:40]!r}")
-        info = self.get(row["code"])
+        info = self._info(conn, row["code"])
         return (Rater(row["rater_id"], row["code"], row["name"], row["seed"]), info,
                 plan_trials(info.items, row["seed"], info.config.repeats))
 
     def trial(self, rater_id: str, slot: int | None = None) -> ShownTrial | None:
         """What to show at ``slot``, or at the first unanswered slot when None (None when done)."""
-        rater, info, plan = self._rater(rater_id)
+        with self.connect() as conn:
+            rater, info, plan = self._rater(conn, rater_id)
+            if slot is None:
+                done = {r[0] for r in conn.execute("SELECT slot FROM answers WHERE rater_id = ?", (rater.rater_id,))}
         if slot is None:
-            with self.connect() as conn:
-                done = {r[0] for r in conn.execute("SELECT slot FROM answers WHERE rater_id = ?", (rater_id,))}
             slot = next((t.slot for t in plan if t.slot not in done), None)
             if slot is None:
                 return None
@@ -343,29 +346,30 @@ class StudyStore:
         """
         if not _ANSWER_ID_RE.match(str(answer_id)):
             raise StudyError(f"answer id {str(answer_id)[:80]!r} must be 8-64 characters of A-Z a-z 0-9 _ -")
-        rater, info, plan = self._rater(rater_id)
-        if not isinstance(slot, int) or not 0 <= slot < len(plan):
-            raise StudyError(f"slot {slot!r} is outside this study's 0..{len(plan) - 1}")
-        trial = plan[slot]
-        preferred = None
-        if info.config.kind == "ab":
-            if choice not in AB_ANSWERS or ratings:
-                raise StudyError(f"choose one of {', '.join(AB_ANSWERS)} (got {choice!r})")
-            side = "a" if choice == "A" else "b"
-            if choice in ("A", "B") and trial.swapped:
-                side = "b" if side == "a" else "a"
-            preferred = _PREFERRED.get(choice, side)
-        else:
-            ratings = dict(ratings or {})
-            if choice is not None or sorted(ratings) != sorted(info.config.scales) or not all(
-                    isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 5 for v in ratings.values()):
-                raise StudyError(f"give a whole number 1-5 for each of {info.config.scales} (got {ratings!r})")
         comment = str(comment or "")
         if len(comment) > MAX_COMMENT_CHARS:
             raise StudyError(f"comment is {len(comment)} characters; the limit is {MAX_COMMENT_CHARS}")
         if time_ms is not None and (not isinstance(time_ms, int) or time_ms < 0):
             raise StudyError(f"time_ms must be a non-negative integer, got {time_ms!r}")
+        # Read and write in one IMMEDIATE transaction: one connection, and the rows read cannot change.
         with self.connect(write=True) as conn:
+            rater, info, plan = self._rater(conn, rater_id)
+            if not isinstance(slot, int) or not 0 <= slot < len(plan):
+                raise StudyError(f"slot {slot!r} is outside this study's 0..{len(plan) - 1}")
+            trial = plan[slot]
+            preferred = None
+            if info.config.kind == "ab":
+                if choice not in AB_ANSWERS or ratings:
+                    raise StudyError(f"choose one of {', '.join(AB_ANSWERS)} (got {choice!r})")
+                side = "a" if choice == "A" else "b"
+                if choice in ("A", "B") and trial.swapped:
+                    side = "b" if side == "a" else "a"
+                preferred = _PREFERRED.get(choice, side)
+            else:
+                ratings = dict(ratings or {})
+                if choice is not None or sorted(ratings) != sorted(info.config.scales) or not all(
+                        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 5 for v in ratings.values()):
+                    raise StudyError(f"give a whole number 1-5 for each of {info.config.scales} (got {ratings!r})")
             cur = conn.execute(
                 "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (answer_id, rater.rater_id, slot, trial.item_id, trial.repeat, int(trial.swapped), choice,

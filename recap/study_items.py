@@ -18,11 +18,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pyloudnorm
-
-from recap.audio_io import load_audio, write_wav
-from recap.paths import inside
-
 log = logging.getLogger(__name__)
 
 AB_ANSWERS = ("A", "B", "None", "Cannot decide")
@@ -178,6 +173,8 @@ def loudness_match(audio: np.ndarray, sample_rate: int, target_lufs: float) -> t
         which is returned unchanged). If the gain would clip, the peak is held at 0.99 instead
         (that copy is then quieter than the target; logged).
     """
+    import pyloudnorm  # here, not at the top: scipy.signal is slow to import and only creation needs it
+
     probe = audio
     min_len = int(_MIN_LOUDNESS_SECONDS * sample_rate)
     if probe.shape[1] < min_len:
@@ -188,7 +185,8 @@ def loudness_match(audio: np.ndarray, sample_rate: int, target_lufs: float) -> t
     gain = 10.0 ** ((target_lufs - lufs) / 20.0)
     peak = float(np.abs(audio).max()) * gain
     if peak > _MAX_PEAK:
-        log.warning("matching %.1f LUFS would clip (peak %.2f); holding the peak at %.2f", target_lufs, peak, _MAX_PEAK)
+        log.warning("matching %.1f LUFS would clip (peak %.2f); holding the peak at %.2f",
+                    target_lufs, peak, _MAX_PEAK)
         gain *= _MAX_PEAK / peak
     return (audio * gain).astype(np.float32), lufs
 
@@ -204,19 +202,19 @@ class RunClips:
 
 
 def read_run(folder: Path) -> RunClips:
-    """Reads a run folder's manifest.json (format ``recap.run/1``)."""
-    path = Path(folder) / "manifest.json"
+    """Reads what a study needs from a run folder's manifest."""
+    # Imported here: recap.runs brings torch, which raters' and reports' code paths never need.
+    from recap.runs import load_run
+
     try:
-        manifest = json.loads(path.read_text())
-        if not str(manifest.get("format", "")).startswith("recap.run/"):
-            raise StudyError(f"{path}: not a recap run manifest (format {manifest.get('format')!r})")
-        prompts = {v["label"]: v["prompt"] for v in manifest["variants"]}
-        baseline = next((v["prompt"] for v in manifest["variants"]
+        run = load_run(folder)
+        prompts = {v["label"]: v["prompt"] for v in run.variants}
+        baseline = next((v["prompt"] for v in run.variants
                          if v.get("method") == "baseline" or v["label"] == "baseline"), None)
-        clips = {(c["variant"], int(c["seed"])): inside(Path(folder), c["audio"]) for c in manifest["clips"]}
-        return RunClips(str(manifest["run_id"]), prompts, baseline, clips)
-    except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise StudyError(f"{path}: unreadable run manifest ({type(exc).__name__}: {exc})") from exc
+        clips = {(c.variant, int(c.seed)): run.audio_path(c) for c in run.clips}
+    except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise StudyError(f"{folder}: not a readable run ({type(exc).__name__}: {exc})") from exc
+    return RunClips(run.run_id, prompts, baseline, clips)
 
 
 def _resolve(spec: str, runs: Sequence[RunClips]) -> list[tuple[RunClips, str]]:
@@ -240,6 +238,8 @@ class _Copies:
         self.log: list[dict] = []
 
     def add(self, source: str, audio: np.ndarray | None = None, sample_rate: int = 0) -> str:
+        from recap.audio_io import load_audio, write_wav  # librosa: only creating a study needs it
+
         if source in self.made:
             return self.made[source]
         if audio is None:
@@ -254,7 +254,9 @@ class _Copies:
         return rel
 
 
-def build_items(config: StudyConfig, run_dirs: Sequence[Path], folder: Path) -> tuple[list[StudyItem], str | None, list[dict]]:
+def build_items(
+    config: StudyConfig, run_dirs: Sequence[Path], folder: Path
+) -> tuple[list[StudyItem], str | None, list[dict]]:
     """Resolves a config's pairs or items against run folders and writes the listening copies.
 
     Args:
@@ -280,7 +282,8 @@ def build_items(config: StudyConfig, run_dirs: Sequence[Path], folder: Path) -> 
         b = {}
         if rest:
             nb, rb, lb = rest[0]
-            b = {"name_b": nb, "label_b": f"{rb.run_id}/{lb}@seed{seed}", "clip_b": copies.add(str(rb.clips[lb, seed]))}
+            b = {"name_b": nb, "label_b": f"{rb.run_id}/{lb}@seed{seed}",
+                 "clip_b": copies.add(str(rb.clips[lb, seed]))}
         items.append(StudyItem(len(items), "test", question, condition, na, f"{ra.run_id}/{la}@seed{seed}",
                                copies.add(str(ra.clips[la, seed])), shown_prompt(ra, la), **b))
 
@@ -290,16 +293,20 @@ def build_items(config: StudyConfig, run_dirs: Sequence[Path], folder: Path) -> 
             left, sep, right = (s.strip() for s in pair.partition(":"))
             if not sep or not left or not right:
                 raise StudyError(f"pair {pair!r} must look like 'baseline:reword-1a'")
+            if left == right:
+                raise StudyError(f"pair {pair!r} compares a variant with itself")
             if "/" in left or "/" in right:
                 lefts, rights = _resolve(left, runs), _resolve(right, runs)
                 if len(lefts) > 1 or len(rights) > 1:
                     raise StudyError(f"pair {pair!r}: a label is in several runs; write 'run_id/label'")
                 combos = [(lefts[0], rights[0])]
             else:
-                _resolve(left, runs), _resolve(right, runs)  # clear errors for unknown labels
+                _resolve(left, runs)  # a clear error for an unknown label
+                _resolve(right, runs)
                 combos = [((r, left), (r, right)) for r in runs if left in r.prompts and right in r.prompts]
                 if not combos:
-                    raise StudyError(f"pair {pair!r}: no run has both variants; write 'run_id/label' to pair across runs")
+                    raise StudyError(
+                        f"pair {pair!r}: no run has both variants; write 'run_id/label' to pair across runs")
             before = len(items)
             for (ra, la), (rb, lb) in combos:
                 seeds = sorted({s for (v, s) in ra.clips if v == la} & {s for (v, s) in rb.clips if v == lb})

@@ -1,0 +1,336 @@
+"""Summaries of listening-study answers: preference tables, mean ratings, agreement, checks.
+
+- A/B: percent of each answer per (question, condition), as in Table 2 of the personalisation
+  paper, with counts and a Wilson 95% interval (sound at small n and near 0 % / 100 %).
+- Ratings: mean per (scale, condition) with a t-based 95% interval.
+- Agreement between raters: Krippendorff's alpha, chosen over Fleiss' kappa because raters need
+  not all answer the same items (people stop early, some are excluded) and because it has an
+  interval form for 1-5 ratings. Nominal over {a, b, none, undecided} for each A/B question;
+  interval for each rating scale. Units are test items; values are first showings.
+- Attention checks: an obvious-answer item fails when the clip loses to noise (A/B) or noise is
+  rated above 2 on a scale; a repeated item fails when the two answers differ (A/B) or a rating
+  moves by more than 1. Raters failing more than ``max_failed_checks`` are excluded.
+
+Summaries use test items only, first showings only, included raters only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Hashable, Iterable, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from scipy import stats as sstats
+
+from recap.paths import atomic_write_bytes, atomic_write_json
+from recap.study import StudyInfo, StudyItem
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+ANSWER_NAMES = {"none": "None", "undecided": "Cannot decide"}
+
+
+@dataclass(frozen=True)
+class Share:
+    """How often one answer was given: count of n, percent, Wilson 95% interval in percent."""
+
+    answer: str
+    count: int
+    n: int
+    percent: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class PreferenceRow:
+    """One A/B question on one condition; shares in the order side a, side b, None, Cannot decide."""
+
+    question: str
+    condition: str
+    n: int
+    shares: list[Share]
+
+
+@dataclass(frozen=True)
+class RatingRow:
+    """Mean of one scale on one condition with its 95% interval (nan when n < 2)."""
+
+    scale: str
+    condition: str
+    n: int
+    mean: float
+    low: float
+    high: float
+    std: float
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Krippendorff's alpha over ``units`` items (None when there is no variation to compare)."""
+
+    name: str
+    metric: str
+    alpha: float | None
+    units: int
+
+
+@dataclass(frozen=True)
+class RaterCheck:
+    rater_id: str
+    name: str | None
+    answered: int
+    checks: int
+    failed: int
+    excluded: bool
+
+
+@dataclass(frozen=True)
+class StudyResults:
+    code: str
+    kind: str
+    preferences: list[PreferenceRow]
+    ratings: list[RatingRow]
+    agreement: list[Agreement]
+    raters: list[RaterCheck]
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for ``k`` successes in ``n`` trials, as proportions (nan if n == 0)."""
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return math.nan, math.nan
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t interval of the mean; the interval is nan with fewer than 2 values."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        raise ValueError("mean_interval needs at least one value")
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, math.nan, math.nan
+    half = float(sstats.t.ppf(0.5 + confidence / 2, x.size - 1)) * float(x.std(ddof=1)) / math.sqrt(x.size)
+    return mean, mean - half, mean + half
+
+
+def krippendorff_alpha(units: Iterable[Sequence[Hashable]], metric: str = "nominal") -> float | None:
+    """Krippendorff's alpha from the values each unit (item) received from its raters.
+
+    alpha = 1 - D_o / D_e over the coincidence matrix: each ordered pair of values within a unit
+    of m values adds 1 / (m - 1). Units with fewer than 2 values carry no pair and are skipped.
+
+    Args:
+        units: Per unit, the values given by the raters who answered it (any number each).
+        metric: "nominal" (delta = 0 if equal else 1) or "interval" (delta = squared difference).
+
+    Returns:
+        alpha, or None when no pairable values vary (D_e == 0: agreement is undefined).
+    """
+    if metric not in ("nominal", "interval"):
+        raise ValueError(f"metric must be 'nominal' or 'interval', got {metric!r}")
+    units = [list(u) for u in units if len(u) >= 2]
+    values = sorted({v for u in units for v in u}, key=repr)
+    if len(values) < 2:
+        return None
+    index = {v: i for i, v in enumerate(values)}
+    coincidence = np.zeros((len(values), len(values)))
+    for unit in units:
+        for i, a in enumerate(unit):
+            for j, b in enumerate(unit):
+                if i != j:
+                    coincidence[index[a], index[b]] += 1.0 / (len(unit) - 1)
+    if metric == "nominal":
+        delta = 1.0 - np.eye(len(values))
+    else:
+        v = np.asarray(values, dtype=float)
+        delta = (v[:, None] - v[None, :]) ** 2
+    n_c = coincidence.sum(axis=1)
+    n = n_c.sum()
+    d_observed = float((coincidence * delta).sum()) / n
+    d_expected = float((np.outer(n_c, n_c) * delta).sum()) / (n * (n - 1))
+    return None if d_expected == 0 else 1.0 - d_observed / d_expected
+
+
+def _check_passed(item: StudyItem, answer: dict) -> bool:
+    if item.expected == "a":
+        return answer["preferred"] == "a"
+    return all(v <= 2 for v in answer["ratings"].values())
+
+
+def _consistent(first: dict, again: dict) -> bool:
+    if first["preferred"] is not None:
+        return first["preferred"] == again["preferred"]
+    return all(abs(first["ratings"][k] - again["ratings"].get(k, 0)) <= 1 for k in first["ratings"])
+
+
+def attention(info: StudyInfo, answers: Sequence[dict]) -> list[RaterCheck]:
+    """Attention-check outcome of every rater who answered (see the module docstring)."""
+    items = {i.item_id: i for i in info.items}
+    by_rater: dict[str, list[dict]] = defaultdict(list)
+    for a in answers:
+        by_rater[a["rater_id"]].append(a)
+    out = []
+    for rater_id, rows in by_rater.items():
+        checks = failed = 0
+        shown = {(a["item_id"], a["repeat"]): a for a in rows}
+        for a in rows:
+            item = items[a["item_id"]]
+            if item.role == "check":
+                checks, failed = checks + 1, failed + (not _check_passed(item, a))
+            elif a["repeat"] == 1 and (a["item_id"], 0) in shown:
+                checks, failed = checks + 1, failed + (not _consistent(shown[a["item_id"], 0], a))
+        out.append(RaterCheck(rater_id, rows[0]["rater_name"], len(rows), checks, failed,
+                              failed > info.config.max_failed_checks))
+    return out
+
+
+def summarize(info: StudyInfo, answers: Sequence[dict]) -> StudyResults:
+    """Preference shares, mean ratings and agreement of a study's answers (see the module docstring)."""
+    raters = attention(info, answers)
+    excluded = {r.rater_id for r in raters if r.excluded}
+    items = {i.item_id: i for i in info.items}
+    used = [a for a in answers if a["rater_id"] not in excluded and a["repeat"] == 0
+            and items[a["item_id"]].role == "test"]
+    preferences, ratings, agreement = [], [], []
+    if info.config.kind == "ab":
+        groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+        for a in used:
+            groups[items[a["item_id"]].question, items[a["item_id"]].condition].append(a)
+        for (question, condition), rows in groups.items():
+            first = items[rows[0]["item_id"]]
+            names = {"a": first.name_a, "b": first.name_b, **ANSWER_NAMES}
+            counts = {key: sum(r["preferred"] == key for r in rows) for key in names}
+            shares = []
+            for key, count in counts.items():
+                low, high = wilson_interval(count, len(rows))
+                shares.append(Share(names[key], count, len(rows), 100.0 * count / len(rows), 100 * low, 100 * high))
+            preferences.append(PreferenceRow(question, condition, len(rows), shares))
+        for question in dict.fromkeys(i.question for i in info.items if i.role == "test"):
+            units = defaultdict(list)
+            for a in used:
+                if items[a["item_id"]].question == question:
+                    units[a["item_id"]].append(a["preferred"])
+            agreement.append(Agreement(f"A/B: {question}", "nominal", krippendorff_alpha(units.values()), len(units)))
+    else:
+        for scale in info.config.scales:
+            groups = defaultdict(list)
+            units = defaultdict(list)
+            for a in used:
+                groups[items[a["item_id"]].condition].append(a["ratings"][scale])
+                units[a["item_id"]].append(a["ratings"][scale])
+            for condition, values in groups.items():
+                mean, low, high = mean_interval(values)
+                std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+                ratings.append(RatingRow(scale, condition, len(values), mean, low, high, std))
+            agreement.append(Agreement(scale, "interval", krippendorff_alpha(units.values(), "interval"), len(units)))
+    return StudyResults(info.code, info.config.kind, preferences, ratings, agreement, raters)
+
+
+def answer_table(info: StudyInfo, answers: Sequence[dict]) -> list[dict]:
+    """Raw answers joined with their items, one flat dict per answer (what the CSV holds)."""
+    items = {i.item_id: i for i in info.items}
+    rows = []
+    for a in answers:
+        item = items[a["item_id"]]
+        shown = [item.label_a, item.label_b][:: -1 if a["swapped"] else 1]
+        names = {"a": item.name_a, "b": item.name_b, **ANSWER_NAMES}
+        row = {"study": info.code, "answer_id": a["answer_id"], "rater_id": a["rater_id"],
+               "rater_name": a["rater_name"] or "", "slot": a["slot"], "item_id": item.item_id, "role": item.role,
+               "repeat": a["repeat"], "question": item.question, "condition": item.condition,
+               "shown_a": shown[0], "shown_b": shown[1] or "", "choice": a["choice"] or "",
+               "preferred": names.get(a["preferred"], "") if a["preferred"] else ""}
+        row.update({f"rating_{s}": a["ratings"].get(s, "") for s in info.config.scales if info.config.kind == "rating"})
+        row.update({"comment": a["comment"], "time_ms": a["time_ms"], "created": a["created"]})
+        rows.append(row)
+    return rows
+
+
+def summary_rows(results: StudyResults) -> list[dict]:
+    """Summaries in long form: one row per answer share, mean rating and agreement value."""
+    rows: list[dict] = []
+    for p in results.preferences:
+        rows += [{"section": "preference", "question": p.question, "condition": p.condition, "answer": s.answer,
+                  "n": s.n, "count": s.count, "value": round(s.percent, 2), "low": round(s.low, 2),
+                  "high": round(s.high, 2)} for s in p.shares]
+    rows += [{"section": "rating", "question": r.scale, "condition": r.condition, "answer": "mean", "n": r.n,
+              "count": "", "value": round(r.mean, 3), "low": round(r.low, 3), "high": round(r.high, 3)}
+             for r in results.ratings]
+    rows += [{"section": "agreement", "question": g.name, "condition": "", "answer": f"Krippendorff alpha ({g.metric})",
+              "n": g.units, "count": "", "value": "" if g.alpha is None else round(g.alpha, 3), "low": "", "high": ""}
+             for g in results.agreement]
+    return rows
+
+
+def _spreadsheet_safe(value: object) -> object:
+    # Rater text starting with = + - @ is run as a formula by spreadsheet programs; quote it.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def write_csv(rows: Sequence[dict], path: str | Path) -> Path:
+    """Writes dict rows as CSV atomically (text cells made safe for spreadsheets)."""
+    buf = io.StringIO()
+    fields = list(dict.fromkeys(k for r in rows for k in r)) or ["empty"]
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows({k: _spreadsheet_safe(v) for k, v in r.items()} for r in rows)
+    atomic_write_bytes(Path(path), buf.getvalue().encode("utf-8"))
+    return Path(path)
+
+
+def _finite(obj: object) -> object:
+    # JSON has no NaN: an undefined interval (n < 2) is written as null.
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def results_dict(info: StudyInfo, results: StudyResults, answers: Sequence[dict]) -> dict:
+    """Config, summaries and raw answers of a study as plain JSON-ready values (NaN as None)."""
+    return _finite({"study": info.code, "config": asdict(info.config), "summary": asdict(results),
+                    "answers": answer_table(info, answers)})
+
+
+def write_json(info: StudyInfo, results: StudyResults, answers: Sequence[dict], path: str | Path) -> Path:
+    """Writes :func:`results_dict` to ``path`` atomically."""
+    atomic_write_json(Path(path), results_dict(info, results, answers))
+    return Path(path)
+
+
+def results_figure(results: StudyResults) -> go.Figure:
+    """Bars with 95% intervals: answer shares per A/B question and condition, or mean ratings."""
+    fig = go.Figure()
+    for p in results.preferences:
+        fig.add_bar(
+            name=f"{p.question} [{p.condition}] (n={p.n})", x=[s.answer for s in p.shares],
+            y=[s.percent for s in p.shares],
+            error_y={"type": "data", "symmetric": False, "array": [s.high - s.percent for s in p.shares],
+                     "arrayminus": [s.percent - s.low for s in p.shares]})
+    for scale in dict.fromkeys(r.scale for r in results.ratings):
+        rows = [r for r in results.ratings if r.scale == scale]
+        fig.add_bar(name=scale, x=[r.condition for r in rows], y=[r.mean for r in rows],
+                    error_y={"type": "data", "symmetric": False,
+                             "array": [0 if math.isnan(r.high) else r.high - r.mean for r in rows],
+                             "arrayminus": [0 if math.isnan(r.low) else r.mean - r.low for r in rows]})
+    # Percent axis fixed at 0-100; rating axis free, as t intervals of few answers reach past 1-5.
+    yaxis = {"title": "percent of answers", "range": [0, 100]} if results.kind == "ab" else {"title": "mean (1-5)"}
+    title = f"Study {results.code}: " + ("answers (%)" if results.kind == "ab" else "mean ratings")
+    fig.update_layout(barmode="group", title=title, yaxis=yaxis, legend={"orientation": "h", "y": -0.2})
+    return fig

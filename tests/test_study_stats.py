@@ -1,0 +1,158 @@
+"""Study summaries on hand-made answer sets, checked against numbers worked out by hand below."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from recap.study import StudyConfig, StudyInfo, StudyItem
+from recap.study_stats import (
+    answer_table,
+    attention,
+    krippendorff_alpha,
+    mean_interval,
+    results_dict,
+    results_figure,
+    summarize,
+    wilson_interval,
+    write_csv,
+)
+
+
+def answer(rater, item_id, preferred=None, ratings=None, repeat=0, swapped=False, choice=None, comment=""):
+    return {"answer_id": f"{rater}-{item_id}-{repeat}", "rater_id": rater, "rater_name": rater.upper(),
+            "slot": item_id + 10 * repeat, "item_id": item_id, "repeat": repeat, "swapped": swapped,
+            "choice": choice, "preferred": preferred, "ratings": ratings or {}, "comment": comment,
+            "time_ms": 1000, "created": "2026-01-01T00:00:00+00:00"}
+
+
+def ab_info() -> StudyInfo:
+    def pair(item_id, seed):
+        return StudyItem(item_id, "test", "Q", "base:alt", "base", f"r/base@seed{seed}", f"audio/a{seed}.wav", "p",
+                         "alt", f"r/alt@seed{seed}", f"audio/b{seed}.wav")
+
+    check = StudyItem(2, "check", "Q", "attention check", "clip", "r/base@seed0", "audio/a0.wav", "p",
+                      "noise", "noise", "audio/n.wav", expected="a")
+    return StudyInfo("abcd-2345", StudyConfig(kind="ab", pairs=["base:alt"], max_failed_checks=0), "now",
+                     Path("/nowhere"), [pair(0, 0), pair(1, 1), check])
+
+
+def ab_answers() -> list[dict]:
+    return [
+        answer("r1", 0, "a"), answer("r1", 1, "a"), answer("r1", 2, "a"),
+        answer("r2", 0, "a"), answer("r2", 1, "b"), answer("r2", 2, "a"),
+        answer("r3", 0, "a"), answer("r3", 1, "undecided"), answer("r3", 2, "a"), answer("r3", 0, "a", repeat=1),
+        answer("r4", 0, "b"), answer("r4", 1, "b"), answer("r4", 2, "b"),  # prefers noise: fails the check
+        answer("r5", 0, "a"), answer("r5", 1, "a"), answer("r5", 1, "b", repeat=1),  # changes its mind
+    ]
+
+
+def test_wilson_interval_by_hand():
+    # 7/10, z = 1.96: denom = 1 + 3.8415/10 = 1.38415; centre = (0.7 + 0.19207)/1.38415 = 0.64449;
+    # half = 1.96 * sqrt(0.021 + 0.0096037)/1.38415 = 0.24772 -> (0.39677, 0.89220)
+    assert wilson_interval(7, 10) == pytest.approx((0.39677, 0.89220), abs=1e-4)
+    # 0/6: low 0; high = 2 * (z^2 / 2n) / (1 + z^2/n) = 2 * 0.32012 / 1.64024 = 0.39033
+    assert wilson_interval(0, 6) == pytest.approx((0.0, 0.39033), abs=1e-4)
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+    with pytest.raises(ValueError, match="k=3, n=2"):
+        wilson_interval(3, 2)
+
+
+def test_mean_interval_by_hand():
+    # [3, 4, 5]: mean 4, s = 1, se = 1/sqrt(3) = 0.57735, t(0.975, df 2) = 4.302653 -> half 2.484138
+    assert mean_interval([3, 4, 5]) == pytest.approx((4.0, 1.515862, 6.484138), abs=1e-5)
+    mean, low, high = mean_interval([2])
+    assert mean == 2 and math.isnan(low) and math.isnan(high)
+    with pytest.raises(ValueError):
+        mean_interval([])
+
+
+def test_krippendorff_alpha_by_hand():
+    # Nominal, units [a,a,a] and [a,b,u]. Each unit of 3 adds 1/2 per ordered pair:
+    # o_aa = 6 * 1/2 = 3; o_ab = o_ba = o_au = o_ua = o_bu = o_ub = 1/2.  n_a = 4, n_b = 1, n_u = 1, n = 6.
+    # D_o = (6 * 1/2) / 6 = 0.5;  D_e = 2 * (4*1 + 4*1 + 1*1) / (6 * 5) = 0.6;  alpha = 1 - 0.5/0.6 = 1/6
+    assert krippendorff_alpha([["a", "a", "a"], ["a", "b", "u"]]) == pytest.approx(1 / 6)
+    # Interval, units [3,5], [5,4], [4,3] (one pair each, weight 1): n_3 = n_4 = n_5 = 2, n = 6.
+    # D_o = (4 + 4 + 1 + 1 + 1 + 1) / 6 = 2;  D_e = 2 * 4 * (1 + 4 + 1) / 30 = 1.6;  alpha = 1 - 2/1.6 = -0.25
+    assert krippendorff_alpha([[3, 5], [5, 4], [4, 3]], "interval") == pytest.approx(-0.25)
+    assert krippendorff_alpha([[1, 1], [2, 2, 2], [7]], "interval") == pytest.approx(1.0)  # single values skipped
+    assert krippendorff_alpha([["a", "a"], ["a", "a"]]) is None  # nothing varies: undefined
+    with pytest.raises(ValueError, match="ordinal"):
+        krippendorff_alpha([[1, 2]], "ordinal")
+
+
+def test_preference_table_excludes_raters_failing_checks():
+    info, answers = ab_info(), ab_answers()
+    checks = {r.rater_id: (r.checks, r.failed, r.excluded) for r in attention(info, answers)}
+    # r3 passed the check and answered its repeat the same; r4 chose noise; r5 changed its mind on a repeat.
+    assert checks == {"r1": (1, 0, False), "r2": (1, 0, False), "r3": (2, 0, False),
+                      "r4": (1, 1, True), "r5": (1, 1, True)}
+    results = summarize(info, answers)
+    (row,) = results.preferences
+    assert (row.question, row.condition, row.n) == ("Q", "base:alt", 6)
+    # Included raters r1-r3, first showings of the two test items: a,a,a | a,b,undecided
+    # -> base 4/6, alt 1/6, None 0/6, Cannot decide 1/6.
+    assert [(s.answer, s.count) for s in row.shares] == [("base", 4), ("alt", 1), ("None", 0), ("Cannot decide", 1)]
+    assert [s.percent for s in row.shares] == pytest.approx([66.6667, 16.6667, 0.0, 16.6667], abs=1e-3)
+    # Wilson 4/6: denom 1.64024, centre 0.60161, half 0.30162 -> 30.00 .. 90.32 %
+    assert (row.shares[0].low, row.shares[0].high) == pytest.approx((30.00, 90.32), abs=0.01)
+    assert row.shares[2].high == pytest.approx(39.03, abs=0.01)
+    # Agreement over the two test items: the hand-worked nominal example above, alpha = 1/6.
+    (agreement,) = results.agreement
+    assert (agreement.alpha, agreement.units, agreement.metric) == (pytest.approx(1 / 6), 2, "nominal")
+
+    info.config.max_failed_checks = 1  # now r4 and r5 count too
+    shares = summarize(info, answers).preferences[0].shares
+    assert [s.count for s in shares] == [4 + 2, 1 + 2, 0, 1]  # r5 adds a,a and r4 b,b (first showings only)
+
+
+def test_rating_means_intervals_and_agreement_by_hand():
+    items = [StudyItem(0, "test", "", "x", "x", "r/x@seed0", "audio/0.wav", "p"),
+             StudyItem(1, "test", "", "y", "y", "r/y@seed0", "audio/1.wav", "p"),
+             StudyItem(2, "test", "", "x", "x", "r/x@seed1", "audio/2.wav", "p"),
+             StudyItem(3, "check", "", "attention check", "noise", "noise", "audio/n.wav", "p", expected="low")]
+    info = StudyInfo("abcd-2345", StudyConfig(kind="rating"), "now", Path("/nowhere"), items)
+    answers = [
+        answer("s1", 0, ratings={"OVL": 3, "REL": 4}), answer("s1", 1, ratings={"OVL": 5, "REL": 5}),
+        answer("s1", 2, ratings={"OVL": 4, "REL": 2}), answer("s1", 3, ratings={"OVL": 1, "REL": 2}),
+        answer("s2", 0, ratings={"OVL": 5, "REL": 4}), answer("s2", 1, ratings={"OVL": 4, "REL": 3}),
+        answer("s2", 2, ratings={"OVL": 3, "REL": 3}), answer("s2", 3, ratings={"OVL": 2, "REL": 1}),
+        answer("s3", 3, ratings={"OVL": 4, "REL": 1}), answer("s3", 0, ratings={"OVL": 1, "REL": 1}),  # noise rated 4
+    ]
+    results = summarize(info, answers)
+    assert [r.excluded for r in results.raters] == [False, False, True]
+    rows = {(r.scale, r.condition): r for r in results.ratings}
+    # OVL on x: [3, 5, 4, 3], mean 3.75, squared deviations 0.5625 + 1.5625 + 0.0625 + 0.5625 = 2.75,
+    # s = sqrt(2.75/3) = 0.957427, se = 0.478714, t(0.975, 3) = 3.182446 -> half 1.523481
+    ovl_x = rows["OVL", "x"]
+    assert (ovl_x.n, ovl_x.mean, ovl_x.std) == (4, 3.75, pytest.approx(0.957427, abs=1e-6))
+    assert (ovl_x.low, ovl_x.high) == pytest.approx((2.226519, 5.273481), abs=1e-5)
+    # REL on x: [4, 4, 2, 3], mean 3.25, same spread -> 3.25 -+ 1.523481
+    assert (rows["REL", "x"].mean, rows["REL", "x"].low) == (3.25, pytest.approx(1.726519, abs=1e-5))
+    # OVL on y: [5, 4], s = 0.707107, se = 0.5, t(0.975, 1) = 12.706205 -> 4.5 -+ 6.353102
+    assert (rows["OVL", "y"].low, rows["OVL", "y"].high) == pytest.approx((-1.853102, 10.853102), abs=1e-5)
+    alpha = {g.name: g.alpha for g in results.agreement}
+    # OVL units [3,5], [5,4], [4,3]: the hand-worked interval example, alpha = -0.25.
+    # REL units [4,4], [5,3], [2,3]: n_2 = 1, n_3 = 2, n_4 = 2, n_5 = 1, n = 6; D_o = (0+0+4+4+1+1)/6 = 5/3;
+    # D_e = 2 * (1*2*1 + 1*2*4 + 1*1*9 + 2*2*1 + 2*1*4 + 2*1*1) / 30 = 66/30 = 2.2; alpha = 1 - (5/3)/2.2 = 0.242424
+    assert alpha == {"OVL": pytest.approx(-0.25), "REL": pytest.approx(0.242424, abs=1e-6)}
+    assert results_figure(results).data[0].name == "OVL" and len(results_figure(results).data) == 2
+    summary = results_dict(info, results, answers)["summary"]
+    json.dumps(summary, allow_nan=False)  # undefined intervals are null, never NaN
+
+
+def test_answer_table_shows_the_sides_as_heard_and_is_safe_in_spreadsheets(tmp_path):
+    info = ab_info()
+    rows = answer_table(info, [answer("r1", 0, "b", swapped=True, choice="A", comment="=HYPERLINK(\"http://x\")")])
+    (row,) = rows
+    # swapped: the rater heard alt as A, chose A, which is the item's side b ("alt")
+    assert (row["shown_a"], row["shown_b"], row["choice"], row["preferred"]) == (
+        "r/alt@seed0", "r/base@seed0", "A", "alt")
+    path = write_csv(rows, tmp_path / "answers.csv")
+    with open(path, newline="") as f:
+        (read,) = list(csv.DictReader(f))
+    assert read["comment"] == "'=HYPERLINK(\"http://x\")" and read["rater_name"] == "R1"
