@@ -124,7 +124,10 @@ def _error_message(reason: str, endpoint: Endpoint, detail: str, tries: int, opt
     where = endpoint.shown_url
     return {
         "auth": f"the server at {where} rejected the API key ({detail})",
-        "model-not-found": f"model {endpoint.model!r} was not found at {where} ({detail})",
+        "model-not-found": (
+            f"model {endpoint.model!r} was not found at {where} ({detail}); check the model name, and that "
+            "the URL is the API's base (it often ends in /v1)"
+        ),
         "rate-limited": f"{where} kept answering 429 (rate limited) after {tries} tries ({detail})",
         "server-error": f"{where} kept failing with a server error after {tries} tries ({detail})",
         "bad-request": f"{where} refused the request ({detail})",
@@ -143,8 +146,9 @@ def chat(
 ) -> tuple[str, dict[str, Any]]:
     """Sends one chat-completion request, retrying 429, 5xx, timeouts and lost connections.
 
-    A 400 answer to a request with ``response_format`` is retried once without it: many
+    A 400/422 answer to a request with ``response_format`` is retried once without it: many
     local servers do not know structured output, and the answer parser copes with plain text.
+    Retries wait ``backoff_s * 2**k`` seconds (or the server's Retry-After, both capped).
 
     Args:
         endpoint: Base URL, model and key.
@@ -163,9 +167,7 @@ def chat(
     import openai
 
     key = endpoint.api_key or "not-needed"  # local servers ignore it, the client wants one
-    client = openai.OpenAI(
-        api_key=key, base_url=endpoint.base_url, timeout=options.timeout_s, max_retries=0
-    )
+    client = openai.OpenAI(api_key=key, base_url=endpoint.base_url, timeout=options.timeout_s, max_retries=0)
     record: dict[str, Any] = {
         "stage": stage,
         "started": _now(),
@@ -209,7 +211,7 @@ def chat(
             detail = f"HTTP {e.status_code}: {_server_message(e)}"
             outcome, reason = f"http {e.status_code}", _status_reason(e.status_code)
             wait_hint = _retry_after(e)
-            if e.status_code == 400 and fmt is not None:
+            if e.status_code in (400, 422) and fmt is not None:
                 record["attempts"].append(_attempt(tries, outcome, t0, detail, endpoint.api_key))
                 logger.info("%s refused response_format; asking again for plain text", endpoint.shown_url)
                 record["fallback"] = "plain-text (the server refused response_format)"
@@ -218,6 +220,12 @@ def chat(
             if reason in ("auth", "model-not-found", "bad-request"):
                 record["attempts"].append(_attempt(tries, outcome, t0, detail, endpoint.api_key))
                 raise fail(reason, _error_message(reason, endpoint, detail, tries, options)) from None
+        except (openai.APIResponseValidationError, ValueError) as e:
+            # 200 with a body that is not a chat completion (an HTML page, a proxy's error...).
+            detail = f"{type(e).__name__}: {e}"
+            record["attempts"].append(_attempt(tries, "not a chat completion", t0, detail, endpoint.api_key))
+            message = f"{endpoint.shown_url} answered with something that is not a chat completion ({detail[:200]})"
+            raise fail("unparsable", message) from None
         else:
             record["attempts"].append(_attempt(tries, "ok", t0, None, None))
             return _accept(resp, record, endpoint, t_start)
@@ -227,7 +235,9 @@ def chat(
         wait = min(options.backoff_s * 2 ** (tries - 1), options.max_backoff_s)
         if wait_hint is not None:
             wait = max(wait, min(wait_hint, options.max_backoff_s))
-        logger.warning("%s: %s; retry %d of %d in %.3g s", endpoint.shown_url, outcome, tries, options.max_retries, wait)
+        logger.warning(
+            "%s: %s; retry %d of %d in %.3g s", endpoint.shown_url, outcome, tries, options.max_retries, wait
+        )
         time.sleep(wait)
 
 
@@ -273,6 +283,8 @@ def _accept(resp: Any, record: dict[str, Any], endpoint: Endpoint, t_start: floa
     }
     record["elapsed_s"] = round(time.monotonic() - t_start, 3)
     clean = scrub(record, endpoint.api_key)
+    if choice is None:
+        raise LLMError("unparsable", f"{endpoint.shown_url} answered with no choices", [clean])
     if refusal or (choice is not None and choice.finish_reason == "content_filter"):
         raise LLMError("refusal", f"the model refused: {scrub(refusal or 'content filter', endpoint.api_key)}", [clean])
     return scrub(content, endpoint.api_key), clean
@@ -291,7 +303,7 @@ class ParsedList:
 
 
 def _clean_item(text: str) -> str:
-    text = text.strip().strip("*").strip()
+    text = " ".join(text.split()).strip("*").strip()  # one line: prompts are single lines
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'“”":
         text = text[1:-1].strip()
     return text.strip("“”").strip()

@@ -7,41 +7,21 @@ changes about a quarter of the content words, using the most common sense only; 
 changes about three quarters and also draws on other senses, broader terms (hypernyms) and
 similar adjectives. The same prompt, distance and seed always give the same variants.
 
-Where WordNet comes from (first found wins):
-
-1. an explicit ``root`` folder holding the WordNet 3.0 database files;
-2. nltk's own copy (``nltk.download("wordnet")``), found through ``nltk.data.find``;
-3. Debian's ``wordnet-base`` package in ``/usr/share/wordnet``. That package leaves out the
-   small ``lexnames`` file nltk's reader needs, so recap ships it (``assets/wordnet/lexnames``,
-   transcribed from the package's man page ``lexnames(5WN)``) and the reader takes it from
-   there; the database files are read in place (nothing is copied or written).
+WordNet is found and opened by :mod:`recap.wordnet`.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import io
 import logging
 import random
 import re
-import threading
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+from recap.wordnet import WORDNET_LOCK, load_wordnet
 
 logger = logging.getLogger(__name__)
-
-DEBIAN_WORDNET_DIR = Path("/usr/share/wordnet")
-LEXNAMES_ASSET = Path(__file__).resolve().parent.parent / "assets" / "wordnet" / "lexnames"
-INSTALL_HINT = (
-    "install WordNet with `apt-get install wordnet-base` (Debian/Ubuntu) or, with internet, "
-    "in Python: `import nltk; nltk.download('wordnet')`"
-)
 
 DISTANCES = ("light", "strong")
 # Share of the replaceable words each distance changes (at least one / two words).
@@ -83,14 +63,6 @@ _WORD_RE = re.compile(r"[A-Za-z]+")
 _SENTENCE_END = {".", "!", "?"}
 _VOWELS = set("aeiou")
 
-# nltk's reader shares open file handles between lookups (it seeks in them), so lookups from
-# several threads (a web app's queue) are serialised.
-_WN_LOCK = threading.RLock()
-
-
-class WordNetMissingError(RuntimeError):
-    """WordNet could not be found; the message says what to install."""
-
 
 @dataclass(frozen=True)
 class WordChange:
@@ -108,106 +80,6 @@ class SynonymVariant:
 
     text: str
     changes: tuple[WordChange, ...]
-
-
-# --------------------------------------------------------------------------------------------
-# Locating and loading WordNet
-
-
-def _reader_class() -> type:
-    from nltk.corpus.reader.wordnet import WordNetCorpusReader
-
-    class _Reader(WordNetCorpusReader):  # type: ignore[misc,valid-type]
-        """nltk's reader with an optional outside ``lexnames`` file and no OMW mapping.
-
-        The OMW mapping (``map_wn``) wants ``index.sense`` of a downloaded copy, which Debian's
-        package does not have; recap uses English only, so it is skipped.
-        """
-
-        def __init__(self, root: Any, lexnames: Path | None) -> None:
-            self._recap_lexnames = lexnames
-            with warnings.catch_warnings():
-                # "multilingual functions are not available": expected, recap needs English only
-                warnings.simplefilter("ignore")
-                super().__init__(root, None)
-
-        def open(self, file: str) -> Any:
-            if file == "lexnames" and self._recap_lexnames is not None:
-                return io.StringIO(self._recap_lexnames.read_text(encoding="utf-8"))
-            return super().open(file)
-
-        def map_wn(self, version: str = "wordnet") -> None:
-            return None
-
-    return _Reader
-
-
-def _has_database(root: Path) -> bool:
-    return all((root / f"{kind}.{pos}").is_file() for kind in ("data", "index") for pos in ("noun", "verb", "adj", "adv"))
-
-
-def _allow_in_nltk_sandbox(root: Path) -> None:
-    # nltk only opens files under the folders in nltk.data.path; adding the folder being read
-    # (never a parent) keeps that sandbox as narrow as it can be.
-    import nltk
-
-    resolved = str(root.resolve())
-    if resolved not in [str(p) for p in nltk.data.path]:
-        nltk.data.path.append(resolved)
-
-
-@functools.lru_cache(maxsize=4)
-def load_wordnet(root: str | None = None) -> WordNetCorpusReader:
-    """Finds and opens WordNet 3.0 (see the module docstring for the search order).
-
-    Loading reads the index files into memory (about 1 s, ~100 MB); the reader is cached.
-
-    Args:
-        root: Folder with the database files (``data.noun``, ``index.noun``, ...). ``lexnames``
-            is taken from recap's assets when the folder has none.
-
-    Returns:
-        An nltk ``WordNetCorpusReader``.
-
-    Raises:
-        WordNetMissingError: when no WordNet is found; the message says what to install.
-    """
-    import nltk
-
-    reader_cls = _reader_class()
-    if root is not None:
-        folder = Path(root).expanduser()
-        if not _has_database(folder):
-            raise WordNetMissingError(f"no WordNet database in {folder}; {INSTALL_HINT}")
-        return _open_folder(reader_cls, folder)
-    for name in ("corpora/wordnet", "corpora/wordnet.zip/wordnet/"):
-        try:
-            found = nltk.data.find(name)
-        except LookupError:
-            continue
-        logger.info("using nltk's WordNet at %s", found)
-        return reader_cls(found, None)
-    if _has_database(DEBIAN_WORDNET_DIR):
-        return _open_folder(reader_cls, DEBIAN_WORDNET_DIR)
-    raise WordNetMissingError(f"WordNet was not found; {INSTALL_HINT}")
-
-
-def _open_folder(reader_cls: type, folder: Path) -> Any:
-    lexnames = None if (folder / "lexnames").is_file() else LEXNAMES_ASSET
-    if lexnames is not None and not lexnames.is_file():
-        raise WordNetMissingError(f"{folder} has no 'lexnames' and recap's copy {lexnames} is missing")
-    _allow_in_nltk_sandbox(folder)
-    logger.info("using WordNet at %s (lexnames from %s)", folder, lexnames or folder)
-    return reader_cls(str(folder.resolve()), lexnames)
-
-
-def wordnet_available() -> bool:
-    """True when :func:`load_wordnet` would succeed."""
-    try:
-        load_wordnet()
-    except WordNetMissingError:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,9 +123,7 @@ def _pos_options(wn: Any, word: str) -> dict[str, tuple[str, int]]:
         lemma = wn.morphy(word, pos)
         if lemma is None:
             continue
-        count = sum(
-            lem.count() for s in wn.synsets(lemma, pos) for lem in s.lemmas() if lem.name().lower() == lemma
-        )
+        count = sum(lem.count() for s in wn.synsets(lemma, pos) for lem in s.lemmas() if lem.name().lower() == lemma)
         out[pos] = (lemma, count)
     return out
 
@@ -383,9 +253,7 @@ def _slots(wn: Any, tokens: list[str], distance: str) -> list[_Slot]:
     """Every word position that can change, with its inflected replacement choices."""
     irregular = _irregular_bases(wn)
     # Learned tokens count as words here so that the word before one is its neighbour.
-    word_idx = [
-        i for i, t in enumerate(tokens) if is_word(t) or t.startswith("<") or t.strip() in _SENTENCE_END
-    ]
+    word_idx = [i for i, t in enumerate(tokens) if is_word(t) or t.startswith("<") or t.strip() in _SENTENCE_END]
     opts_cache: dict[str, dict] = {}
 
     def options(tok: str) -> dict:
@@ -448,7 +316,7 @@ def synonym_variants(
         distance: ``"light"`` (about a quarter of the content words, common senses only) or
             ``"strong"`` (about three quarters, wider synonyms).
         seed: The same (prompt, n, distance, seed) always gives the same variants.
-        wordnet_root: Folder with a WordNet database, else it is looked for (:func:`load_wordnet`).
+        wordnet_root: Folder with a WordNet database, else it is looked for (:func:`recap.wordnet.load_wordnet`).
 
     Returns:
         Variants, each different from the baseline and from each other (compared on their
@@ -466,7 +334,7 @@ def synonym_variants(
         raise ValueError(f"distance must be one of {DISTANCES} for the synonym rewriter; got {distance!r}")
     wn = load_wordnet(wordnet_root)
     tokens = tokenize(prompt)
-    with _WN_LOCK:
+    with WORDNET_LOCK:
         slots = _slots(wn, tokens, distance)
     if not slots:
         logger.warning("no word of %r has a WordNet synonym; nothing to reword", prompt)

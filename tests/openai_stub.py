@@ -39,9 +39,7 @@ class Reply:
     stalls: bool = False
 
     @classmethod
-    def text(
-        cls, content: str | None, *, finish_reason: str = "stop", refusal: str | None = None
-    ) -> Reply:
+    def text(cls, content: str | None, *, finish_reason: str = "stop", refusal: str | None = None) -> Reply:
         """A chat completion whose assistant message is ``content``."""
         return cls(body=_completion_body(content, finish_reason, refusal))
 
@@ -147,7 +145,8 @@ class OpenAIStub:
     def __enter__(self) -> OpenAIStub:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits up to one interval for the loop to notice.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.01,), daemon=True)
         self._thread.start()
         return self
 
@@ -221,9 +220,7 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 return
             model = body.get("model")
             if stub.models is not None and model not in stub.models:
-                self._send(
-                    Reply.error(404, f"The model `{model}` does not exist", type="invalid_request_error")
-                )
+                self._send(Reply.error(404, f"The model `{model}` does not exist", type="invalid_request_error"))
                 return
             reply = stub._next(body)
             if reply.stalls:

@@ -1,0 +1,194 @@
+"""Multi-turn recaptioning: extract a prompt's parts, let the user edit them, fuse them.
+
+After "Resonating Visuals" (chapter 4): extractive prompts first pull out what a description is
+made of, then a fusion prompt writes new prompts from those parts. Each stage's output can be
+shown and corrected before the next, which is why the stages are two calls::
+
+    parts = extract_parts("rain on a tin roof", config)          # stage 1
+    parts = dataclasses.replace(parts, setting="a cave")         # the user's edit
+    result = fuse_parts(parts, config)                           # stage 2 -> RecaptionResult
+
+For a sound prompt the parts are its source, action, setting, perspective (distance and point
+of listening) and texture (timbre).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from recap import llm
+from recap.llm import LLMError
+from recap.recaption import (
+    BATCH_OF_DISTANCE,
+    FLAG_SALVAGED,
+    RULES,
+    RecaptionConfig,
+    RecaptionResult,
+    Rewording,
+    ask_for_list,
+    call_options,
+    check_prompt,
+    check_rewordings,
+    llm_endpoint,
+    resolved_config,
+)
+
+if TYPE_CHECKING:
+    from recap.backends import AudioBackend
+
+PART_NAMES = ("source", "action", "setting", "perspective", "texture")
+
+EXTRACT_SYSTEM_PROMPT = (
+    "Break the user's sound description into its parts. Answer only with JSON with these keys: "
+    '"source" (what makes the sound), "action" (what it does), "setting" (where, the acoustic '
+    'space), "perspective" (distance and point of listening: close-up, distant, indoors...), '
+    '"texture" (timbre, texture, loudness, rhythm). Use a short phrase for each, and an empty '
+    "string for a part the description does not give. Add nothing that it does not imply."
+)
+FUSE_SYSTEM_PROMPT = (
+    "You write prompts for a text-to-audio model. The user gives the parts of a sound "
+    "description: source, action, setting, perspective, texture. Fuse them into one short, "
+    "natural description per prompt; leave out empty parts and invent nothing else. {distance} " + RULES
+)
+_FUSE_DISTANCE = {
+    "light": "Stay close to the words of the parts.",
+    "strong": "Use your own words for most of it.",
+    "custom": "{instruction}",
+}
+_PARTS_SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "prompt_parts",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {k: {"type": "string"} for k in PART_NAMES},
+            "required": list(PART_NAMES),
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def default_fuse_prompt(distance: str, custom_instruction: str | None = None) -> str:
+    """The fusion stage's default system prompt for a distance ("light", "strong", "custom")."""
+    if distance not in _FUSE_DISTANCE:
+        raise ValueError(f"distance must be one of {tuple(_FUSE_DISTANCE)}; got {distance!r}")
+    hint = _FUSE_DISTANCE[distance].replace("{instruction}", (custom_instruction or "").strip())
+    return FUSE_SYSTEM_PROMPT.replace("{distance}", hint)
+
+
+@dataclass
+class PromptParts:
+    """The parts of a prompt (stage 1), editable before fusion.
+
+    ``extracted`` keeps what the model first answered, so edits stay visible in the record.
+    """
+
+    prompt: str
+    source: str = ""
+    action: str = ""
+    setting: str = ""
+    perspective: str = ""
+    texture: str = ""
+    extracted: dict[str, str] = field(default_factory=dict)
+    system_prompt: str = ""
+    exchange: list[dict[str, Any]] = field(default_factory=list)
+
+    def fields(self) -> dict[str, str]:
+        return {k: getattr(self, k) for k in PART_NAMES}
+
+    def describe(self) -> str:
+        """The parts as ``name: value`` lines (empty parts left out): the fusion stage's input."""
+        return "\n".join(f"{k}: {v.strip()}" for k, v in self.fields().items() if v and v.strip())
+
+    def edited(self) -> list[str]:
+        """Names of the parts that differ from what was extracted."""
+        return [k for k, v in self.fields().items() if self.extracted and v != self.extracted.get(k, "")]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"edited": self.edited()}
+
+
+def extract_parts(prompt: str, config: RecaptionConfig | None = None, *, api_key: str | None = None) -> PromptParts:
+    """Stage 1: asks the LLM for the prompt's parts (source, action, setting, perspective,
+    texture). Edit the returned fields (``dataclasses.replace``) before fusing.
+
+    Args:
+        prompt: The baseline prompt.
+        config: Endpoint, model, timeouts; ``config.extract_prompt`` replaces the default
+            :data:`EXTRACT_SYSTEM_PROMPT`.
+        api_key: Overrides ``OPENAI_API_KEY`` for this call only.
+
+    Raises:
+        ValueError: bad prompt or config.
+        LLMError: the call failed, or the answer named none of the parts.
+    """
+    prompt = check_prompt(prompt)
+    config = config or RecaptionConfig()
+    config.validate()
+    endpoint = llm_endpoint(config, api_key)
+    system = config.extract_prompt or EXTRACT_SYSTEM_PROMPT
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
+    fmt = _PARTS_SCHEMA if config.use_json_schema else None
+    answer, record = llm.chat(endpoint, messages, call_options(config), response_format=fmt, stage="extract")
+    try:
+        found = llm.parse_fields_answer(answer, PART_NAMES)
+    except LLMError as e:
+        e.exchange = [record]
+        raise
+    return PromptParts(prompt=prompt, **found, extracted=dict(found), system_prompt=system, exchange=[record])
+
+
+def fuse_parts(
+    parts: PromptParts,
+    config: RecaptionConfig | None = None,
+    backend: AudioBackend | None = None,
+    *,
+    api_key: str | None = None,
+) -> RecaptionResult:
+    """Stage 2: fuses (possibly edited) parts into ``config.n`` rewordings.
+
+    Args:
+        parts: From :func:`extract_parts`, possibly edited.
+        config: As for :func:`recap.recaption.recaption`; ``config.system_prompt`` replaces
+            :func:`default_fuse_prompt`.
+        backend: Scores text cosine and token limits, as in ``recaption``.
+        api_key: Overrides ``OPENAI_API_KEY`` for this call only.
+
+    Returns:
+        A result with method "multi-turn"; its ``exchange`` holds both stages and ``parts``
+        shows what was extracted and what the user changed.
+
+    Raises:
+        ValueError: bad config, or every part is empty.
+        LLMError: the call failed.
+    """
+    config = config or RecaptionConfig()
+    config.validate()
+    described = parts.describe()
+    if not described:
+        raise ValueError("every part is empty; there is nothing to fuse")
+    t0 = time.monotonic()
+    endpoint = llm_endpoint(config, api_key)
+    system = config.system_prompt or default_fuse_prompt(config.distance, config.custom_instruction)
+    parsed, record = ask_for_list(endpoint, config, system, f"{described}\n\nWrite {config.n} prompts.", "fuse")
+    batch = BATCH_OF_DISTANCE[config.distance]
+    flags = [FLAG_SALVAGED] if parsed.salvaged else []
+    variants = [Rewording(t, "multi-turn", config.distance, batch, flags=list(flags)) for t in parsed.items]
+    config = dataclasses.replace(resolved_config(config, endpoint), method="multi-turn")
+    kept, dropped = check_rewordings(parts.prompt, variants, config, backend)
+    return RecaptionResult(
+        parts.prompt,
+        kept,
+        "multi-turn",
+        config,
+        exchange=[*parts.exchange, record],
+        dropped=dropped,
+        system_prompt=system,
+        parts=parts,
+        elapsed_s=round(time.monotonic() - t0, 3),
+    )
