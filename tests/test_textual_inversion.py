@@ -197,3 +197,15 @@ def test_cli_train_stop_resume_and_generate(tmp_path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["tokens"][0]["placeholder"] == "<beep>" and manifest["variants"][1]["method"] == "token"
     assert read_token_file(tmp_path / "home" / "tokens" / "beep.safetensors").meta["clip_names"] == ["beep0.wav", "beep1.wav", "beep2.wav"]
+
+
+def test_lean_trainer_matches_the_diffusers_example_way(any_tiny, tmp_path):
+    """Training one small parameter gives the vector the whole-matrix-and-restore recipe gives."""
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    from bench.ti_plain import train_plain
+
+    config = cfg(steps=5, learning_rate=0.05)
+    ours = train_token(any_tiny, beeps(), config, checkpoint_dir=tmp_path)
+    latents = training_latents(any_tiny, load_clips(any_tiny, beeps()), config, 1.0)
+    plain = train_plain(any_tiny, latents, config, 1.0)
+    torch.testing.assert_close(ours.vectors, plain, rtol=1e-4, atol=1e-5)

@@ -72,7 +72,8 @@ class AudioLDMBackend(AudioBackend):
         frames = int(seconds * self.sample_rate / self.hop_length)
         return int(np.ceil(frames / self.vae_scale)) * self.vae_scale
 
-    def latent_shape(self, seconds: float) -> tuple[int, ...]:
+    def latent_shape(self, seconds: float, full_window: bool = True) -> tuple[int, ...]:
+        # AudioLDM's UNet is convolutional and always denoises just the requested length.
         return (
             int(self.pipe.unet.config.in_channels),
             self._mel_frames(seconds) // self.vae_scale,

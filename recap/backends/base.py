@@ -240,13 +240,24 @@ class AudioBackend(ABC):
 
     # ------------------------------------------------------------------ audio
     @abstractmethod
-    def latent_shape(self, seconds: float) -> tuple[int, ...]:
-        """Shape of one clip's initial noise (without batch) for ``seconds`` of audio."""
+    def latent_shape(self, seconds: float, full_window: bool = True) -> tuple[int, ...]:
+        """Shape of one clip's initial noise (without batch) for ``seconds`` of audio.
 
-    def initial_noise(self, seeds: Sequence[int], seconds: float) -> torch.Tensor:
-        """[B, ...] standard-normal noise, one draw per seed on a CPU generator (device independent)."""
-        shape = self.latent_shape(seconds)
-        return torch.stack([torch.randn(shape, generator=g) for g in seed_generators(seeds)])
+        Args:
+            full_window: Denoise the model's whole trained window (Stable Audio); False trims it to
+                the requested length (a fast preview whose fidelity is not guaranteed).
+        """
+
+    def initial_noise(self, seeds: Sequence[int], seconds: float, full_window: bool = True) -> torch.Tensor:
+        """[B, ...] standard-normal noise, one draw per seed on a CPU generator (device independent).
+
+        A trimmed window takes the leading frames of the full window's noise, so a preview starts
+        where the full-window clip of the same seed starts.
+        """
+        full = self.latent_shape(seconds, full_window=True)
+        noise = torch.stack([torch.randn(full, generator=g) for g in seed_generators(seeds)])
+        shape = self.latent_shape(seconds, full_window=full_window)
+        return noise[(slice(None),) + tuple(slice(0, n) for n in shape)].contiguous()
 
     def check_seconds(self, seconds: float) -> float:
         seconds = float(seconds)
@@ -309,6 +320,7 @@ class AudioBackend(ABC):
         on_step: StepCallback | None = None,
         stop: threading.Event | None = None,
         initial: torch.Tensor | None = None,
+        full_window: bool = True,
     ) -> GenerationOutput:
         """Generates one batch: ``prompts[i]`` from the noise of ``seeds[i]``.
 
@@ -323,6 +335,7 @@ class AudioBackend(ABC):
             on_step: Called after every denoising step.
             stop: When set, the loop raises :class:`Cancelled` at the next step.
             initial: Explicit starting noise [B, ...] (overrides the seeds' noise).
+            full_window: False denoises only the requested length (fast preview; see ``latent_shape``).
         """
         # 1. Check inputs
         if len(prompts) != len(seeds) or not prompts:
@@ -338,7 +351,7 @@ class AudioBackend(ABC):
         negative = self.tokenize([negative_prompt] * len(prompts), tokens) if negative_prompt else None
         # 3. Noise: one CPU draw per seed
         if initial is None:
-            initial = self.initial_noise(seeds, seconds)
+            initial = self.initial_noise(seeds, seconds, full_window=full_window)
         # 4. Denoise, 5. decode
         final = self.sample(enc, negative, initial, seeds, seconds, steps, guidance, on_step, stop)
         audio = self.decode(final, seconds)

@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token", action="append", default=[], help="learned token file (.safetensors) to use in prompts")
     p.add_argument("--max-batch", type=int, default=None, help="most clips per denoising call (default: automatic)")
     p.add_argument("--pcm16", action="store_true", help="write 16-bit WAV instead of 32-bit float")
+    p.add_argument("--fast-preview", action="store_true",
+                   help="denoise only the requested length, not the model's full window (faster; fidelity not guaranteed)")
     p.add_argument("--out", default=None, help="runs folder (default: $RECAP_HOME/runs)")
     p.set_defaults(func=run)
 
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                 v.method = "token" if v.label != "baseline" else v.method
     config = GenerationConfig(
         seconds=args.seconds, steps=args.steps, guidance=args.guidance, negative_prompt=args.negative_prompt,
-        seeds=args.seeds, max_batch=args.max_batch, wav_subtype="PCM_16" if args.pcm16 else "FLOAT",
+        seeds=args.seeds, max_batch=args.max_batch, wav_subtype="PCM_16" if args.pcm16 else "FLOAT", fast_preview=args.fast_preview,
     )
     with progress_bar("generating") as progress:
         result = generate_grid(backend, variants, config, tokens=token_vectors or None, progress=progress)
