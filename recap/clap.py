@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import librosa
@@ -25,6 +26,18 @@ CLAP_SAMPLE_RATE = 48_000  # the rate every released CLAP checkpoint was trained
 
 class ClapUnavailable(RuntimeError):
     """The CLAP model could not be loaded (no network, not cached, gated, or not a CLAP model)."""
+
+
+def is_cached(name: str = DEFAULT_CLAP_MODEL) -> bool:
+    """True when ``name`` is a local folder or its config is in the Hugging Face cache (no network)."""
+    if Path(name).is_dir():
+        return True
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # an unparseable repo id or a broken cache: not usable either way
+        return False
 
 
 def _features(output: Any) -> torch.Tensor:
@@ -79,18 +92,34 @@ class ClapScorer:
 
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
+
+        def load(local_only: bool) -> tuple[Any, Any]:
+            return (ClapModel.from_pretrained(name, local_files_only=local_only),
+                    ClapProcessor.from_pretrained(name, local_files_only=local_only))
+
+        hint = ("CLAP scores need its weights from the Hugging Face Hub (network access) or in the local "
+                "cache; analysis continues without them.")
         try:
-            processor = ClapProcessor.from_pretrained(name, local_files_only=local_files_only)
-            model = ClapModel.from_pretrained(name, local_files_only=local_files_only)
+            model, processor = load(True)  # a local folder or the Hub cache: no network
         except Exception as exc:
             # Offline, gated, missing and malformed checkpoints surface as OSError, ValueError,
-            # HTTP errors or safetensors errors depending on where loading stops; all of them
-            # mean the same to a user: CLAP scores are not available right now.
-            raise ClapUnavailable(
-                f"CLAP model {name!r} could not be loaded ({type(exc).__name__}: {exc}). "
-                "CLAP scores need its weights from the Hugging Face Hub (network access) or in the "
-                "local cache; analysis continues without them."
-            ) from exc
+            # HTTP or safetensors errors depending on where loading stops; to a user they all
+            # mean the same: CLAP scores are not available right now.
+            if local_files_only or Path(name).is_dir():
+                raise ClapUnavailable(
+                    f"CLAP model {name!r} could not be loaded ({type(exc).__name__}: {exc}). {hint}"
+                ) from exc
+            # Ask the Hub once, quickly, before from_pretrained: offline, its per-file retries take minutes.
+            try:
+                from huggingface_hub import HfApi
+
+                HfApi().model_info(name, timeout=10)
+                model, processor = load(False)
+            except Exception as exc2:
+                raise ClapUnavailable(
+                    f"CLAP model {name!r} could not be loaded: it is not in the local cache and the Hub "
+                    f"did not provide it ({type(exc2).__name__}: {exc2}). {hint}"
+                ) from exc2
         logger.info("loaded CLAP model %s on %s", name, device)
         return cls(model, processor, name=name, device=device)
 
@@ -188,3 +217,31 @@ def clap_t(audio_emb: Any, text_emb: Any) -> np.ndarray:
     if a.shape != t.shape:
         raise ValueError(f"audio and text embeddings must pair up row by row; got {a.shape} and {t.shape}")
     return np.clip(np.sum(a * t, axis=1), -1.0, 1.0)
+
+
+def score_clips(
+    scorer: ClapScorer,
+    clips: Sequence[tuple[Any, int]],
+    texts: Sequence[str],
+    references: Sequence[tuple[Any, int]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """CLAP-A against the references and CLAP-T against each clip's own text.
+
+    Args:
+        scorer: a loaded CLAP model.
+        clips: N (audio [C, T] or [T], sample_rate) pairs.
+        texts: N texts, text i describing clip i (usually its prompt).
+        references: M >= 1 (audio, sample_rate) reference clips.
+
+    Returns:
+        (clap_a [N], clap_t [N]) float64 arrays.
+    """
+    if len(clips) != len(texts):
+        raise ValueError(f"need one text per clip; got {len(clips)} clips and {len(texts)} texts")
+    if not references:
+        raise ValueError("CLAP-A needs at least one reference clip")
+    if not clips:
+        return np.zeros(0), np.zeros(0)
+    audio_emb = torch.cat([scorer.embed_audio([a], sr) for a, sr in clips])
+    ref_emb = torch.cat([scorer.embed_audio([a], sr) for a, sr in references])
+    return clap_a(audio_emb, ref_emb), clap_t(audio_emb, scorer.embed_text(texts))

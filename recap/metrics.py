@@ -293,3 +293,78 @@ def summarize(
     var = float(x.var())
     return Summary(mean=mean, std=math.sqrt(var), variance=var, n=int(x.size), ci_low=lo, ci_high=hi,
                    confidence=confidence)
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One line of a thesis-style table: a metric summarised over a group of values.
+
+    ``table`` names the table (e.g. vs_baseline, seed_variance, text, reconstruction);
+    ``group_kind`` is variant, batch or all.
+    """
+
+    table: str
+    group_kind: str
+    group: str
+    metric: str
+    mean: float
+    std: float
+    variance: float
+    n: int
+    ci_low: float
+    ci_high: float
+
+
+Group = tuple[str, str, list[Mapping[str, Any]]]
+"""(group_kind, group name, the items in it)."""
+
+
+def group_items(
+    items: Sequence[Mapping[str, Any]],
+    labels: Sequence[str],
+    batch_of: Mapping[str, int],
+    label_field: str,
+    with_all: bool = False,
+) -> list[Group]:
+    """Groups measurement records per variant, then per batch (the thesis's grouping).
+
+    Args:
+        items: records (dicts) holding a variant label under ``label_field``.
+        labels: variants to report, in display order.
+        batch_of: batch number of each variant (0 baseline, 1 light, 2 strong rewording).
+        label_field: key of the variant label in each record.
+        with_all: add one group with every item.
+
+    Returns:
+        Non-empty groups: each variant, then "batch k" for each batch, then "all".
+    """
+    groups: list[Group] = [("variant", lb, [x for x in items if x[label_field] == lb]) for lb in labels]
+    for b in sorted({batch_of[lb] for lb in labels}):
+        groups.append(("batch", f"batch {b}", [x for x in items if x[label_field] in labels
+                                               and batch_of[x[label_field]] == b]))
+    if with_all:
+        groups.append(("all", "all", list(items)))
+    return [g for g in groups if g[2]]
+
+
+def summary_rows(
+    table: str,
+    groups: Sequence[Group],
+    names: Sequence[str],
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+) -> list[SummaryRow]:
+    """Summarises each metric in ``names`` over each group (None values are left out).
+
+    Returns:
+        Rows ordered by metric, then group; groups without values for a metric are skipped.
+    """
+    rows = []
+    for metric in names:
+        for kind, group, items in groups:
+            values = [float(x[metric]) for x in items if x.get(metric) is not None]
+            if values:
+                s = summarize(values, confidence, n_boot)
+                rows.append(SummaryRow(table, kind, group, metric, s.mean, s.std, s.variance, s.n,
+                                       s.ci_low, s.ci_high))
+    return rows

@@ -187,3 +187,28 @@ def compare_to_references(
         loudness_diff_lu=loud_diff,
         loudness_match=abs(loud_diff) <= loudness_tolerance if loud_diff is not None else None,
     )
+
+
+def score_clips(
+    clips: Sequence[tuple[Any, int]],
+    references: Sequence[tuple[Any, int]],
+    tempo_tolerance: float = TEMPO_TOLERANCE_BPM,
+    loudness_tolerance: float = LOUDNESS_TOLERANCE_LU,
+) -> list[tuple[MusicFeatures, MusicComparison]]:
+    """Features of each clip and their comparison with the references' features.
+
+    Args:
+        clips: N (audio [C, T] or [T], sample_rate) pairs.
+        references: M >= 1 (audio, sample_rate) pairs.
+
+    Returns:
+        N (features, comparison) pairs.
+    """
+    if not references:
+        raise ValueError("music metrics need at least one reference clip")
+    ref_features = [music_features(a, sr) for a, sr in references]
+    out = []
+    for audio, sr in clips:
+        f = music_features(audio, sr)
+        out.append((f, compare_to_references(f, ref_features, tempo_tolerance, loudness_tolerance)))
+    return out

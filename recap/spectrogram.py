@@ -8,9 +8,10 @@ different sample rates; :func:`hz_to_bins` converts a band in Hz to rows.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +260,12 @@ def difference_grid(
     return fig
 
 
+def _write_if_changed(path: Path, data: bytes) -> None:
+    # Unchanged figures keep their files (and mtimes): re-running an analysis rewrites nothing.
+    if not (path.is_file() and path.read_bytes() == data):
+        atomic_write_bytes(path, data)
+
+
 def png_export_available() -> bool:
     """True when plotly can render PNG (kaleido installed and a browser it can drive)."""
     try:
@@ -272,7 +279,8 @@ def save_figure(fig: go.Figure, path_stem: str | Path, png: bool = True) -> list
     """Writes ``<stem>.html`` (always) and ``<stem>.png`` (when kaleido can render it).
 
     The HTML references a ``plotly.min.js`` written once beside it, so the figures open offline
-    without embedding 4 MB of JavaScript in each file. Both writes are atomic.
+    without embedding 4 MB of JavaScript in each file. Writes are atomic, and a file whose
+    content would not change is left alone.
 
     Returns:
         The paths written.
@@ -287,7 +295,7 @@ def save_figure(fig: go.Figure, path_stem: str | Path, png: bool = True) -> list
     html_path = stem.with_suffix(".html")
     # A fixed div id keeps the HTML identical for an identical figure (plotly's default is random).
     html = fig.to_html(include_plotlyjs="directory", full_html=True, div_id=f"recap-{stem.name}")
-    atomic_write_bytes(html_path, html.encode("utf-8"))
+    _write_if_changed(html_path, html.encode("utf-8"))
     written = [html_path]
     if png:
         if not png_export_available():
@@ -300,6 +308,44 @@ def save_figure(fig: go.Figure, path_stem: str | Path, png: bool = True) -> list
                 logger.warning("PNG export of %s failed (%s); the HTML figure was written", stem.name, exc)
             else:
                 png_path = stem.with_suffix(".png")
-                atomic_write_bytes(png_path, data)
+                _write_if_changed(png_path, data)
                 written.append(png_path)
     return written
+
+
+def write_run_figures(
+    run_dir: str | Path,
+    config: SpectrogramConfig = SpectrogramConfig(),
+    baseline: str = "baseline",
+    png: bool = True,
+) -> list[Path]:
+    """Spectrogram grid and difference view of a run, into ``RUN_DIR/figures/``.
+
+    Writes ``spectrograms.html`` (every clip: variants x seeds), ``difference.html`` (variant −
+    baseline, same seed; when the run has variants besides the baseline), PNG copies when
+    kaleido works, and ``figures.json`` with the config that made them.
+
+    Returns:
+        The paths written or confirmed up to date.
+    """
+    from recap.audio_io import load_audio
+    from recap.runs import load_run
+
+    run = load_run(run_dir)
+    folder = Path(run.path) / "figures"
+    specs: dict[ClipKey, Spectrogram] = {}
+    for c in run.clips:
+        clip = load_audio(run.audio_path(c), max_seconds=None, allow_silent=True)
+        specs[(c.variant, int(c.seed))] = spectrogram_of(clip.audio, clip.sample_rate, config)
+    if not specs:
+        raise ValueError(f"run {run.run_id} has no clips to plot")
+    rows = f"bins {specs[next(iter(specs))].first_bin}-{specs[next(iter(specs))].bins[-1]}"
+    title = f"Run {run.run_id}: spectrograms ({rows}, dB re full scale)"
+    written = save_figure(spectrogram_grid(specs, title, config.max_frames), folder / "spectrograms", png)
+    if any(label == baseline for label, _ in specs) and any(label != baseline for label, _ in specs):
+        diff = difference_grid(specs, baseline, f"Run {run.run_id}: variant − {baseline}, same seed ({rows})",
+                               config.max_frames)
+        written += save_figure(diff, folder / "difference", png)
+    meta = {"run_id": run.run_id, "baseline": baseline, "config": asdict(config)}
+    _write_if_changed(folder / "figures.json", (json.dumps(meta, indent=2) + "\n").encode())
+    return written + [folder / "figures.json"]

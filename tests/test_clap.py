@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
 
-from recap.clap import CLAP_SAMPLE_RATE, DEFAULT_CLAP_MODEL, ClapScorer, ClapUnavailable, clap_a, clap_t
+from recap.clap import CLAP_SAMPLE_RATE, DEFAULT_CLAP_MODEL, ClapScorer, ClapUnavailable, clap_a, clap_t, is_cached
 
 TOKENIZER = Path(__file__).resolve().parents[1] / "assets" / "tokenizers" / "tiny-roberta"
 
@@ -86,7 +86,8 @@ def test_from_pretrained_loads_a_saved_checkpoint(tmp_path, scorer):
     model, processor = tiny_clap()
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
-    loaded = ClapScorer.from_pretrained(str(tmp_path), device="cpu", local_files_only=True)
+    assert is_cached(str(tmp_path))
+    loaded = ClapScorer.from_pretrained(str(tmp_path), device="cpu")
     assert loaded.sample_rate == CLAP_SAMPLE_RATE and loaded.window == CLAP_SAMPLE_RATE
     clip = [noise(0.5, 16_000, 3)]
     torch.testing.assert_close(loaded.embed_audio(clip, 16_000), scorer.embed_audio(clip, 16_000))
@@ -94,5 +95,10 @@ def test_from_pretrained_loads_a_saved_checkpoint(tmp_path, scorer):
 
 
 def test_unavailable_weights_give_a_clear_error():
-    with pytest.raises(ClapUnavailable, match=r"'recap-tests/no-such-clap'.*could not be loaded.*Hugging Face Hub"):
+    pattern = r"(?s)'recap-tests/no-such-clap'.*could not be loaded.*Hugging Face Hub"
+    with pytest.raises(ClapUnavailable, match=pattern):
         ClapScorer.from_pretrained("recap-tests/no-such-clap", device="cpu", local_files_only=True)
+    # allowed to ask the Hub: it fails fast (one quick request, not minutes of download retries)
+    with pytest.raises(ClapUnavailable, match=pattern):
+        ClapScorer.from_pretrained("recap-tests/no-such-clap", device="cpu")
+    assert not is_cached("recap-tests/no-such-clap")

@@ -117,3 +117,35 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
     )
     assert proc.returncode == 2 and "error: variant 'baseline' has an empty prompt" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_out_of_memory_halves_the_batch_and_finishes(tiny, monkeypatch):
+    """A grid that fits one clip at a time never ends in an out-of-memory crash."""
+    real = tiny.generate
+    calls = []
+
+    def limited(prompts, seeds, *args, **kwargs):
+        calls.append(len(prompts))
+        if len(prompts) > 2:  # what the allocator raises when a batch does not fit
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(prompts, seeds, *args, **kwargs)
+
+    monkeypatch.setattr(tiny, "generate", limited)
+    variants = make_variants(PROMPTS[0], PROMPTS[1:3])
+    res = generate_grid(tiny, variants, GenerationConfig(seconds=1.0, steps=2, seeds=[0, 1]))
+    assert calls[:2] == [6, 3] and max(res.batch_sizes) <= 2 and sum(res.batch_sizes) == 6
+    monkeypatch.undo()
+    ref = generate_grid(tiny, variants, GenerationConfig(seconds=1.0, steps=2, seeds=[0, 1]))
+    for c in res.clips:
+        np.testing.assert_allclose(c.audio, ref.clip(c.variant.label, c.seed).audio, rtol=1e-4, atol=1e-5)
+
+
+def test_fast_preview_denoises_only_the_requested_length(tiny):
+    cfg = GenerationConfig(seconds=1.0, steps=2, seeds=[0], fast_preview=True)
+    res = generate_grid(tiny, make_variants("rain", []), cfg)
+    full = generate_grid(tiny, make_variants("rain", []), GenerationConfig(seconds=1.0, steps=2, seeds=[0]))
+    clip, ref = res.clips[0], full.clips[0]
+    assert clip.audio.shape == ref.audio.shape == (tiny.channels, 16_000)
+    assert clip.initial.shape[-1] < ref.initial.shape[-1] == tiny.window_frames
+    # the preview starts from the leading frames of the same seed's full-window noise
+    torch.testing.assert_close(clip.initial, ref.initial[..., : clip.initial.shape[-1]], rtol=0, atol=0)

@@ -1,0 +1,443 @@
+"""Analysis of a run folder: latent metrics, text cosine, reconstruction, CLAP and music scores.
+
+:func:`analyze_run` reads ``RUN_DIR/manifest.json`` and the audio, and writes
+``RUN_DIR/metrics.json`` (everything, with the config that made it) and ``RUN_DIR/metrics.csv``
+(one row per measured value, tidy). Work is cached twice, so repeating an analysis is free:
+
+- per clip, by the SHA-256 of its WAV file: the VAE latents of the clip and of its
+  reconstruction, and the prompts' text embeddings, under ``RUN_DIR/analysis_cache/``;
+- per run, by a key over every clip hash, the prompts and the :class:`AnalysisConfig`: when
+  ``metrics.json`` already carries that key nothing is computed, loaded or rewritten.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save
+
+from recap import metrics
+from recap.audio_io import load_audio
+from recap.clap import DEFAULT_CLAP_MODEL
+from recap.clap import is_cached as clap_is_cached
+from recap.metrics import ClipKey, PairRecord, SummaryRow, group_items, summary_rows
+from recap.paths import atomic_write_bytes, safe_name, sha256_file
+from recap.runs import RunManifest, load_run
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "recap.metrics/1"
+CACHE_DIR = "analysis_cache"
+RECONSTRUCTION_METRICS = ("latent_mse", "latent_l2_raw", "latent_l2", "latent_cosine", "audio_mse")
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """What :func:`analyze_run` computes. Saved in ``metrics.json``; part of its cache key.
+
+    Attributes:
+        baseline: label of the reference variant.
+        reconstruction: run the encode -> decode -> encode check (thesis 4.4.2, Table 5.4).
+        clap: add CLAP-A / CLAP-T (needs the CLAP weights; skipped with a note otherwise).
+        clap_model: Hub id or folder of the CLAP checkpoint.
+        music: add tempo / key / loudness against the reference clips (paper 001).
+        references: audio files the CLAP-A and music scores compare with (e.g. a learned
+            token's training clips); empty means the run's baseline clips.
+        confidence: coverage of the bootstrap interval of each mean.
+        n_boot: bootstrap resamples.
+        batch_size: clips per VAE call (memory only; results do not depend on it beyond float rounding).
+    """
+
+    baseline: str = "baseline"
+    reconstruction: bool = True
+    clap: bool = False
+    clap_model: str = DEFAULT_CLAP_MODEL
+    music: bool = False
+    references: tuple[str, ...] = ()
+    confidence: float = 0.95
+    n_boot: int = 2000
+    batch_size: int = 8
+
+
+@dataclass
+class RunAnalysis:
+    """Everything measured on one run; the content of ``metrics.json``.
+
+    Attributes:
+        run_id: the run analysed.
+        model: the manifest's model description; ``encoder`` names the backend that encoded.
+        config: the settings used.
+        cache_key: hash of clip hashes, prompts and config; equal key = nothing to recompute.
+        clips: per clip: variant, seed, method, batch, prompt, sha256, latent_shape.
+        baseline_pairs: baseline vs each variant, same seed.
+        seed_pairs: same variant, different seeds (generation variance).
+        text: per variant: cosine of its prompt's embedding with the baseline prompt's.
+        reconstruction: per clip: latent MSE / L2 / unit-L2 / cosine between encode(x) and
+            encode(decode(encode(x))), and waveform MSE between x and decode(encode(x)).
+        clap: per clip CLAP-A / CLAP-T (empty unless asked and available).
+        music: per clip tempo, key, loudness and their match with the references.
+        summaries: the tables.
+        notes: things a reader must know (random weights, skipped parts).
+        recomputed: False when the result came from the cache (not stored).
+    """
+
+    run_id: str
+    model: dict[str, Any]
+    encoder: dict[str, Any]
+    config: AnalysisConfig
+    cache_key: str
+    clips: list[dict[str, Any]]
+    baseline_pairs: list[PairRecord]
+    seed_pairs: list[PairRecord]
+    text: list[dict[str, Any]]
+    reconstruction: list[dict[str, Any]]
+    clap: list[dict[str, Any]]
+    music: list[dict[str, Any]]
+    summaries: list[SummaryRow]
+    notes: list[str] = field(default_factory=list)
+    recomputed: bool = field(default=True, compare=False)
+
+    def table(self, name: str, metric: str | None = None) -> list[SummaryRow]:
+        """Summary rows of one table (and one metric), in display order."""
+        return [r for r in self.summaries if r.table == name and (metric is None or r.metric == metric)]
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("recomputed")
+        d["config"]["references"] = list(self.config.references)
+        return {"format": FORMAT, **d}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RunAnalysis:
+        d = dict(d)
+        d.pop("format", None)
+        cfg = dict(d.pop("config"))
+        cfg["references"] = tuple(cfg.get("references", ()))
+        return cls(
+            config=AnalysisConfig(**cfg),
+            baseline_pairs=[PairRecord(**p) for p in d.pop("baseline_pairs")],
+            seed_pairs=[PairRecord(**p) for p in d.pop("seed_pairs")],
+            summaries=[SummaryRow(**s) for s in d.pop("summaries")],
+            recomputed=False,
+            **d,
+        )
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class _TensorCache:
+    """Tensors stored per key as safetensors files in one folder (written atomically)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def get(self, key: str) -> dict[str, torch.Tensor] | None:
+        path = self.folder / f"{safe_name(key, max_len=120)}.safetensors"
+        try:
+            return load_file(str(path)) if path.is_file() else None
+        except Exception as exc:  # a truncated or foreign file is recomputed, not fatal
+            logger.warning("ignoring unreadable cache file %s (%s)", path.name, exc)
+            return None
+
+    def put(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
+        path = self.folder / f"{safe_name(key, max_len=120)}.safetensors"
+        atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}))
+
+
+def _write_if_changed(path: Path, data: bytes) -> bool:
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    atomic_write_bytes(path, data)
+    return True
+
+
+class _LazyBackend:
+    """Loads the run's backend the first time something is not cached, not before."""
+
+    def __init__(self, manifest: RunManifest, backend: Any | None) -> None:
+        self.name = backend.name if backend is not None else str(manifest.model.get("name"))
+        self.loaded = backend
+
+    def get(self) -> Any:
+        if self.loaded is None:
+            from recap.backends import load_backend
+            from recap.config import settings
+
+            s = settings()
+            logger.info("loading backend %s to encode clips", self.name)
+            self.loaded = load_backend(self.name, device=s.device, dtype=s.dtype)
+        return self.loaded
+
+
+def _as_model_audio(audio: torch.Tensor, sr: int, backend: Any) -> torch.Tensor:
+    """[B, C, T] audio at the backend's rate and channel count (what its decoder reproduces)."""
+    if sr != backend.sample_rate:
+        import librosa
+
+        audio = torch.from_numpy(librosa.resample(audio.numpy(), orig_sr=sr, target_sr=backend.sample_rate, axis=-1))
+    if audio.shape[1] != backend.channels:
+        audio = audio.mean(1, keepdim=True).repeat(1, backend.channels, 1)
+    return audio
+
+
+def _encode_clips(run: RunManifest, keys: list[ClipKey], hashes: dict[ClipKey, str], lazy: _LazyBackend,
+                  cache: _TensorCache, config: AnalysisConfig) -> dict[ClipKey, dict[str, torch.Tensor]]:
+    """Latents (and reconstruction latents) per clip, from the cache or by encoding the missing ones."""
+    out: dict[ClipKey, dict[str, torch.Tensor]] = {}
+    missing: list[ClipKey] = []
+    for key in keys:
+        hit = cache.get(f"{hashes[key]}-{lazy.name}")
+        if hit is not None and (not config.reconstruction or "z_rec" in hit):
+            out[key] = hit
+        else:
+            missing.append(key)
+    if not missing:
+        return out
+    backend = lazy.get()
+    logger.info("encoding %d clip(s) with %s", len(missing), backend.name)
+    for start in range(0, len(missing), max(1, config.batch_size)):
+        chunk = missing[start : start + config.batch_size]
+        clips = [load_audio(run.audio_path(run.clip(*k)), max_seconds=None, allow_silent=True) for k in chunk]
+        # Clips of one run share a length; a stray one of another length is encoded alone.
+        by_shape: dict[tuple[int, int, int], list[int]] = {}
+        for i, c in enumerate(clips):
+            by_shape.setdefault((c.audio.shape[0], c.audio.shape[1], c.sample_rate), []).append(i)
+        for (_, n_samples, sr), idx in by_shape.items():
+            audio = torch.stack([torch.from_numpy(clips[i].audio) for i in idx])  # [B, C, T]
+            z = backend.encode_audio(audio, sr)
+            entry = {"z": z}
+            if config.reconstruction:
+                recon = backend.decode(z, n_samples / sr)  # [B, C', T'] at the backend's rate
+                target = _as_model_audio(audio, sr, backend)
+                length = min(recon.shape[-1], target.shape[-1])
+                audio_mse = ((recon[..., :length] - target[..., :length]) ** 2).flatten(1).mean(1)
+                entry.update(z_rec=backend.encode_audio(recon, backend.sample_rate), audio_mse=audio_mse)
+            for j, i in enumerate(idx):
+                tensors = {k: v[j].float().cpu() for k, v in entry.items()}
+                cache.put(f"{hashes[chunk[i]]}-{lazy.name}", tensors)
+                out[chunk[i]] = tensors
+    return out
+
+
+def _run_tokens(run: RunManifest) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The learned tokens the run's prompts use (from the files the manifest names) and their hashes."""
+    from recap.learned_tokens import read_token_file
+
+    tokens, hashes = {}, []
+    for info in run.tokens:
+        if info.get("file") and Path(info["file"]).is_file():
+            token = read_token_file(info["file"])
+            tokens[token.placeholder] = token.vectors
+            hashes.append(sha256_file(Path(info["file"])))
+    return tokens, hashes
+
+
+def _text_embeddings(prompts: list[str], run: RunManifest, lazy: _LazyBackend,
+                     cache: _TensorCache) -> dict[str, torch.Tensor]:
+    tokens, token_hashes = _run_tokens(run)
+    keys = {p: "text-" + _digest([lazy.name, p, token_hashes])[:40] for p in prompts}
+    out = {p: hit["e"] for p in prompts if (hit := cache.get(keys[p])) is not None}
+    todo = [p for p in prompts if p not in out]
+    if todo:
+        emb = lazy.get().embed_text(todo, tokens or None)
+        for p, e in zip(todo, emb):
+            cache.put(keys[p], {"e": e.float().cpu()})
+            out[p] = e.float().cpu()
+    return out
+
+
+def _summaries(a: RunAnalysis, run: RunManifest) -> list[SummaryRow]:
+    labels = [v["label"] for v in run.variants]
+    batch_of = {v["label"]: int(v.get("batch", 0)) for v in run.variants}
+    others = [lb for lb in labels if lb != a.config.baseline]
+    opts = {"confidence": a.config.confidence, "n_boot": a.config.n_boot}
+    rows = summary_rows("vs_baseline", group_items([asdict(p) for p in a.baseline_pairs], others, batch_of, "variant_b"),
+                        metrics.METRIC_NAMES, **opts)
+    rows += summary_rows("seed_variance", group_items([asdict(p) for p in a.seed_pairs], labels, batch_of, "variant_a",
+                                                      with_all=True), metrics.METRIC_NAMES, **opts)
+    rows += summary_rows("text", group_items(a.text, others, batch_of, "variant"), ("cosine",), **opts)
+    rows += summary_rows("reconstruction", group_items(a.reconstruction, labels, batch_of, "variant", with_all=True),
+                         RECONSTRUCTION_METRICS, **opts)
+    rows += summary_rows("clap", group_items(a.clap, labels, batch_of, "variant"), ("clap_a", "clap_t"), **opts)
+    # Match flags summarise as rates: the mean of 0/1 values.
+    flags = ("tempo_match", "key_match", "scale_match", "loudness_match")
+    music = [{**m, **{k: float(m[k]) for k in flags if m.get(k) is not None}} for m in a.music]
+    rows += summary_rows("music", group_items(music, labels, batch_of, "variant"), flags, **opts)
+    return rows
+
+
+def _optional_scores(a: RunAnalysis, run: RunManifest, keys: list[ClipKey], lazy: _LazyBackend) -> None:
+    """Adds CLAP and music scores to ``a`` in place; a part that cannot run leaves a note."""
+    cfg = a.config
+    clips = {k: (c.audio, c.sample_rate) for k in keys
+             for c in [load_audio(run.audio_path(run.clip(*k)), max_seconds=None, allow_silent=True)]}
+    if cfg.references:
+        refs = [(c.audio, c.sample_rate) for c in (load_audio(p, allow_silent=True) for p in cfg.references)]
+        refs_note = f"{len(refs)} reference file(s)"
+    else:
+        refs = [v for (label, _), v in clips.items() if label == cfg.baseline]
+        refs_note = f"the {len(refs)} {cfg.baseline} clip(s) of the run"
+    prompt = {v["label"]: v["prompt"] for v in run.variants}
+    if cfg.clap:
+        from recap.clap import ClapScorer, ClapUnavailable, score_clips
+
+        try:
+            device = lazy.loaded.device if lazy.loaded is not None else None
+            scorer = ClapScorer.from_pretrained(cfg.clap_model, device=device)
+        except ClapUnavailable as exc:
+            a.notes.append(f"CLAP scores skipped: {exc}")
+            logger.warning("%s", exc)
+        else:
+            ca, ct = score_clips(scorer, [clips[k] for k in keys], [prompt[k[0]] for k in keys], refs)
+            a.clap = [{"variant": k[0], "seed": k[1], "clap_a": float(x), "clap_t": float(y)}
+                      for k, x, y in zip(keys, ca, ct)]
+            a.notes.append(f"CLAP ({cfg.clap_model}): CLAP-A against {refs_note}; CLAP-T against each clip's prompt.")
+    if cfg.music:
+        from recap.music import score_clips
+
+        scored = score_clips([clips[k] for k in keys], refs)
+        a.music = [{"variant": k[0], "seed": k[1], **asdict(f), **asdict(c)} for k, (f, c) in zip(keys, scored)]
+        a.notes.append(f"Music metrics against {refs_note} (tempo within 5 BPM, loudness within 2.5 LU).")
+
+
+def _cache_key(run: RunManifest, hashes: dict[ClipKey, str], config: AnalysisConfig, encoder: str) -> str:
+    refs = [[p, sha256_file(Path(p))] for p in config.references]
+    tokens = sorted(sha256_file(Path(t["file"])) for t in run.tokens if t.get("file") and Path(t["file"]).is_file())
+    return _digest({
+        "format": FORMAT, "encoder": encoder, "config": asdict(config), "references": refs, "tokens": tokens,
+        "clips": sorted([k[0], k[1], h] for k, h in hashes.items()),
+        "variants": [[v["label"], v["prompt"], v.get("method"), v.get("batch")] for v in run.variants],
+    })
+
+
+def _load_cached(path: Path, key: str, config: AnalysisConfig) -> RunAnalysis | None:
+    if not path.is_file() or not path.with_suffix(".csv").is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT or data.get("cache_key") != key:
+            return None
+        cached = RunAnalysis.from_json(data)
+    except (ValueError, TypeError, KeyError) as exc:
+        logger.warning("recomputing: %s is unreadable (%s)", path, exc)
+        return None
+    # CLAP weights missing last time may be in the cache now (checked without network).
+    if config.clap and not cached.clap and clap_is_cached(config.clap_model):
+        return None
+    return cached
+
+
+def analyze_run(run_dir: str | Path, backend: Any | None = None, config: AnalysisConfig = AnalysisConfig()) -> RunAnalysis:
+    """Measures a run folder and writes ``metrics.json`` and ``metrics.csv`` into it.
+
+    Args:
+        run_dir: a folder written by :func:`recap.generation.save_run`.
+        backend: the model to encode with; None loads the one named in the manifest, and only
+            if some clip or prompt is not cached yet.
+        config: what to compute.
+
+    Returns:
+        The analysis (``recomputed`` is False when nothing had changed since the last call).
+
+    Raises:
+        ValueError: not a run folder, no baseline clips, or a bad config value.
+    """
+    # 1. Check inputs
+    run = load_run(run_dir)
+    run_dir = Path(run.path)
+    labels = [v["label"] for v in run.variants]
+    if config.baseline not in labels:
+        raise ValueError(f"baseline variant {config.baseline!r} is not in run {run.run_id} (variants: {labels})")
+    if config.batch_size < 1 or config.n_boot < 1 or not 0 < config.confidence < 1:
+        raise ValueError(f"bad analysis settings: batch_size={config.batch_size}, n_boot={config.n_boot}, "
+                         f"confidence={config.confidence}")
+    for ref in config.references:
+        if not Path(ref).is_file():
+            raise ValueError(f"reference clip {ref!r} does not exist")
+    if backend is not None and backend.name != run.model.get("name"):
+        logger.warning("run %s was made by %s; encoding with %s", run.run_id, run.model.get("name"), backend.name)
+    # 2. Hash the clips as they are on disk (a replaced WAV must not reuse stale latents)
+    keys: list[ClipKey] = [(c.variant, int(c.seed)) for c in run.clips]
+    hashes = {}
+    for c in run.clips:
+        hashes[(c.variant, int(c.seed))] = h = sha256_file(run.audio_path(c))
+        if c.sha256 and c.sha256 != h:
+            logger.warning("%s changed since generation (hash differs from the manifest)", c.audio)
+    lazy = _LazyBackend(run, backend)
+    key = _cache_key(run, hashes, config, lazy.name)
+    json_path = run_dir / "metrics.json"
+    cached = _load_cached(json_path, key, config)
+    if cached is not None:
+        logger.info("metrics of run %s are up to date", run.run_id)
+        return cached
+    # 3. Latents and text embeddings (cached per clip / prompt)
+    cache = _TensorCache(run_dir / CACHE_DIR)
+    lat = _encode_clips(run, keys, hashes, lazy, cache, config)
+    prompt = {v["label"]: v["prompt"] for v in run.variants}
+    emb = _text_embeddings(list(dict.fromkeys(prompt.values())), run, lazy, cache)
+    # 4. Pairings, text cosine, reconstruction
+    z = {k: lat[k]["z"] for k in keys}
+    batch_of = {v["label"]: int(v.get("batch", 0)) for v in run.variants}
+    method_of = {v["label"]: v.get("method", "") for v in run.variants}
+    base_prompt = prompt[config.baseline]
+    text = [{"variant": lb, "batch": batch_of[lb], "prompt": prompt[lb],
+             "cosine": metrics.cosine(emb[base_prompt], emb[prompt[lb]])} for lb in labels if lb != config.baseline]
+    recon = []
+    if config.reconstruction:
+        for k in keys:
+            s = metrics.pair_scores(lat[k]["z"], lat[k]["z_rec"])
+            recon.append({"variant": k[0], "seed": k[1], "latent_mse": s.mse, "latent_l2_raw": s.l2_raw,
+                          "latent_l2": s.l2, "latent_cosine": s.cosine, "audio_mse": float(lat[k]["audio_mse"])})
+    # Only the name: where the latents were computed must not change the file when nothing else did.
+    encoder = {"name": lazy.name}
+    a = RunAnalysis(
+        run_id=run.run_id, model=dict(run.model), encoder=encoder, config=config, cache_key=key,
+        clips=[{"variant": k[0], "seed": k[1], "method": method_of[k[0]], "batch": batch_of[k[0]],
+                "prompt": prompt[k[0]], "sha256": hashes[k], "latent_shape": list(z[k].shape)} for k in keys],
+        baseline_pairs=metrics.baseline_pairs(z, config.baseline), seed_pairs=metrics.seed_pairs(z),
+        text=text, reconstruction=recon, clap=[], music=[], summaries=[],
+    )
+    if run.model.get("random_weights"):
+        a.notes.append(f"{run.model.get('name')} has random weights: its audio is noise, so these numbers only "
+                       "exercise the pipeline and say nothing about wording.")
+    missing = [t.get("placeholder", "?") for t in run.tokens if not (t.get("file") and Path(t["file"]).is_file())]
+    if missing:
+        a.notes.append(f"Token file(s) of {', '.join(missing)} not found: text cosine embeds them as plain text.")
+    # 5. Optional scores, 6. tables
+    _optional_scores(a, run, keys, lazy)
+    a.summaries = _summaries(a, run)
+    # 7. Write (only what changed)
+    _write_if_changed(json_path, (json.dumps(a.to_json(), indent=2) + "\n").encode())
+    _write_if_changed(run_dir / "metrics.csv", _csv(a))
+    logger.info("wrote %s and metrics.csv", json_path)
+    return a
+
+
+def _csv(a: RunAnalysis) -> bytes:
+    """Tidy rows: kind, the clip(s) a value belongs to, metric, value."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["kind", "variant_a", "seed_a", "variant_b", "seed_b", "metric", "value"])
+    for kind, pairs in (("vs_baseline", a.baseline_pairs), ("seed_variance", a.seed_pairs)):
+        for p in pairs:
+            for m in metrics.METRIC_NAMES:
+                w.writerow([kind, p.variant_a, p.seed_a, p.variant_b, p.seed_b, m, repr(getattr(p, m))])
+    for t in a.text:
+        w.writerow(["text", a.config.baseline, "", t["variant"], "", "cosine", repr(t["cosine"])])
+    for kind, items in (("reconstruction", a.reconstruction), ("clap", a.clap), ("music", a.music)):
+        for item in items:
+            for m, v in item.items():
+                if m not in ("variant", "seed"):
+                    w.writerow([kind, item["variant"], item["seed"], "", "", m, "" if v is None else
+                                repr(v) if isinstance(v, float) else v])
+    return buf.getvalue().encode()

@@ -1,0 +1,105 @@
+"""`recap analyze RUN_DIR`: the thesis tables for a run, plus spectrogram figures."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from recap.analysis import AnalysisConfig, RunAnalysis, analyze_run
+from recap.cli.common import print_table
+from recap.clap import DEFAULT_CLAP_MODEL
+from recap.metrics import SummaryRow
+from recap.spectrogram import DEFAULT_BINS, SpectrogramConfig, write_run_figures
+
+# (table, metrics to show, heading); the thesis tables in the order the thesis gives them.
+TABLES = [
+    ("vs_baseline", ("cosine", "l2"),
+     "Baseline vs variant, same seed: VAE-latent cosine (lower = more different) and unit L2 "
+     "(higher = more different) [thesis Tables 5.1 / 5.3]"),
+    ("seed_variance", ("cosine", "l2"),
+     "Generation variance: same prompt, different seeds [thesis 4.3.1]. A wording effect shows only where "
+     "it exceeds this"),
+    ("text", ("cosine",), "Text-embedding cosine with the baseline prompt (mean-pooled text encoder) [thesis Table 5.2]"),
+    ("reconstruction", ("latent_mse", "latent_l2_raw", "audio_mse"),
+     "Reconstruction: encode -> decode -> encode. Low values mean the autoencoder is not what makes clips "
+     "differ [thesis 4.4.2 / Table 5.4]"),
+    ("clap", ("clap_a", "clap_t"), "CLAP-A (audio vs references) and CLAP-T (audio vs its prompt) [paper 001]"),
+    ("music", ("tempo_match", "key_match", "scale_match", "loudness_match"),
+     "Music: share of clips matching the references (tempo +-5 BPM, key, scale, loudness +-2.5 LU) [paper 001]"),
+]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze", help="latent / text / reconstruction metrics and spectrograms of a run",
+        description="Computes the thesis tables for a run folder, writes RUN_DIR/metrics.json, "
+        "RUN_DIR/metrics.csv and RUN_DIR/figures/. Results are cached: repeating it is instant. "
+        "The run's model is loaded only when a clip is not cached yet (RECAP_DEVICE / RECAP_DTYPE apply).",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (with manifest.json)")
+    p.add_argument("--bins", type=int, nargs=2, metavar=("LO", "HI"), default=list(DEFAULT_BINS),
+                   help="spectrogram rows [LO, HI) of 512 to show (default: 100 150, as in the thesis)")
+    p.add_argument("--hz", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="show this band in Hz instead of --bins")
+    p.add_argument("--all-bins", action="store_true", help="show all 512 rows")
+    p.add_argument("--baseline", default="baseline", help="label of the reference variant")
+    p.add_argument("--clap", action="store_true", help=f"add CLAP-A / CLAP-T (needs {DEFAULT_CLAP_MODEL} weights)")
+    p.add_argument("--clap-model", default=DEFAULT_CLAP_MODEL, help="CLAP checkpoint (Hub id or folder)")
+    p.add_argument("--music", action="store_true", help="add tempo / key / loudness against the references")
+    p.add_argument("--references", nargs="+", default=[], metavar="FILE",
+                   help="reference clips for CLAP-A and music metrics (default: the run's baseline clips)")
+    p.add_argument("--no-reconstruction", action="store_true", help="skip the encode-decode-encode check")
+    p.add_argument("--no-figures", action="store_true", help="do not write spectrogram figures")
+    p.set_defaults(func=run)
+
+
+def _fmt(v: float) -> str:
+    # Six significant digits: cosines of 0.999996 must not print as 1, MSEs of 1e-8 not as 0.
+    return f"{v:.6g}"
+
+
+def _rows(rows: list[SummaryRow]) -> list[list[object]]:
+    return [[r.metric, r.group, _fmt(r.mean), _fmt(r.std), _fmt(r.variance), r.n,
+             f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]"] for r in rows]
+
+
+def print_report(a: RunAnalysis, out=None) -> None:
+    """Prints the analysis as thesis-style tables."""
+    out = out or sys.stdout
+    model = a.model.get("name", "?")
+    print(f"run {a.run_id}  model {model}  clips {len(a.clips)}  baseline {a.config.baseline!r}", file=out)
+    for note in a.notes:
+        print(f"note: {note}", file=out)
+    # A batch holding a single variant repeats that variant's row: leave it out.
+    variants_in: dict[str, set[str]] = {}
+    for c in a.clips:
+        variants_in.setdefault(f"batch {c['batch']}", set()).add(c["variant"])
+    redundant = {b for b, labels in variants_in.items() if len(labels) == 1}
+    for table, names, heading in TABLES:
+        rows = [r for m in names for r in a.table(table, m) if r.group_kind != "batch" or r.group not in redundant]
+        if not rows:
+            continue
+        print(f"\n{heading}", file=out)
+        print_table(["metric", "group", "mean", "std", "variance", "n", f"{a.config.confidence:.0%} CI"],
+                    _rows(rows), out=out)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = AnalysisConfig(
+        baseline=args.baseline, reconstruction=not args.no_reconstruction, clap=args.clap,
+        clap_model=args.clap_model, music=args.music, references=tuple(args.references),
+    )
+    analysis = analyze_run(args.run_dir, config=config)
+    print_report(analysis)
+    if not analysis.recomputed:
+        print("\n(metrics unchanged since the last analysis: nothing recomputed)")
+    if not args.no_figures:
+        bins = None if args.all_bins else (int(args.bins[0]), int(args.bins[1]))
+        hz = (float(args.hz[0]), float(args.hz[1])) if args.hz else None
+        written = write_run_figures(args.run_dir, SpectrogramConfig(bins=bins, hz=hz), baseline=args.baseline)
+        print("\nfigures:")
+        for path in written:
+            print(f"  {path}")
+        if not any(p.suffix == ".png" for p in written):
+            print("  (PNG export needs the kaleido package and a Chrome/Chromium; the HTML figures open in any browser)")
+    return 0
