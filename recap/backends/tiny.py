@@ -192,6 +192,8 @@ def tiny_audioldm_pipeline():
                 model_in_dim=16, sampling_rate=TINY_SAMPLE_RATE, upsample_initial_channel=16,
                 upsample_rates=[5, 4, 4, 2], upsample_kernel_sizes=[10, 8, 8, 4], resblock_kernel_sizes=[3],
                 resblock_dilation_sizes=[[1, 3]], normalize_before=False,
+                # the default init (std 0.01) shrinks the signal to ~1e-11 through the upsampling stack
+                initializer_range=0.2,
             )
         )
     # AudioLDM's scheduler settings.
