@@ -1,0 +1,569 @@
+"""Style transfer with a prompt (often a learned token): audio-to-audio by partial noising.
+
+Paper 001, eq. 2: encode the source clip, noise its latents to the level that the transfer
+strength t selects on the model's own schedule, and run only the rest of the denoising with the
+prompt. With N steps, strength t runs the last round(t·N) steps (diffusers' img2img convention:
+``init_timestep = N·t``, ``t_start = N − init_timestep``), so t = 0 returns the source latents
+untouched (decoded, that is the autoencoder's reconstruction) and t = 1 is plain generation from
+the seed's noise. Every strength of a seed starts from that seed's noise (and on Stable Audio
+the same SDE noise), so a sweep over t is a fair comparison.
+
+``StableAudioPipeline(initial_audio_waveforms=...)`` is not used: it adds the encoded audio to
+unit noise, scales the sum by ``init_noise_sigma`` (~500) and runs the whole schedule, so the
+source is drowned and barely matters (diffusers issue 10861). Here the source is noised the way
+the EDM sampler expects, x = x0 + sigma·noise with sigma the schedule's sigma at the first step
+that runs, and the sampler starts at that step.
+
+The curves of the paper's Fig. 4 (each output's similarity to the source and to the token's
+training clips, per strength, averaged over seeds) come from :func:`similarity_curves`.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, astuple, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recap import metrics
+from recap.audio_io import Clip, fit_length, resample, to_channels, validate, write_wav
+from recap.backends import AudioBackend
+from recap.generation import GenerationConfig, GridClip, GridResult, Progress, Variant, check_variants, save_run
+from recap.paths import atomic_write_bytes, atomic_write_json
+from recap.runs import RunManifest
+from recap.spectrogram import save_figure
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STRENGTHS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@dataclass
+class TransferConfig:
+    """Settings of one strength sweep (saved in the run's manifest).
+
+    Attributes:
+        strengths: Transfer strengths in [0, 1]; 0 = the source, 1 = plain generation.
+        seeds: Seeds; every strength of a seed shares that seed's noise.
+        seconds: Length in seconds; None = the source's length, capped at the model's maximum.
+        steps: Denoising steps of the full schedule (strength t runs round(t·steps) of them).
+        guidance: Classifier-free guidance scale (<= 1 turns it off).
+        negative_prompt: Text to steer away from.
+        max_batch: Most seeds per denoising call; None = all seeds of a strength at once.
+        wav_subtype: "FLOAT" or "PCM_16".
+    """
+
+    strengths: list[float] = field(default_factory=lambda: list(DEFAULT_STRENGTHS))
+    seeds: list[int] = field(default_factory=lambda: [0])
+    seconds: float | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    negative_prompt: str | None = None
+    max_batch: int | None = None
+    wav_subtype: str = "FLOAT"
+
+    def generation(self) -> GenerationConfig:
+        """The generation settings in the layout every run manifest records."""
+        return GenerationConfig(self.seconds, self.steps, self.guidance, self.negative_prompt, list(self.seeds),
+                                self.max_batch, self.wav_subtype)
+
+
+@dataclass(frozen=True)
+class StartPoint:
+    """Where the sampler starts for one strength.
+
+    Attributes:
+        strength: The requested strength.
+        start_step: Index of the first schedule step that runs (== steps: none runs).
+        steps_run: Denoising steps that run (round(strength·steps)).
+        timestep: The scheduler's timestep at ``start_step`` (None when no step runs).
+        sigma: Noise-to-signal ratio of the start: Stable Audio's EDM sigma, or
+            sqrt((1 − ᾱ)/ᾱ) on a DDPM schedule (AudioLDM); 0 when no step runs.
+    """
+
+    strength: float
+    start_step: int
+    steps_run: int
+    timestep: float | None
+    sigma: float
+
+
+@dataclass
+class TransferResult:
+    """A strength sweep in memory: what :func:`save_transfer` writes.
+
+    Attributes:
+        grid: The clips, one variant per strength (labels ``strength-0.40``), in the layout of a
+            generation grid (``final`` = denoised latents, ``initial`` = the seed's noise).
+        prompt: The prompt every strength was denoised with.
+        config: The settings, model defaults filled in.
+        starts: One :class:`StartPoint` per strength, in ``config.strengths`` order.
+        source: The source at the model's rate and channel count, cut or padded to ``config.seconds``.
+        source_latents: [1, ...] its latents in the generation shape.
+        references: The learned token's training clips (model rate, fitted like the source); may be empty.
+        reference_latents: [M, ...] their latents, or None without references.
+    """
+
+    grid: GridResult
+    prompt: str
+    config: TransferConfig
+    starts: list[StartPoint]
+    source: Clip
+    source_latents: torch.Tensor
+    references: list[Clip] = field(default_factory=list)
+    reference_latents: torch.Tensor | None = None
+
+
+# ----------------------------------------------------------------------------- schedule maths
+def strength_label(strength: float) -> str:
+    """The variant label of a strength: ``strength-0.40``."""
+    return f"strength-{strength:.2f}"
+
+
+def check_strengths(strengths: Sequence[float]) -> list[float]:
+    """Floats in [0, 1] with distinct labels; ValueError naming the bad value otherwise."""
+    if not strengths:
+        raise ValueError("no transfer strengths given")
+    out = []
+    for s in strengths:
+        s = float(s)
+        if not (math.isfinite(s) and 0.0 <= s <= 1.0):
+            raise ValueError(f"transfer strength must be in [0, 1], got {s}")
+        out.append(s)
+    labels = [strength_label(s) for s in out]
+    repeated = sorted({lb for lb in labels if labels.count(lb) > 1})
+    if repeated:
+        raise ValueError(f"strengths repeat (to two decimals): {', '.join(repeated)}")
+    return out
+
+
+def steps_to_run(strength: float, steps: int) -> int:
+    """round(strength·steps), halves rounded up: the number of denoising steps strength t runs."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    # The epsilon keeps 0.3*10 = 3.0000000000000004-style products on the intended side.
+    return min(steps, int(math.floor(strength * steps + 0.5 + 1e-9)))
+
+
+def start_step(strength: float, steps: int) -> int:
+    """Index of the first schedule step strength ``strength`` runs (``steps`` = none)."""
+    return steps - steps_to_run(strength, steps)
+
+
+def _schedule(backend: AudioBackend, steps: int):
+    # A private scheduler with the sampler's own timesteps (on the CPU: only a few numbers).
+    scheduler = backend.new_scheduler()
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
+def _edm(backend: AudioBackend) -> bool:
+    if backend.family == "stable-audio":
+        return True
+    if backend.family == "audioldm":
+        return False
+    raise ValueError(f"style transfer does not know the noise schedule of model family {backend.family!r}")
+
+
+def start_point(backend: AudioBackend, strength: float, steps: int) -> StartPoint:
+    """The start step, timestep and noise level that ``strength`` selects on ``backend``'s schedule."""
+    k = start_step(strength, steps)
+    if k == steps:
+        return StartPoint(strength, k, 0, None, 0.0)
+    scheduler = _schedule(backend, steps)
+    t = scheduler.timesteps[k]
+    if _edm(backend):
+        sigma = float(scheduler.sigmas[k])
+    else:
+        abar = float(scheduler.alphas_cumprod[int(t)])
+        sigma = math.sqrt((1.0 - abar) / abar)
+    return StartPoint(strength, k, steps - k, float(t), sigma)
+
+
+def noised_start(
+    backend: AudioBackend, latents: torch.Tensor, noise: torch.Tensor, strength: float, steps: int
+) -> torch.Tensor:
+    """The latents the sampler starts from for ``strength`` (paper 001, eq. 2).
+
+    Args:
+        backend: The model whose schedule sets the noise level.
+        latents: [B, ...] clean source latents in the generation shape.
+        noise: [B, ...] standard-normal noise (``backend.initial_noise(seeds, seconds)``).
+        strength: In [0, 1].
+        steps: Steps of the full schedule.
+
+    Returns:
+        [B, ...] float32 on the CPU: ``latents`` for no step; ``noise · init_noise_sigma`` (plain
+        generation's start) for all steps; otherwise ``latents + sigma_k · noise`` on Stable
+        Audio's EDM schedule or ``sqrt(ᾱ_t)·latents + sqrt(1 − ᾱ_t)·noise`` on AudioLDM's, at the
+        first step k that runs.
+    """
+    if latents.shape != noise.shape:
+        raise ValueError(f"latents {tuple(latents.shape)} and noise {tuple(noise.shape)} differ in shape")
+    x0, noise = latents.float().cpu(), noise.float().cpu()
+    k = start_step(strength, steps)
+    if k == steps:
+        return x0.clone()
+    scheduler = _schedule(backend, steps)
+    if k == 0:
+        return noise * scheduler.init_noise_sigma
+    if _edm(backend):
+        return x0 + float(scheduler.sigmas[k]) * noise
+    t = scheduler.timesteps[k : k + 1].repeat(x0.shape[0])
+    return scheduler.add_noise(x0, noise, t)
+
+
+# ----------------------------------------------------------------------------- source latents
+def fit_clip(backend: AudioBackend, clip: Clip, seconds: float) -> Clip:
+    """``clip`` at the model's rate and channel count, cut (or padded with silence) to ``seconds``."""
+    validate(clip, allow_silent=True)
+    clip = resample(to_channels(clip, backend.channels), backend.sample_rate)
+    samples = int(round(seconds * backend.sample_rate))
+    return Clip(np.ascontiguousarray(fit_length(clip.audio, samples, mode="pad")), clip.sample_rate, clip.source)
+
+
+def clip_latents(backend: AudioBackend, clips: Sequence[Clip]) -> torch.Tensor:
+    """Latents [M, ...] of fitted clips of one length, in the shape the sampler denoises.
+
+    Stable Audio denoises its whole window whatever the length asked for, so the clips' latents
+    are extended with the latents of silence (``training_latents``), as generation fills the
+    window past the requested length. One encoder call for all clips.
+    """
+    if not clips or len({c.audio.shape for c in clips}) != 1:
+        raise ValueError(f"need one or more clips of one shape, got shapes {[c.audio.shape for c in clips]}")
+    seconds = clips[0].seconds
+    audio = np.stack([c.audio for c in clips])
+    z = backend.training_latents(backend.encode_audio(audio, clips[0].sample_rate))
+    expected = tuple(backend.latent_shape(seconds))
+    if tuple(z.shape[1:]) != expected:
+        raise ValueError(f"latents {tuple(z.shape[1:])} do not match the generation shape {expected} "
+                         f"for {seconds:.3f} s on {backend.name}")
+    return z
+
+
+def content_latents(backend: AudioBackend, latents: torch.Tensor, seconds: float) -> torch.Tensor:
+    """The part of generation-shaped latents [B, ...] that holds the ``seconds`` of audio.
+
+    On Stable Audio the frames past the requested length are the window's silent padding; they
+    are left out of comparisons so that the clip, not its padding, is measured.
+    """
+    if backend.family == "stable-audio":
+        frames = math.ceil(seconds * backend.sample_rate / backend.hop_length)
+        return latents[..., :frames]
+    return latents
+
+
+# ----------------------------------------------------------------------------- the sweep
+def resolve(backend: AudioBackend, config: TransferConfig, source_seconds: float) -> TransferConfig:
+    """``config`` with the model's defaults filled in and every value checked."""
+    d = backend.defaults
+    seconds = config.seconds if config.seconds is not None else min(source_seconds, backend.max_seconds)
+    cfg = replace(
+        config,
+        strengths=check_strengths(config.strengths),
+        seeds=[int(s) for s in config.seeds],
+        seconds=backend.check_seconds(seconds),
+        steps=int(config.steps if config.steps is not None else d.steps),
+        guidance=float(config.guidance if config.guidance is not None else d.guidance),
+        negative_prompt=config.negative_prompt if config.negative_prompt is not None else d.negative_prompt,
+    )
+    if cfg.steps < 1:
+        raise ValueError(f"steps must be >= 1, got {cfg.steps}")
+    if not cfg.seeds:
+        raise ValueError("no seeds given")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ValueError(f"seeds repeat: {cfg.seeds}")
+    if cfg.max_batch is not None and cfg.max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {cfg.max_batch}")
+    return cfg
+
+
+@torch.no_grad()
+def transfer(
+    backend: AudioBackend,
+    source: Clip,
+    prompt: str,
+    config: TransferConfig,
+    tokens: Mapping[str, torch.Tensor] | None = None,
+    references: Sequence[Clip] = (),
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> TransferResult:
+    """Transfers ``source`` towards ``prompt`` at every strength of ``config`` and every seed.
+
+    Args:
+        backend: A loaded model.
+        source: The clip to transform (any rate / channel count; converted to the model's).
+        prompt: The target description, usually with a learned token (``"a recording of <oud>"``).
+        config: Strengths, seeds and generation settings (model defaults fill the gaps).
+        tokens: Learned tokens (placeholder -> vectors) the prompt may use.
+        references: The token's training clips, for the "similarity to the target" curve.
+        progress: ``progress(done_clips, total_clips, message)``.
+        stop: Set it to stop at the next denoising step (raises ``Cancelled``).
+
+    Returns:
+        A :class:`TransferResult`; strength s, seed k is ``result.grid.clip(strength_label(s), k)``.
+    """
+    # 1. Check inputs
+    method = "token" if tokens and any(p in prompt for p in tokens) else "manual"
+    variants = [Variant(strength_label(s), prompt, method, 1) for s in check_strengths(config.strengths)]
+    check_variants(variants, backend)
+    cfg = resolve(backend, config, source.seconds)
+    # 2. Source (and references) at the model's rate, fitted to the length, encoded once
+    src = fit_clip(backend, source, cfg.seconds)
+    refs = [fit_clip(backend, r, cfg.seconds) for r in references]
+    latents = clip_latents(backend, [src, *refs])
+    z0, ref_z = latents[:1], (latents[1:] if refs else None)
+    # 3. Noise once per seed: the fairness guarantee, shared by every strength
+    noise = {s: backend.initial_noise([s], cfg.seconds)[0] for s in cfg.seeds}
+    batch = cfg.max_batch or len(cfg.seeds)
+    chunks = [cfg.seeds[i : i + batch] for i in range(0, len(cfg.seeds), batch)]
+    total, done = len(variants) * len(cfg.seeds), 0
+    clips: list[GridClip] = []
+    starts = [start_point(backend, s, cfg.steps) for s in cfg.strengths]
+    batch_sizes: list[int] = []
+    begin = time.perf_counter()
+    # 4. Denoise each strength from its start step (start step 0: exactly what `generate` runs)
+    for variant, point in zip(variants, starts):
+        for seeds in chunks:
+            initial = torch.stack([noise[s] for s in seeds])
+            x0 = z0.expand(len(seeds), *z0.shape[1:])
+            if point.steps_run == 0:
+                final = x0.clone()
+            else:
+                def on_step(step: int, steps: int, _n=len(seeds), _d=done, _lb=variant.label) -> None:
+                    if progress is not None:
+                        progress(_d + _n * step / steps, total, f"{_lb}: step {step}/{steps}")
+
+                start = noised_start(backend, x0, initial, point.strength, cfg.steps) if point.start_step else None
+                enc = backend.tokenize([prompt] * len(seeds), tokens)
+                negative = backend.tokenize([cfg.negative_prompt] * len(seeds), tokens) if cfg.negative_prompt else None
+                final = backend.sample(enc, negative, initial, seeds, cfg.seconds, cfg.steps, cfg.guidance, on_step,
+                                       stop, start_step=point.start_step, start_latents=start).float().cpu()
+                batch_sizes.append(len(seeds))
+            audio = backend.decode(final, cfg.seconds)
+            clips += [GridClip(variant, s, audio[i].numpy(), initial[i], final[i]) for i, s in enumerate(seeds)]
+            done += len(seeds)
+            if progress is not None:
+                progress(done, total, f"{variant.label}: done")
+    elapsed = time.perf_counter() - begin
+    log.info("transfer: %d clips, %d denoising calls, %.2f s", len(clips), len(batch_sizes), elapsed)
+    grid = GridResult(clips, variants, cfg.generation(), len(batch_sizes), batch_sizes, elapsed)
+    return TransferResult(grid, prompt, cfg, starts, src, z0, refs, ref_z)
+
+
+# ----------------------------------------------------------------------------- curves (paper 001, Fig. 4)
+@dataclass(frozen=True)
+class CurvePoint:
+    """Similarity of one strength's outputs to the source and to the target, averaged over seeds.
+
+    Latent scores follow ``recap.metrics`` (cosine, unit L2, raw L2) on the clip's part of the
+    latents; "target" is the mean over the token's training clips; CLAP scores are CLAP-A
+    (cosine of CLAP audio embeddings). A score that could not be computed is None.
+    """
+
+    strength: float
+    label: str
+    start_step: int
+    steps_run: int
+    sigma: float
+    n_seeds: int
+    source_cosine: float
+    source_l2: float
+    source_l2_raw: float
+    target_cosine: float | None = None
+    target_l2: float | None = None
+    target_l2_raw: float | None = None
+    clap_source: float | None = None
+    clap_target: float | None = None
+
+
+@dataclass
+class TransferCurves:
+    """The two curves of a sweep, per-clip values and notes a reader must see."""
+
+    points: list[CurvePoint]
+    clips: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+    clap_model: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": CURVES_FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TransferCurves:
+        return cls([CurvePoint(**p) for p in d["points"]], list(d["clips"]), list(d.get("notes", [])),
+                   d.get("clap_model"))
+
+
+CURVES_FORMAT = "recap.transfer/1"
+CURVE_FIELDS = [f.name for f in fields(CurvePoint)]
+SCORE_FIELDS = ("source_cosine", "source_l2", "source_l2_raw", "target_cosine", "target_l2", "target_l2_raw",
+                "clap_source", "clap_target")
+
+
+def load_clap(name: str | None = None, allow_download: bool = False, device: str | None = None) -> tuple[Any, str]:
+    """A :class:`recap.clap.ClapScorer`, or None and the reason it is not available (never raises for that).
+
+    Without ``allow_download`` only a local folder or the Hugging Face cache is used, so a run
+    never waits on the network.
+    """
+    from recap.clap import DEFAULT_CLAP_MODEL, ClapScorer, ClapUnavailable, is_cached
+
+    name = name or DEFAULT_CLAP_MODEL
+    if not allow_download and not is_cached(name):
+        return None, f"CLAP model {name!r} is not in the local cache and downloading it was not allowed"
+    try:
+        return ClapScorer.from_pretrained(name, device=device, local_files_only=not allow_download), ""
+    except ClapUnavailable as exc:
+        return None, str(exc)
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def similarity_curves(
+    result: TransferResult, backend: AudioBackend, clap: Any | None = None, clap_missing: str = "no CLAP model given"
+) -> TransferCurves:
+    """Latent (and CLAP) similarity of every output to the source and to the token's clips.
+
+    Args:
+        result: A sweep from :func:`transfer`.
+        backend: The model that made it (says which latent frames hold the clip).
+        clap: A :class:`recap.clap.ClapScorer`, or None to skip the CLAP curves.
+        clap_missing: Why there is no scorer (goes into the notes when ``clap`` is None).
+    """
+    seconds = result.config.seconds
+    src = content_latents(backend, result.source_latents, seconds)[0]
+    refs = [] if result.reference_latents is None else list(content_latents(backend, result.reference_latents, seconds))
+    clips = result.grid.clips
+    strength_of = {strength_label(s): s for s in result.config.strengths}
+    rows: list[dict[str, Any]] = []
+    for c in clips:
+        z = content_latents(backend, c.final, seconds)
+        s = metrics.pair_scores(z, src)
+        row = {"label": c.variant.label, "strength": strength_of[c.variant.label], "seed": c.seed,
+               "source_cosine": s.cosine, "source_l2": s.l2, "source_l2_raw": s.l2_raw}
+        if refs:
+            t = [metrics.pair_scores(z, r) for r in refs]
+            row.update(target_cosine=_mean([x.cosine for x in t]), target_l2=_mean([x.l2 for x in t]),
+                       target_l2_raw=_mean([x.l2_raw for x in t]))
+        rows.append(row)
+    notes = []
+    if backend.random_weights:
+        notes.append(f"{backend.name} has random weights: these curves only exercise the pipeline.")
+    if not refs:
+        notes.append("No training clips of the token given: only the similarity to the source is measured.")
+    if clap is not None:
+        from recap.clap import clap_a
+
+        sr = backend.sample_rate
+        out = clap.embed_audio([c.audio for c in clips], sr)
+        for row, v in zip(rows, clap_a(out, clap.embed_audio([result.source.audio], sr))):
+            row["clap_source"] = float(v)
+        if result.references:
+            for row, v in zip(rows, clap_a(out, clap.embed_audio([r.audio for r in result.references], sr))):
+                row["clap_target"] = float(v)
+    else:
+        notes.append(f"CLAP curves skipped: {clap_missing}.")
+    points = []
+    for strength, start in zip(result.config.strengths, result.starts):
+        mine = [r for r in rows if r["label"] == strength_label(strength)]
+        avg = {k: _mean([r[k] for r in mine if r.get(k) is not None]) for k in SCORE_FIELDS}
+        points.append(CurvePoint(strength, strength_label(strength), start.start_step, start.steps_run, start.sigma,
+                                 len(mine), **avg))
+    return TransferCurves(points, rows, notes, getattr(clap, "name", None) if clap is not None else None)
+
+
+def curves_figure(curves: TransferCurves, title: str = "Style transfer: similarity by transfer strength"):
+    """A plotly figure of the curves (x: strength; y: similarity), the paper's 0.4–0.6 band shaded."""
+    import plotly.graph_objects as go
+
+    x = [p.strength for p in curves.points]
+    fig = go.Figure()
+    lines = [("source_cosine", "latent cosine to the source", "solid"),
+             ("target_cosine", "latent cosine to the token's clips", "solid"),
+             ("clap_source", "CLAP-A to the source", "dash"), ("clap_target", "CLAP-A to the token's clips", "dash")]
+    for key, name, dash in lines:
+        y = [getattr(p, key) for p in curves.points]
+        if any(v is not None for v in y):
+            fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="lines+markers", line={"dash": dash}))
+    fig.add_vrect(x0=0.4, x1=0.6, fillcolor="grey", opacity=0.12, line_width=0,
+                  annotation_text="paper's sweet spot", annotation_position="top left")
+    fig.update_layout(title=title, xaxis_title="transfer strength t", yaxis_title="similarity (cosine)",
+                      xaxis={"range": [-0.02, 1.02]}, template="plotly_white")
+    return fig
+
+
+# ----------------------------------------------------------------------------- run folder
+def _curves_csv(curves: TransferCurves) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CURVE_FIELDS)
+    for p in curves.points:
+        writer.writerow(["" if v is None else v for v in astuple(p)])
+    return buf.getvalue().encode()
+
+
+def save_transfer(
+    result: TransferResult,
+    backend: AudioBackend,
+    runs_dir: Path,
+    curves: TransferCurves | None = None,
+    token_info: Sequence[dict[str, Any]] = (),
+) -> RunManifest:
+    """Writes a sweep as a run folder (``kind="transfer"``), with the source and the curves.
+
+    Besides what every run holds: ``reference/source.wav`` (the source as used) and
+    ``reference/target-NN.wav`` (the token's clips), ``transfer.json`` / ``transfer.csv`` /
+    ``transfer.html`` (the curves), all listed in ``manifest.extra["transfer"]``. The manifest is
+    rewritten last, so it never names a file that is not there.
+    """
+    meta: dict[str, Any] = {
+        "prompt": result.prompt, "config": asdict(result.config), "starts": [asdict(s) for s in result.starts],
+        "source_name": result.source.source,
+    }
+    manifest = save_run(result.grid, backend, runs_dir, token_info=token_info, kind="transfer",
+                        extra={"transfer": dict(meta)})
+    run_dir = Path(manifest.path)
+    sr, subtype = backend.sample_rate, result.config.wav_subtype
+    write_wav(run_dir / "reference" / "source.wav", result.source.audio, sr, subtype)
+    meta["source"] = "reference/source.wav"
+    meta["references"] = []
+    for i, ref in enumerate(result.references, 1):
+        rel = f"reference/target-{i:02d}.wav"
+        write_wav(run_dir / rel, ref.audio, sr, subtype)
+        meta["references"].append({"file": rel, "name": ref.source})
+    if curves is not None:
+        atomic_write_json(run_dir / "transfer.json", curves.to_json())
+        atomic_write_bytes(run_dir / "transfer.csv", _curves_csv(curves))
+        # plotly reads tags in titles: a prompt's "<oud>" must be escaped to show at all
+        save_figure(curves_figure(curves, f"Style transfer run {manifest.run_id}: {html.escape(result.prompt)}"),
+                    run_dir / "transfer", png=False)
+        meta["curves"] = {"json": "transfer.json", "csv": "transfer.csv", "figure": "transfer.html"}
+    manifest.extra["transfer"] = meta
+    atomic_write_json(run_dir / "manifest.json", manifest.to_json())
+    return manifest
+
+
+def load_transfer_curves(run_dir: str | Path) -> TransferCurves:
+    """The curves saved with a transfer run; ValueError when it has none."""
+    path = Path(run_dir) / "transfer.json"
+    if not path.is_file():
+        raise ValueError(f"{run_dir} holds no transfer curves (no transfer.json)")
+    data = json.loads(path.read_text())
+    if data.get("format") != CURVES_FORMAT:
+        raise ValueError(f"{path}: unknown format {data.get('format')!r}")
+    return TransferCurves.from_json(data)
