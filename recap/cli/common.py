@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,11 +38,17 @@ def progress_bar(desc: str, unit: str = "clip"):
     """Yields a ``progress(done, total, message)`` callback drawing a tqdm bar on stderr."""
     bar = tqdm(desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
+    last_draw = [0.0]
+
     def update(done: float, total: int, message: str = "") -> None:
         bar.total = total
+        bar.n = min(round(done, 3), total)  # absolute, so fractional steps never add up past the total
         if message:
             bar.set_postfix_str(message, refresh=False)
-        bar.update(round(done - bar.n, 3))  # update() redraws at most every mininterval
+        now = time.monotonic()
+        if now - last_draw[0] >= 0.2 or bar.n >= total:  # redraw at most 5 times a second
+            bar.refresh()
+            last_draw[0] = now
 
     try:
         yield update
