@@ -5,23 +5,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from recap.backends.audioldm import AudioLDMBackend
-from recap.backends.base import AudioBackend, BackendUnavailable, Cancelled, GenerationOutput, TokenVectors
+from recap.backends.base import AudioBackend, BackendUnavailable, Cancelled, GenerationOutput, ModelDefaults, TokenVectors
 from recap.backends.stable_audio import StableAudioBackend
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "AudioBackend", "BackendSpec", "BackendUnavailable", "Cancelled", "GenerationOutput", "TokenVectors",
-    "get_spec", "list_backends", "load_backend", "pick_device", "pick_dtype",
+    "get_spec", "list_backends", "load_backend", "offline_fallback", "pick_device", "pick_dtype", "toy_weights_present",
 ]
 
 SAO_ID = "stabilityai/stable-audio-open-1.0"
 SAO_URL = f"https://huggingface.co/{SAO_ID}"
+TOY_DIR = Path(__file__).resolve().parents[2] / "assets" / "toy"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class BackendSpec:
         gated: Needs an accepted licence and an HF token.
         licence: Licence to show users.
         description: One line for listings.
+        builder: Builds the pipeline offline (built-in models) instead of ``from_pretrained`` on a hub id.
+        defaults: Generation defaults when they differ from the family's (a model with a short window).
     """
 
     name: str
@@ -48,6 +52,7 @@ class BackendSpec:
     licence: str = ""
     description: str = ""
     builder: Callable[[], Any] | None = None
+    defaults: ModelDefaults | None = None
 
     @property
     def backend_class(self) -> type[AudioBackend]:
@@ -64,6 +69,25 @@ def _tiny_audioldm():
     from recap.backends.tiny import tiny_audioldm_pipeline
 
     return tiny_audioldm_pipeline()
+
+
+def toy_weights_present() -> bool:
+    """Whether the shipped `toy` model (``assets/toy``) is on disk."""
+    return (TOY_DIR / "model_index.json").is_file() and (TOY_DIR / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def offline_fallback() -> str:
+    """The model to use when the real one cannot be had: `toy` when its weights ship, else `tiny`."""
+    return "toy" if toy_weights_present() else "tiny"
+
+
+def _toy_sao():
+    """The `toy` model: shipped fp16 weights loaded into a real ``StableAudioPipeline`` (as fp32; callers cast)."""
+    from diffusers import StableAudioPipeline
+
+    if not toy_weights_present():
+        raise BackendUnavailable(f"the toy model's weights are missing from {TOY_DIR}; rebuild them with `recap toy train`")
+    return StableAudioPipeline.from_pretrained(str(TOY_DIR), dtype=torch.float32)
 
 
 _AUDIOLDM_LICENCE = "CC BY-NC-SA 4.0"
@@ -93,6 +117,16 @@ _register(BackendSpec(
     builder=_tiny_sao,
 ))
 _register(BackendSpec(
+    "toy", "recap/toy-stable-audio", "stable-audio", "StableAudioPipeline", random_weights=False,
+    licence="built here (see assets/toy/MODEL_CARD.md)",
+    description="TOY WORLD: a small Stable Audio-family model trained here on synthetic beeps, buzzes, hums, chirps, "
+    "sirens, clicks, hisses and bells (8 kHz mono, up to 1 s); follows pitch (low/mid/high) and rhythm "
+    "(continuous/repeating) words, and cannot make real-world sounds, speech or music",
+    builder=_toy_sao,
+    # its whole window is 1.024 s; 25 steps and guidance 4 are where its steering is clear (MODEL_CARD.md)
+    defaults=ModelDefaults(seconds=1.0, steps=25, guidance=4.0),
+))
+_register(BackendSpec(
     "tiny-audioldm", "recap/tiny-audioldm", "audioldm", "AudioLDMPipeline", random_weights=True,
     licence="built here", description="AudioLDM architecture in miniature, RANDOM weights (tests/demo; audio is noise)",
     builder=_tiny_audioldm,
@@ -115,6 +149,8 @@ def list_backends() -> list[tuple[BackendSpec, str]]:
 
 
 def availability(spec: BackendSpec) -> str:
+    if spec.name == "toy" and not toy_weights_present():
+        return f"not available: its weights are missing from {TOY_DIR}"
     if spec.builder is not None:
         return "available (built offline)"
     try:
@@ -220,6 +256,8 @@ def load_backend(name: str, device: str | torch.device | None = None, dtype: str
         name=spec.name, model_id=spec.model_id, pipe=pipe, device=dev, dtype=dt,
         random_weights=spec.random_weights, description=spec.description,
     )
+    if spec.defaults is not None:
+        backend.defaults = spec.defaults
     backend.freeze()
     log.info("loaded %s on %s (%s)", backend.label, dev, dt)
     return backend

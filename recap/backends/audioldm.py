@@ -18,7 +18,6 @@ from diffusers import DDPMScheduler
 
 from recap.backends.base import (
     AudioBackend,
-    Cancelled,
     EncodedPrompts,
     ModelDefaults,
     StepCallback,
@@ -135,20 +134,14 @@ class AudioLDMBackend(AudioBackend):
             latents = initial.to(self.device, self.dtype) * scheduler.init_noise_sigma
         else:
             latents = start_latents.to(self.device, self.dtype)
-        generators = seed_generators(seeds)
-        for i, t in enumerate(timesteps[start_step:]):
-            if stop is not None and stop.is_set():
-                raise Cancelled("generation stopped")
-            model_input = torch.cat([latents] * 2) if cfg else latents
-            model_input = scheduler.scale_model_input(model_input, t)
-            pred = unet(model_input, t, encoder_hidden_states=None, class_labels=cond).sample
-            if cfg:
-                uncond_pred, cond_pred = pred.chunk(2)
-                pred = uncond_pred + guidance * (cond_pred - uncond_pred)
-            latents = scheduler.step(pred, t, latents, eta=0.0, generator=generators).prev_sample
-            if on_step is not None:
-                on_step(i + 1, len(timesteps) - start_step)
-        return latents
+
+        def predict(model_input: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return unet(model_input, t, encoder_hidden_states=None, class_labels=cond).sample
+
+        return self.denoise_loop(
+            scheduler, latents, timesteps[start_step:], predict, guidance,
+            {"eta": 0.0, "generator": seed_generators(seeds)}, on_step, stop,
+        )
 
     # ------------------------------------------------------------------ audio
     def mel(self, audio: torch.Tensor) -> torch.Tensor:

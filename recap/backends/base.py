@@ -307,6 +307,37 @@ class AudioBackend(ABC):
     ) -> torch.Tensor:
         """Runs the denoising loop from ``initial`` noise; returns the final latents on the device."""
 
+    @staticmethod
+    def denoise_loop(
+        scheduler: Any,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        guidance: float,
+        step_kwargs: dict[str, Any],
+        on_step: StepCallback | None = None,
+        stop: threading.Event | None = None,
+    ) -> torch.Tensor:
+        """The classifier-free-guided sampling loop both diffusers pipelines run.
+
+        Args:
+            predict: ``predict(model_input, t)`` -> the network output for the (doubled, with CFG) batch.
+            step_kwargs: Extra arguments of ``scheduler.step`` (generators, eta).
+        """
+        cfg = guidance > 1.0
+        for i, t in enumerate(timesteps):
+            if stop is not None and stop.is_set():
+                raise Cancelled("generation stopped")
+            model_input = torch.cat([latents] * 2) if cfg else latents
+            pred = predict(scheduler.scale_model_input(model_input, t), t)
+            if cfg:
+                uncond, cond = pred.chunk(2)
+                pred = uncond + guidance * (cond - uncond)
+            latents = scheduler.step(pred, t, latents, **step_kwargs).prev_sample
+            if on_step is not None:
+                on_step(i + 1, len(timesteps))
+        return latents
+
     @torch.no_grad()
     def generate(
         self,

@@ -19,7 +19,6 @@ from diffusers.models.embeddings import get_1d_rotary_pos_embed
 
 from recap.backends.base import (
     AudioBackend,
-    Cancelled,
     EncodedPrompts,
     ModelDefaults,
     StepCallback,
@@ -149,28 +148,16 @@ class StableAudioBackend(AudioBackend):
             latents = start_latents.to(self.device, self.dtype)
             scheduler.set_begin_index(start_step)
         rotary = self.rotary(latents.shape[2], global_states.shape[1])
-        generators = seed_generators(seeds)  # seeds the SDE's Brownian tree per sample
-        cfg = guidance > 1.0
-        for i, t in enumerate(timesteps[start_step:]):
-            if stop is not None and stop.is_set():
-                raise Cancelled("generation stopped")
-            model_input = torch.cat([latents] * 2) if cfg else latents
-            model_input = scheduler.scale_model_input(model_input, t)
-            pred = transformer(
-                model_input,
-                t.unsqueeze(0),
-                encoder_hidden_states=cross,
-                global_hidden_states=global_states,
-                rotary_embedding=rotary,
-                return_dict=False,
-            )[0]
-            if cfg:
-                uncond, cond = pred.chunk(2)
-                pred = uncond + guidance * (cond - uncond)
-            latents = scheduler.step(pred, t, latents, generator=generators).prev_sample
-            if on_step is not None:
-                on_step(i + 1, len(timesteps) - start_step)
-        return latents
+        transformer_kwargs = dict(encoder_hidden_states=cross, global_hidden_states=global_states, rotary_embedding=rotary)
+
+        def predict(model_input: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return transformer(model_input, t.unsqueeze(0), return_dict=False, **transformer_kwargs)[0]
+
+        # per-sample generators seed the SDE's Brownian tree, so a clip's noise depends on its seed only
+        return self.denoise_loop(
+            scheduler, latents, timesteps[start_step:], predict, guidance,
+            {"generator": seed_generators(seeds)}, on_step, stop,
+        )
 
     # ------------------------------------------------------------------ audio
     @torch.no_grad()
