@@ -1,0 +1,102 @@
+"""The whole web app: a model picker and its warning banner above five tabs.
+
+``build_app`` only lays out components and wires events; no model is loaded until a visitor
+first needs one, so the server is ready in seconds. ``launch_options`` holds what Gradio 6 takes
+at ``launch()``: theme, CSS, and the only folders it may serve.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gradio as gr
+
+from recap.ui.about import build_about_tab
+from recap.ui.common import model_banner
+from recap.ui.compare import build_compare_tab
+from recap.ui.context import (
+    AppContext,
+    SessionJobs,
+    available_models,
+    choose_start_model,
+    close_session,
+    model_info,
+)
+from recap.ui.listen import build_listen_tab
+from recap.ui.prompt import build_prompt_tab
+from recap.ui.token import build_token_tab
+
+log = logging.getLogger(__name__)
+
+CSS = """
+.recap-cell-spec { min-height: 190px; }
+.recap-grid-row { border-top: 1px solid var(--border-color-primary); padding-top: 6px; }
+#recap-banner { border-left: 4px solid #d97706; padding-left: 10px; }
+"""
+
+
+def model_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    choices = [(m.label, m.name) for m in available_models()]
+    for name in (ctx.settings.model, ctx.start_model):
+        if name not in {c[1] for c in choices}:
+            choices.append((model_info(name).label, model_info(name).name))
+    return choices
+
+
+def build_app(ctx: AppContext | None = None) -> gr.Blocks:
+    """Builds the Blocks (nothing is loaded or launched).
+
+    Args:
+        ctx: Shared context; read from the environment when None.
+    """
+    ctx = ctx or AppContext.create()
+    # No usage analytics: a research tool should not phone home, and offline machines would wait on it.
+    with gr.Blocks(title="recap — how wording steers text-to-audio models", analytics_enabled=False) as demo:
+        # Per-visitor values: each session gets its own deep copy (a SessionJobs copy is a fresh one).
+        jobs = gr.State(SessionJobs(), delete_callback=close_session)
+        tokens = gr.State({})
+        with gr.Row(equal_height=True):
+            gr.Markdown("## recap\nHow the wording of a prompt steers text-to-audio diffusion models.")
+            model = gr.Dropdown(model_choices(ctx), value=ctx.start_model, label="Model (loads on first use)",
+                                elem_id="model-picker")
+        banner = gr.Markdown(model_banner(ctx.start_model, ctx.start_note), elem_id="recap-banner")
+        def on_model(name: str) -> str:
+            name = model_info(name).name
+            return model_banner(name, ctx.failures().get(name) or choose_start_model(name)[1])
+
+        model.change(on_model, model, banner, api_visibility="private")
+        with gr.Tabs():
+            with gr.Tab("Prompt", id="prompt"):
+                prompt = build_prompt_tab(ctx, model, tokens)
+            with gr.Tab("Token", id="token"):
+                build_token_tab(ctx, model, jobs, tokens, prompt.table)
+            with gr.Tab("Generate & compare", id="compare"):
+                build_compare_tab(ctx, model, jobs, tokens, prompt.table, prompt.baseline, prompt.record)
+            with gr.Tab("Listen & rate", id="listen"):
+                build_listen_tab(ctx)
+            with gr.Tab("About", id="about") as about:
+                build_about_tab(ctx, about)
+    demo.queue(max_size=64, default_concurrency_limit=4)
+    return demo
+
+
+def launch_options(ctx: AppContext) -> dict[str, Any]:
+    """Keyword arguments for ``Blocks.launch``: look, and which files may be served."""
+    return {
+        "theme": gr.themes.Soft(),
+        "css": CSS,
+        "allowed_paths": ctx.allowed_paths(),
+        "blocked_paths": ctx.blocked_paths(),
+        "show_error": True,
+    }
+
+
+def main() -> None:
+    """``python app.py``: reads the environment, builds the app and serves it (port 7860 by default;
+    ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` change where)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx = AppContext.create()
+    if ctx.start_note:
+        log.warning("%s", ctx.start_note)
+    build_app(ctx).launch(**launch_options(ctx))

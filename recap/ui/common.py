@@ -1,0 +1,153 @@
+"""Small helpers the tabs share: errors as sentences, seeds, tables, banners."""
+
+from __future__ import annotations
+
+import functools
+import html
+import inspect
+import logging
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gradio as gr
+
+from recap.ui.context import HF_HELP, model_info
+
+log = logging.getLogger(__name__)
+
+MAX_SEEDS = 16
+# recap.generation.MAX_PROMPT_CHARS, repeated here because importing recap.generation loads the
+# model libraries (seconds) and the page must be built without them.
+PROMPT_LIMIT = 1000
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+
+
+def md_text(text: object) -> str:
+    """Any user-supplied text, shown literally in Markdown (no tags, links or formatting)."""
+    return html.escape(_MD_SPECIAL.sub(r"\\\1", str(text)), quote=True)
+
+
+def code_text(text: object) -> str:
+    """Any text as a Markdown code span (shown literally; backticks and line breaks removed)."""
+    return "`" + re.sub(r"[`\r\n]+", " ", str(text)).strip() + "`"
+
+
+def _user_message(exc: BaseException) -> str | None:
+    """The sentence to show for an expected failure, or None for a bug."""
+    from recap.llm import LLMError
+    from recap.wordnet import WordNetMissingError
+
+    if isinstance(exc, (ValueError, LLMError, WordNetMissingError, FileNotFoundError)):
+        return str(exc)
+    name = type(exc).__name__
+    if name in ("BackendUnavailable", "AudioError", "TokenFileError", "StudyError"):
+        return str(exc)
+    if isinstance(exc, RuntimeError) and str(exc).startswith("could not push"):
+        return str(exc)
+    if "out of memory" in str(exc).lower():
+        return "The accelerator ran out of memory: try fewer variants or seeds, shorter clips, or fewer steps."
+    return None
+
+
+def _raise_for(exc: BaseException) -> None:
+    if type(exc).__name__ == "Cancelled":
+        raise gr.Error("Stopped.", title="Stopped") from exc
+    message = _user_message(exc)
+    if message is None:
+        log.exception("unexpected error in a handler")
+        raise gr.Error(f"Something went wrong ({type(exc).__name__}). The server log has the details.") from exc
+    raise gr.Error(html.escape(message, quote=False)) from exc  # shown as HTML in the page
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turns expected failures into ``gr.Error`` with a human sentence (escaped: it may echo input).
+
+    Unexpected exceptions are logged with their traceback and shown as a short apology, so a
+    bug never dumps internals (or anything secret) into the page. Works on generator functions.
+    """
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as exc:
+                _raise_for(exc)
+
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as exc:
+            _raise_for(exc)
+
+    return wrapper
+
+
+def parse_seeds(text: str | Sequence[int] | None) -> list[int]:
+    """Seeds from "0, 1, 2", "0 1 2" or a range "0-3" (inclusive).
+
+    Raises:
+        ValueError: no seeds, something that is not a whole number, repeats, or too many.
+    """
+    if isinstance(text, (list, tuple)):
+        parts = [str(s) for s in text]
+    else:
+        parts = [p for p in re.split(r"[,\s;]+", str(text or "").strip()) if p]
+    seeds: list[int] = []
+    for part in parts:
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if hi < lo or hi - lo >= MAX_SEEDS:
+                raise ValueError(f"seed range {part!r} must go up and hold at most {MAX_SEEDS} seeds")
+            seeds += range(lo, hi + 1)
+        elif re.fullmatch(r"\d+", part):
+            seeds.append(int(part))
+        else:
+            raise ValueError(f"seed {part!r} is not a whole number >= 0 (write e.g. 0, 1, 2 or 0-3)")
+    if not seeds:
+        raise ValueError("give at least one seed, e.g. 0, 1, 2")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds repeat: {seeds}")
+    if len(seeds) > MAX_SEEDS:
+        raise ValueError(f"{len(seeds)} seeds is too many for one grid here; the limit is {MAX_SEEDS}")
+    return seeds
+
+
+def table_rows(value: Any) -> list[list[Any]]:
+    """Rows of a ``gr.Dataframe`` value, whatever form it arrives in (array, dict, pandas)."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        value = value.get("data", [])
+    if hasattr(value, "values") and hasattr(value, "columns"):
+        value = value.values.tolist()
+    rows = [list(r) for r in value]
+    # An empty table arrives as one row of blanks.
+    return [r for r in rows if any(str(c).strip() for c in r if c is not None)]
+
+
+def model_banner(name: str, note: str | None = None) -> str:
+    """The warning shown above the tabs: random weights, and why the real model is not used."""
+    info = model_info(name)
+    parts = []
+    if note:
+        parts.append(f"⚠️ {note}")
+    if info.random_weights:
+        parts.append(
+            f"⚠️ **`{info.name}` has random weights: the audio it makes is noise and means nothing.** "
+            "It is here so every part of the workbench can be tried offline."
+            + ("" if note else f" {HF_HELP}")
+        )
+    elif info.caveat:
+        parts.append(f"ℹ️ {info.caveat}" + ("" if note else f" {HF_HELP}"))
+    return "\n\n".join(parts)
+

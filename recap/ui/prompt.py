@@ -1,0 +1,330 @@
+"""The "Prompt" tab: a baseline, its rewordings (LLM, synonyms or multi-turn), edited by hand.
+
+The table of variants lives in the browser (the Dataframe's value): each visitor has their own.
+Pure handlers first (rows in, rows out), Blocks wiring after. An API key typed here is used for
+the call only: no handler returns it, logs it or stores it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from recap.multiturn import EXTRACT_SYSTEM_PROMPT, PART_NAMES, PromptParts, default_fuse_prompt, extract_parts, fuse_parts
+from recap.paths import safe_name
+from recap.recaption import FLAG_TOO_LONG, MAX_N, RecaptionConfig, RecaptionResult, default_system_prompt, recaption
+from recap.ui.common import PROMPT_LIMIT, code_text, md_text, table_rows, user_errors
+from recap.ui.context import AppContext
+
+HEADERS = ("label", "method", "batch", "prompt", "text cosine", "word edits", "flags")
+BATCH_MANUAL, BATCH_TOKEN = 4, 5
+BATCH_HELP = "batch: 0 baseline · 1 light · 2 strong · 3 custom rewording · 4 written by hand · 5 learned token"
+METHOD_CHOICES = (("Synonyms (offline, no API key)", "synonym"), ("LLM", "llm"),
+                  ("Multi-turn LLM (extract parts, edit, fuse)", "multi-turn"))
+DISTANCE_CHOICES = (("light (batch 1)", "light"), ("strong (batch 2)", "strong"), ("custom (LLM only)", "custom"))
+_PLACEHOLDER = "{instruction}"
+
+
+# ----------------------------------------------------------------------------- rows
+def default_system_text(method: str, distance: str) -> str:
+    """The system prompt shown for a method and distance ("{instruction}" marks the custom text)."""
+    if method == "multi-turn":
+        return default_fuse_prompt(distance, _PLACEHOLDER)
+    if method == "llm":
+        return default_system_prompt(distance, _PLACEHOLDER)
+    return ""
+
+
+def _system_for_call(text: str, method: str, distance: str, instruction: str) -> str | None:
+    """None when the shown prompt is the default (the core then writes it), else the edited text."""
+    text = (text or "").strip()
+    if not text or text == default_system_text(method, distance).strip():
+        return None
+    return text.replace(_PLACEHOLDER, (instruction or "").strip())
+
+
+def result_rows(result: RecaptionResult) -> list[list[Any]]:
+    """Table rows of a recaption result: the baseline first, then each kept rewording."""
+    rows = [["baseline", "baseline", 0, result.baseline, 1.0, 0, ""]]
+    for label, v in zip(result.labels()[1:], result.variants):
+        cos = None if v.text_cosine is None else round(v.text_cosine, 4)
+        rows.append([label, v.method, v.batch, v.text, cos, v.word_edits, "; ".join(v.flags)])
+    return rows
+
+
+def _norm_row(row: list[Any]) -> list[Any]:
+    row = list(row) + [""] * (len(HEADERS) - len(row))
+    return row[: len(HEADERS)]
+
+
+def check_rows(rows: list[list[Any]]) -> list[list[Any]]:
+    """Validates an edited table; returns it normalised (labels file-safe, batches whole numbers).
+
+    Raises:
+        ValueError: naming the row with an empty or over-long prompt, a bad label or batch,
+            a repeated label, or no baseline row.
+    """
+    from recap.generation import MAX_PROMPT_CHARS, METHODS
+
+    out, seen = [], set()
+    for i, row in enumerate(table_rows(rows), 1):
+        label, method, batch, prompt, *rest = _norm_row(row)
+        label, prompt = str(label or "").strip(), str(prompt or "").strip()
+        if not prompt:
+            raise ValueError(f"row {i} ({label or 'no label'}) has an empty prompt")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise ValueError(f"row {i} ({label}): the prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
+        if not label or safe_name(label) != label:
+            raise ValueError(f"row {i}: label {label!r} must be letters, digits, '.', '_' or '-', e.g. {safe_name(label)!r}")
+        if label in seen:
+            raise ValueError(f"row {i}: label {label!r} is used twice")
+        seen.add(label)
+        method = str(method or "manual").strip()
+        if method not in METHODS:
+            raise ValueError(f"row {i} ({label}): method {method!r} is not one of {', '.join(METHODS)}")
+        try:
+            batch = int(float(batch if batch not in (None, "") else BATCH_MANUAL))
+        except (TypeError, ValueError):
+            raise ValueError(f"row {i} ({label}): batch {batch!r} is not a whole number ({BATCH_HELP})") from None
+        out.append([label, method, batch, prompt, *rest])
+    if out and "baseline" not in seen:
+        raise ValueError("the table has no row labelled 'baseline'; every comparison is made against it")
+    return out
+
+
+def set_baseline(rows: Any, prompt: str) -> list[list[Any]]:
+    """The table with its baseline row set to ``prompt`` (added first when missing)."""
+    prompt = (prompt or "").strip()
+    current = [_norm_row(r) for r in table_rows(rows)]
+    if not prompt:
+        return current
+    for row in current:
+        if row[0] == "baseline":
+            if row[3] != prompt:
+                row[3:7] = [prompt, 1.0, 0, ""]
+            return current
+    return [["baseline", "baseline", 0, prompt, 1.0, 0, ""], *current]
+
+
+def add_variant(rows: Any, text: str, placeholders: list[str] | tuple[str, ...] = (),
+                baseline: str = "") -> list[list[Any]]:
+    """Appends a prompt written by hand; it counts as a token prompt when it uses a loaded token.
+
+    ``baseline`` (the baseline box) is set first, so adding right after typing it cannot race it.
+    """
+    text = (text or "").strip()
+    if not text:
+        raise ValueError("type the prompt to add first")
+    current = set_baseline(rows, baseline)
+    if not current:
+        raise ValueError("type a baseline prompt first: every variant is compared with it")
+    uses_token = any(p in text for p in placeholders)
+    stem = "token" if uses_token else "manual"
+    taken = {r[0] for r in current}
+    k = 1 + sum(1 for t in taken if t.startswith(f"{stem}-"))
+    while f"{stem}-{k}" in taken:
+        k += 1
+    method, batch = ("token", BATCH_TOKEN) if uses_token else ("manual", BATCH_MANUAL)
+    return [*current, [f"{stem}-{k}", method, batch, text, None, None, ""]]
+
+
+def remove_variant(rows: Any, label: str) -> list[list[Any]]:
+    label = (label or "").strip()
+    if label == "baseline":
+        raise ValueError("the baseline cannot be removed: every comparison is made against it")
+    current = [_norm_row(r) for r in table_rows(rows)]
+    if label not in {r[0] for r in current}:
+        raise ValueError(f"there is no variant labelled {label!r}")
+    return [r for r in current if r[0] != label]
+
+
+def score_rows(backend: Any, rows: list[list[Any]], tokens: dict[str, Any] | None = None) -> list[list[Any]]:
+    """Text cosine of every prompt to the baseline (one batch) and the over-token-limit flag."""
+    from recap.metrics import text_cosine_matrix
+
+    rows = check_rows(rows)
+    if not rows:
+        return rows
+    base = next(r for r in rows if r[0] == "baseline")
+    ordered = [base] + [r for r in rows if r is not base]
+    matrix = text_cosine_matrix(backend.embed_text([r[3] for r in ordered], tokens or None))
+    cos = {r[0]: float(matrix[0, i]) for i, r in enumerate(ordered)}
+    for r in rows:
+        r[4] = round(cos[r[0]], 4)
+        flags = [f for f in str(r[6] or "").split("; ") if f and not f.startswith(FLAG_TOO_LONG)]
+        n = backend.count_tokens(r[3], tokens or None)
+        if n > backend.max_prompt_tokens:
+            flags.append(f"{FLAG_TOO_LONG}{n}>{backend.max_prompt_tokens}")
+        r[6] = "; ".join(flags)
+    return rows
+
+
+def _config(method: str, distance: str, instruction: str, n: float, seed: float, system: str, extract: str,
+            base_url: str, llm_model: str) -> RecaptionConfig:
+    return RecaptionConfig(
+        n=int(n), distance=distance, custom_instruction=(instruction or "").strip() or None,
+        system_prompt=_system_for_call(system, method, distance, instruction),
+        extract_prompt=(extract or "").strip() if (extract or "").strip() not in ("", EXTRACT_SYSTEM_PROMPT) else None,
+        method=method, model=(llm_model or "").strip() or None, base_url=(base_url or "").strip() or None,
+        seed=int(seed or 0),
+    )
+
+
+def _keep_manual(old: Any, new: list[list[Any]]) -> list[list[Any]]:
+    """New rewordings replace old ones; prompts written by hand or with tokens stay."""
+    taken = {r[0] for r in new}
+    kept = [_norm_row(r) for r in table_rows(old) if str(_norm_row(r)[1]) in ("manual", "token")]
+    return new + [r for r in kept if r[0] not in taken]
+
+
+def reword(rows: Any, prompt: str, method: str, distance: str, instruction: str, n: float, seed: float,
+           system: str, base_url: str, llm_model: str, api_key: str) -> tuple[list[list[Any]], str, dict]:
+    """Rewords ``prompt``; returns (table rows, a summary in Markdown, the JSON record)."""
+    config = _config(method, distance, instruction, n, seed, system, "", base_url, llm_model)
+    result = recaption(prompt, config, None, api_key=(api_key or "").strip() or None)
+    return _keep_manual(rows, result_rows(result)), _summary(result), result.to_dict()
+
+
+def extract(prompt: str, distance: str, instruction: str, n: float, seed: float, extract_prompt: str,
+            base_url: str, llm_model: str, api_key: str) -> tuple[dict, list[str]]:
+    """Multi-turn stage 1: the prompt's parts (record for stage 2, and the five texts to edit)."""
+    config = _config("multi-turn", distance, instruction, n, seed, "", extract_prompt, base_url, llm_model)
+    parts = extract_parts(prompt, config, api_key=(api_key or "").strip() or None)
+    return dataclasses.asdict(parts), [getattr(parts, k) for k in PART_NAMES]
+
+
+def fuse(rows: Any, parts_record: dict | None, edited: list[str], distance: str, instruction: str, n: float,
+         seed: float, system: str, base_url: str, llm_model: str, api_key: str) -> tuple[list[list[Any]], str, dict]:
+    """Multi-turn stage 2: fuses the (edited) parts into rewordings."""
+    if not parts_record:
+        raise ValueError("extract the parts first (stage 1)")
+    parts = PromptParts(**parts_record)
+    parts = dataclasses.replace(parts, **{k: (v or "").strip() for k, v in zip(PART_NAMES, edited)})
+    config = _config("multi-turn", distance, instruction, n, seed, system, "", base_url, llm_model)
+    result = fuse_parts(parts, config, None, api_key=(api_key or "").strip() or None)
+    return _keep_manual(rows, result_rows(result)), _summary(result), result.to_dict()
+
+
+def _summary(result: RecaptionResult) -> str:
+    how = {"synonym": "the offline synonym rewriter", "llm": f"the LLM {code_text(result.config.model)}",
+           "multi-turn": f"two LLM stages with {code_text(result.config.model)}"}[result.method]
+    lines = [f"{len(result.variants)} rewording(s) by {how} in {result.elapsed_s:.1f} s."]
+    if result.dropped:
+        lines.append(f"Dropped {len(result.dropped)}: " + "; ".join(
+            f"{md_text(v.text)} ({', '.join(v.flags)})" for v in result.dropped))
+    if result.parts is not None and result.parts.edited():
+        lines.append("Edited parts: " + ", ".join(result.parts.edited()))
+    return "\n\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- wiring
+@dataclass
+class PromptTab:
+    baseline: gr.Textbox
+    table: gr.Dataframe
+    record: gr.State
+
+
+def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> PromptTab:
+    """Adds the tab's components and events to the open Blocks/Tab context."""
+    start_method = "llm" if ctx.settings.llm_configured else "synonym"
+    gr.Markdown("Type a baseline prompt and reword it. Edit any prompt in the table, add your own (with a "
+                "learned token, e.g. `a recording of <my-bell>`), then generate them side by side.")
+    with gr.Row():
+        baseline = gr.Textbox(label="Baseline prompt", placeholder="rain on a tin roof", scale=4,
+                              max_length=PROMPT_LIMIT, elem_id="baseline-prompt")
+        method = gr.Radio(list(METHOD_CHOICES), value=start_method, label="Rewording", scale=3)
+    with gr.Row():
+        distance = gr.Radio(list(DISTANCE_CHOICES), value="light", label="Distance")
+        n = gr.Slider(1, MAX_N, value=3, step=1, label="How many rewordings")
+        seed = gr.Number(0, precision=0, minimum=0, label="Seed")
+    instruction = gr.Textbox(label="Custom instruction (distance 'custom')", visible=False,
+                             placeholder="describe it as heard from underwater")
+    with gr.Accordion("LLM settings", open=False):
+        gr.Markdown("Any OpenAI-compatible endpoint (OpenAI, Ollama, vLLM, llama.cpp). Without a key or endpoint "
+                    "the offline synonym rewriter works. The key is used for the request only and never stored.")
+        with gr.Row():
+            base_url = gr.Textbox(label="Endpoint (empty: OPENAI_BASE_URL or api.openai.com)")
+            llm_model = gr.Textbox(label="Model", value=ctx.settings.llm_model)
+            api_key = gr.Textbox(label="API key (empty: OPENAI_API_KEY)", type="password")
+        system = gr.Textbox(label="System prompt ({instruction} marks the custom instruction)", lines=4,
+                            value=default_system_text(start_method, "light"), visible=start_method != "synonym",
+                            info="Edit freely; changing the method or distance restores that one's default.")
+        extract_prompt = gr.Textbox(label="Multi-turn stage 1 system prompt", lines=3, value=EXTRACT_SYSTEM_PROMPT,
+                                    visible=False)
+    reword_btn = gr.Button("Reword", variant="primary", visible=start_method != "multi-turn")
+    parts_record = gr.State(None)
+    with gr.Group(visible=False) as multi:
+        extract_btn = gr.Button("1 · Extract the parts", variant="primary")
+        with gr.Row():
+            part_boxes = [gr.Textbox(label=k) for k in PART_NAMES]
+        fuse_btn = gr.Button("2 · Fuse the parts into rewordings", variant="primary")
+    info = gr.Markdown()
+    table = gr.Dataframe(headers=list(HEADERS), type="array", interactive=True, wrap=True, label="Variants",
+                         datatype=["str", "str", "number", "str", "number", "number", "str"],
+                         column_count=len(HEADERS), elem_id="variants-table")
+    gr.Markdown(f"<small>{BATCH_HELP}. Text cosine: mean-pooled text-encoder embeddings of the prompt and the "
+                "baseline; after editing a prompt press *Rescore*.</small>")
+    with gr.Row():
+        add_box = gr.Textbox(label="Add a prompt", placeholder="a recording of <my-bell> on a tin roof", scale=3)
+        add_btn = gr.Button("Add")
+        remove_box = gr.Textbox(label="Remove the variant labelled", scale=2)
+        remove_btn = gr.Button("Remove")
+        rescore_btn = gr.Button("Rescore")
+    record = gr.State(None)
+
+    def on_method(m, d):
+        return (gr.update(value=default_system_text(m, d), visible=m != "synonym"),
+                gr.update(visible=m == "multi-turn"), gr.update(visible=m == "multi-turn"),
+                gr.update(visible=m != "multi-turn"))
+
+    method.change(on_method, [method, distance], [system, extract_prompt, multi, reword_btn], api_visibility="private")
+    distance.change(lambda m, d: (default_system_text(m, d), gr.update(visible=d == "custom")), [method, distance],
+                    [system, instruction], api_visibility="private")
+
+    gpu_score = ctx.gpu(score_rows)
+
+    @user_errors
+    def on_score(model_name, rows, session_tokens):
+        backend, _ = ctx.backend(model_name)
+        return gpu_score(backend, rows, _usable(backend, session_tokens))
+
+    @user_errors
+    def on_extract(*args):
+        record_, texts = extract(*args)
+        return (record_, *texts)
+
+    @user_errors
+    def on_fuse(rows, record_, *args):
+        return fuse(rows, record_, list(args[: len(PART_NAMES)]), *args[len(PART_NAMES):])
+
+    llm_inputs = [base_url, llm_model, api_key]
+    reword_btn.click(user_errors(reword), [table, baseline, method, distance, instruction, n, seed, system, *llm_inputs],
+                     [table, info, record], api_name="recaption", concurrency_limit=4).success(
+        on_score, [model, table, tokens], table, api_name="score_variants", concurrency_limit=1,
+        concurrency_id="gpu")
+    extract_btn.click(
+        on_extract, [baseline, distance, instruction, n, seed, extract_prompt, *llm_inputs], [parts_record, *part_boxes],
+        api_name="extract_parts", concurrency_limit=4)
+    fuse_btn.click(on_fuse, [table, parts_record, *part_boxes, distance, instruction, n, seed, system, *llm_inputs],
+                   [table, info, record], api_name="fuse_parts", concurrency_limit=4).success(
+        on_score, [model, table, tokens], table, api_visibility="private", concurrency_limit=1, concurrency_id="gpu")
+    for event in (baseline.submit, baseline.blur):
+        event(set_baseline, [table, baseline], table, api_visibility="private")
+    add_btn.click(user_errors(lambda rows, text, toks, base: add_variant(rows, text, list(toks or {}), base)),
+                  [table, add_box, tokens, baseline], table, api_name="add_variant").success(
+        lambda: "", None, add_box, api_visibility="private")
+    remove_btn.click(user_errors(remove_variant), [table, remove_box], table, api_name="remove_variant")
+    rescore_btn.click(on_score, [model, table, tokens], table, api_visibility="private", concurrency_limit=1,
+                      concurrency_id="gpu")
+    return PromptTab(baseline=baseline, table=table, record=record)
+
+
+def _usable(backend: Any, session_tokens: dict | None) -> dict[str, Any]:
+    """The session's tokens this model can use (same text-encoder width and model)."""
+    from recap.ui.token import usable_tokens
+
+    return usable_tokens(backend, session_tokens)

@@ -1,0 +1,153 @@
+"""Turning a run folder into what the compare tab shows: the grid, spectrograms, tables, a zip.
+
+Pure functions of files on disk: no Gradio here, so they are tested directly. The run a visitor
+is looking at is kept as a small JSON-ready dict (:func:`run_view`) in their ``gr.State``.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from recap.spectrogram import SpectrogramConfig, difference_grid, spectrogram_grid, spectrogram_of
+
+PAIR_HEADERS = ("variant", "seed", "prompt", "cosine", "L2 (unit)", "L2 raw", "MSE", "text cosine")
+SUMMARY_HEADERS = ("table", "group", "metric", "mean", "std", "variance", "n", "CI low", "CI high")
+TABLES = ("vs_baseline", "seed_variance", "text", "reconstruction", "clap", "music")
+N_BINS = 512  # rows of the thesis's STFT (n_fft = 1022)
+
+
+def _r(x: Any, digits: int = 4) -> Any:
+    return None if x is None else round(float(x), digits)
+
+
+def run_view(manifest: Any, analysis: Any) -> dict[str, Any]:
+    """What the page needs to show a run: layout, files, per-clip scores and the tables.
+
+    Args:
+        manifest: The run's ``RunManifest`` (with ``path``).
+        analysis: Its ``RunAnalysis``.
+
+    Returns:
+        A JSON-ready dict: run_dir, run_id, labels (rows), seeds (columns), prompts, audio
+        (``"label|seed"`` -> file), scores (``"label|seed"`` -> cosine / l2 to the baseline of
+        the same seed), pairs and summaries (table rows), model, notes.
+    """
+    text = {t["variant"]: t["cosine"] for t in analysis.text}
+    return {
+        "run_dir": str(manifest.path),
+        "run_id": manifest.run_id,
+        "labels": [v["label"] for v in manifest.variants],
+        "seeds": list(manifest.seeds),
+        "prompts": {v["label"]: v["prompt"] for v in manifest.variants},
+        "audio": {f"{c.variant}|{c.seed}": str(manifest.audio_path(c)) for c in manifest.clips},
+        "scores": {f"{p.variant_b}|{p.seed_b}": {"cosine": p.cosine, "l2": p.l2} for p in analysis.baseline_pairs},
+        "pairs": [[p.variant_b, p.seed_b, next(v["prompt"] for v in manifest.variants if v["label"] == p.variant_b),
+                   _r(p.cosine), _r(p.l2), _r(p.l2_raw), _r(p.mse, 6), _r(text.get(p.variant_b))]
+                  for p in analysis.baseline_pairs],
+        "summaries": [[s.table, s.group, s.metric, _r(s.mean), _r(s.std), _r(s.variance, 6), s.n, _r(s.ci_low),
+                       _r(s.ci_high)] for s in analysis.summaries],
+        "model": manifest.model,
+        "notes": list(analysis.notes),
+        "timings": manifest.timings,
+    }
+
+
+def summary_rows(view: dict[str, Any] | None, table: str) -> list[list[Any]]:
+    return [r for r in (view or {}).get("summaries", []) if r[0] == table]
+
+
+def check_bins(lo: float, hi: float) -> tuple[int, int]:
+    """A valid half-open bin range [lo, hi) of the 512 rows; ValueError names the bad one."""
+    lo_i, hi_i = int(lo), int(hi)
+    if not 0 <= lo_i < hi_i <= N_BINS:
+        raise ValueError(f"bin range {lo_i}-{hi_i} must satisfy 0 <= low < high <= {N_BINS}")
+    return lo_i, hi_i
+
+
+def spectrograms(view: dict[str, Any], lo: float, hi: float, max_frames: int = 400) -> dict[tuple[str, int], Any]:
+    """The clipped spectrogram of every clip of the run, in grid order (rows of variants)."""
+    from recap.audio_io import load_audio
+
+    config = SpectrogramConfig(bins=check_bins(lo, hi), max_frames=max_frames)
+    out = {}
+    for label in view["labels"]:
+        for seed in view["seeds"]:
+            path = view["audio"].get(f"{label}|{seed}")
+            if path:
+                clip = load_audio(path, max_seconds=None, allow_silent=True)
+                out[(label, int(seed))] = spectrogram_of(clip.audio, clip.sample_rate, config)
+    return out
+
+
+def grid_figures(view: dict[str, Any], specs: dict[tuple[str, int], Any]) -> tuple[Any, Any]:
+    """The whole grid on one colour scale, and the variant − baseline differences (or None)."""
+    lo, last = next(iter(specs.values())).bins[[0, -1]]
+    fig = spectrogram_grid(specs, f"Run {view['run_id']}: bins {lo}-{last}, dB re full scale", max_frames=400)
+    fig.update_layout(width=None)
+    diff = None
+    if "baseline" in view["labels"] and len(view["labels"]) > 1:
+        diff = difference_grid(specs, "baseline", f"Variant − baseline, same seed (bins {lo}-{last})", max_frames=400)
+        diff.update_layout(width=None)
+    return fig, diff
+
+
+def cell_figures(specs: dict[tuple[str, int], Any]) -> list[Any]:
+    """One small figure per clip, in ``specs`` order, all on the same dB colour scale."""
+    zmin = min(float(s.db.min()) for s in specs.values())
+    zmax = max(float(s.db.max()) for s in specs.values())
+    out = []
+    for key, spec in specs.items():
+        fig = spectrogram_grid({key: spec}, title="", max_frames=300)
+        fig.update_layout(height=190, width=None, margin={"l": 36, "r": 6, "t": 24, "b": 28},
+                          coloraxis={"cmin": zmin, "cmax": zmax, "colorbar": {"thickness": 8, "title": {"text": "dB"}}})
+        fig.update_xaxes(title_text=None)
+        out.append(fig)
+    return out
+
+
+def bins_caption(view: dict[str, Any] | None, lo: float, hi: float) -> str:
+    """Which band the bin range is at the run's sample rate (bins are not Hz)."""
+    if not view:
+        return ""
+    sr = int(view["model"].get("sample_rate") or 0)
+    if not sr:
+        return ""
+    lo_i, hi_i = check_bins(lo, hi)
+    n_fft = 2 * (N_BINS - 1)
+    return f"bins {lo_i}–{hi_i - 1} ≈ {lo_i * sr / n_fft:,.0f}–{(hi_i - 1) * sr / n_fft:,.0f} Hz at {sr:,} Hz"
+
+
+def cell_caption(view: dict[str, Any], label: str, seed: int) -> str:
+    if label == "baseline":
+        return "the reference of this column"
+    s = view["scores"].get(f"{label}|{seed}")
+    return f"vs baseline seed {seed}: cos {s['cosine']:.4g} · L2 {s['l2']:.4g}" if s else ""
+
+
+def zip_run(view: dict[str, Any], folder: Path, lo: float, hi: float) -> Path:
+    """Writes the run's figures for the current bins, then zips the run (audio, latents, manifest,
+    metrics, figures) into ``folder``; the per-clip analysis cache is left out."""
+    from recap.spectrogram import write_run_figures
+
+    run_dir = Path(view["run_dir"])
+    write_run_figures(run_dir, SpectrogramConfig(bins=check_bins(lo, hi)), png=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"recap-run-{view['run_id']}.zip"
+    tmp = target.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(run_dir.rglob("*")):
+            rel = path.relative_to(run_dir)
+            if path.is_file() and rel.parts[0] != "analysis_cache":
+                zf.write(path, Path(view["run_id"]) / rel)
+    tmp.replace(target)
+    return target
+
+
+def run_choices(runs_dir: Path) -> list[tuple[str, str]]:
+    """(label, run id) of every saved run, newest first."""
+    from recap.runs import list_runs
+
+    return [(f"{r.run_id} — {r.model.get('name')}: {', '.join(v['label'] for v in r.variants)} × seeds "
+             f"{', '.join(map(str, r.seeds))}", r.run_id) for r in list_runs(runs_dir)]

@@ -1,0 +1,87 @@
+"""The app in a real browser (Debian's Chromium driven by Playwright): type, generate, look.
+
+Leaves a full-page screenshot in ``test-artifacts/ui-compare.png``.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from recap.config import Settings
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                                                              "(apt-get install chromium; CI installs it)")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    from recap.ui.app import build_app, launch_options
+    from recap.ui.context import AppContext
+
+    ctx = AppContext.create(Settings(home=tmp_path_factory.mktemp("browser-home"), model="tiny"))
+    demo = build_app(ctx)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
+                **launch_options(ctx))
+    yield demo.local_url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        page.goto(app_url)
+        yield page
+        browser.close()
+
+
+def test_type_a_prompt_generate_and_see_players_and_spectrograms(page):
+    from playwright.sync_api import expect
+
+    # The offline model is labelled as such before anything runs.
+    expect(page.locator("#recap-banner")).to_contain_text("random weights")
+    # Prompt tab: a baseline and one prompt written by hand.
+    page.get_by_label("Baseline prompt").fill("rain on a tin roof")
+    page.get_by_label("Baseline prompt").press("Enter")
+    expect(page.locator("#variants-table")).to_contain_text("rain on a tin roof")
+    page.get_by_label("Add a prompt").fill("drizzle on a metal roof")
+    page.get_by_role("button", name="Add", exact=True).click()
+    expect(page.locator("#variants-table")).to_contain_text("manual-1")
+    # Generate & compare: both variants are ticked; two seeds by default -> a 2 x 2 grid.
+    page.get_by_role("tab", name="Generate & compare").click()
+    expect(page.get_by_label("manual-1")).to_be_checked()
+    page.get_by_label("range slider for Steps").fill("2")  # quick: the tiny model's audio is noise anyway
+    page.get_by_label("range slider for Seconds").fill("1")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    expect(page.locator(".recap-cell-spec")).to_have_count(4, timeout=120_000)
+    page.locator(".recap-cell-spec").last.scroll_into_view_if_needed()  # plots draw when in view
+    cells = page.locator(".recap-cell-spec .js-plotly-plot")
+    expect(cells).to_have_count(4)
+    expect(page.locator(".recap-clip")).to_have_count(4)
+    expect(page.locator("#run-status")).to_contain_text("2 variant(s) × 2 seed(s) = 4 clips")
+    expect(page.locator("#run-status")).to_contain_text("Random weights")
+    expect(page.get_by_text("vs baseline seed 1: cos")).to_be_visible()
+    assert cells.first.evaluate("e => e._fullLayout.yaxis.range.map(Math.round)") == [100, 150]
+    # A new bin range redraws every cell from the saved audio, without generating again.
+    slider = page.get_by_label("range slider for Lowest bin shown")
+    slider.fill("40")
+    page.wait_for_function(
+        "() => { const e = document.querySelector('.recap-cell-spec .js-plotly-plot');"
+        " return e && Math.round(e._fullLayout.yaxis.range[0]) === 40; }", timeout=60_000)
+    expect(page.get_by_text("bins 40–149")).to_be_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui-compare.png"), full_page=True)
