@@ -13,18 +13,8 @@ import torch
 from recap.audio_io import Clip, load_audio, write_wav
 from recap.learned_tokens import LearnedToken, save_token
 from recap.runs import load_run
-from recap.transfer import (
-    TransferConfig,
-    content_latents,
-    curves_figure,
-    load_transfer_curves,
-    noised_start,
-    save_transfer,
-    similarity_curves,
-    start_point,
-    steps_to_run,
-    transfer,
-)
+from recap.transfer import TransferConfig, content_latents, noised_start, start_point, steps_to_run, transfer
+from recap.transfer_curves import curves_figure, load_transfer_curves, save_transfer, similarity_curves
 
 PROMPT = "a recording of a bell"
 SWEEP = [0.0, 0.25, 0.5, 0.75, 1.0]

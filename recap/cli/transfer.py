@@ -77,7 +77,7 @@ def _references(paths: list[str]):
 
 
 def _clap(args: argparse.Namespace):
-    from recap.transfer import load_clap
+    from recap.transfer_curves import load_clap
 
     if args.no_clap:
         return None, "turned off (--no-clap)"
@@ -90,7 +90,8 @@ def _clap(args: argparse.Namespace):
 def run_transfer(args: argparse.Namespace) -> int:
     from recap.audio_io import load_audio
     from recap.learned_tokens import load_token
-    from recap.transfer import TransferConfig, save_transfer, similarity_curves, transfer
+    from recap.transfer import TransferConfig, transfer
+    from recap.transfer_curves import save_transfer, similarity_curves
 
     if args.token:
         _model_from_token(args, args.token[0])

@@ -40,7 +40,8 @@ def run_transfer(backend: Any, source: str, prompt: str, config: Any, tokens: di
                  stop: Any = None) -> tuple[Any, Any]:
     """Loads the clips, runs the sweep, measures the curves and saves the run (the GPU-bound part)."""
     from recap.audio_io import load_audio
-    from recap.transfer import save_transfer, similarity_curves, transfer
+    from recap.transfer import transfer
+    from recap.transfer_curves import save_transfer, similarity_curves
 
     src = load_audio(source)
     refs = [load_audio(p) for p in references]
@@ -109,7 +110,8 @@ def build_transfer_panel(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, to
     @user_errors
     def on_transfer(model_name, source_path, refs, prompt_text, strengths_text, seeds_text, steps_, jobs_: SessionJobs,
                     session: dict, progress=gr.Progress()):
-        from recap.transfer import TransferConfig, curves_figure
+        from recap.transfer import TransferConfig
+        from recap.transfer_curves import curves_figure
         from recap.ui.token import check_token_use, usable_tokens
 
         if not source_path:
