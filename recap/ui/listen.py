@@ -24,6 +24,7 @@ from recap.runs import list_runs
 from recap.study import AB_ANSWERS, SCALES, Scale, ShownTrial, StudyConfig, StudyError, StudyStore, normalize_code
 from recap.study_stats import answer_table, results_figure, summarize, summary_rows, write_csv, write_json
 
+RATER_CONCURRENCY = 16
 PROGRESS_HEADERS = ["rater", "name", "answered", "of", "last answer (UTC)"]
 RESULT_HEADERS = ["section", "question", "condition", "answer", "n", "count", "value", "low", "high"]
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
@@ -274,9 +275,12 @@ def build_listen_tab(ctx: Any) -> None:
     def on_submit(state, choice_value, comment, *slider_values):
         return render(submit_answer(home, state, choice_value, dict(zip(scale_keys, slider_values)), comment))
 
-    open_btn.click(on_open, [code_box, name_box, resume_box], rater_outputs, api_name="study_open")
+    # Raters never wait on each other or on GPU jobs: SQLite (WAL, busy timeout) takes concurrent
+    # writers, and each answer is idempotent by its id.
+    open_btn.click(on_open, [code_box, name_box, resume_box], rater_outputs, api_name="study_open",
+                   concurrency_limit=RATER_CONCURRENCY)
     submit_btn.click(on_submit, [rater_state, choice, comment_box, *sliders.values()], rater_outputs,
-                     api_name="study_submit")
+                     api_name="study_submit", concurrency_limit=RATER_CONCURRENCY)
 
     def on_load(request: gr.Request):
         return code_from_query(request.query_params if request else {})
