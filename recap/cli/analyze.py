@@ -6,9 +6,10 @@ import argparse
 import sys
 
 from recap.analysis import AnalysisConfig, RunAnalysis, analyze_run
-from recap.cli.common import print_table
 from recap.clap import DEFAULT_CLAP_MODEL
+from recap.cli.common import print_table
 from recap.metrics import SummaryRow
+from recap.runs import load_run
 from recap.spectrogram import DEFAULT_BINS, SpectrogramConfig, write_run_figures
 
 # (table, metrics to show, heading); the thesis tables in the order the thesis gives them.
@@ -42,7 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hz", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="show this band in Hz instead of --bins")
     p.add_argument("--all-bins", action="store_true", help="show all 512 rows")
-    p.add_argument("--baseline", default="baseline", help="label of the reference variant")
+    p.add_argument("--baseline", default=None,
+                   help="label of the reference variant (default: 'baseline', else the run's first variant, "
+                        "e.g. strength-0.00 of a transfer sweep)")
     p.add_argument("--clap", action="store_true", help=f"add CLAP-A / CLAP-T (needs {DEFAULT_CLAP_MODEL} weights)")
     p.add_argument("--clap-model", default=DEFAULT_CLAP_MODEL, help="CLAP checkpoint (Hub id or folder)")
     p.add_argument("--music", action="store_true", help="add tempo / key / loudness against the references")
@@ -85,6 +88,11 @@ def print_report(a: RunAnalysis, out=None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.baseline is None:
+        labels = [v["label"] for v in load_run(args.run_dir).variants]
+        args.baseline = "baseline" if "baseline" in labels else labels[0]
+        if args.baseline != "baseline":
+            print(f"note: this run has no 'baseline' variant; comparing against {args.baseline!r} (--baseline to choose)")
     config = AnalysisConfig(
         baseline=args.baseline, reconstruction=not args.no_reconstruction, clap=args.clap,
         clap_model=args.clap_model, music=args.music, references=tuple(args.references),
