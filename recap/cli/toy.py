@@ -1,0 +1,124 @@
+"""`recap toy train` (rebuild the shipped toy model) and `recap toy eval` (measure it against its world)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from recap.cli.common import progress_bar
+from recap.config import settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from recap.toy_train import ToyConfig
+
+    p = sub.add_parser("toy", help="the toy world model: train it, measure it")
+    toy = p.add_subparsers(dest="toy_command", required=True)
+
+    train = toy.add_parser("train", help="train the toy VAE, then its DiT + text encoder (resumable)")
+    train.add_argument("--work", default=None, help="checkpoints folder (default: $RECAP_HOME/toy-train); rerun to resume")
+    train.add_argument("--out", default=None, help="where the model goes (default: the shipped assets/toy)")
+    train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    defaults = ToyConfig()
+    for f in fields(ToyConfig):
+        value = getattr(defaults, f.name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            train.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value, help=f"recipe: {f.name}")
+    train.set_defaults(func=run_train)
+
+    ev = toy.add_parser("eval", help="prompt steering, rewording vs content, and a Textual Inversion check")
+    ev.add_argument("--seeds", type=int, default=8, help="seeds per prompt")
+    ev.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
+    ev.add_argument("--guidance", type=float, default=None)
+    ev.add_argument("--ti", action="store_true", help="also run the Textual Inversion check on the held-out warble")
+    ev.add_argument("--ti-steps", type=int, default=100)
+    ev.add_argument("--ti-lr", type=float, default=2e-2)
+    ev.add_argument("--ti-vectors", type=int, default=1)
+    ev.add_argument("--init-word", default="siren")
+    ev.add_argument("--json", default=None, help="also write the numbers to this file")
+    ev.add_argument("--card", action="store_true", help="rewrite the shipped MODEL_CARD.md with these measurements")
+    ev.set_defaults(func=run_eval)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from recap.backends import TOY_DIR
+    from recap.toy_train import ToyConfig, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = ToyConfig(**{f.name: getattr(args, f.name) for f in fields(ToyConfig) if hasattr(args, f.name)})
+    work = Path(args.work) if args.work else settings().home / "toy-train"
+    out = Path(args.out) if args.out else TOY_DIR
+    bars: dict[str, object] = {}
+    with progress_bar("toy VAE", unit="step") as vae_bar, progress_bar("toy DiT", unit="step") as dit_bar:
+        bars = {"vae": vae_bar, "dit": dit_bar}
+
+        def progress(stage: str, step: int, total: int, loss: float) -> None:
+            bars[stage](step, total, f"loss {loss:.4f}")
+
+        train(config, work, out, progress)
+    print(f"toy model written to {out} (checkpoints in {work})")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from recap.backends import load_backend
+    from recap.toy_eval import TIProtocol, rewording_cosines, steering, textual_inversion_check
+
+    if args.seeds < 2:
+        raise ValueError(f"--seeds must be >= 2, got {args.seeds}")
+    backend = load_backend("toy", device="cpu")
+    seeds = list(range(args.seeds))
+    report: dict = {"steering": [], "rewording": []}
+    for s in steering(backend, seeds, args.steps, args.guidance):
+        a, b = s.values
+        print(f"{s.feature}: {s.prompts[0]!r} {min(a):.3g}..{max(a):.3g} vs {s.prompts[1]!r} {min(b):.3g}..{max(b):.3g}"
+              f" -> {'separated' if s.separated else 'OVERLAP'} (gap {s.gap:.3g})")
+        report["steering"].append({**asdict(s), "separated": s.separated, "gap": s.gap})
+    for row in rewording_cosines(backend, seeds, args.steps, args.guidance):
+        print(f"latent cosine {row['prompt']!r}: reworded {row['reworded']!r} {row['cos_reworded']:.3f}, "
+              f"other source {row['other']!r} {row['cos_other']:.3f}")
+        report["rewording"].append(row)
+    if args.ti:
+        protocol = TIProtocol(init_word=args.init_word, seeds=tuple(seeds), steps=args.steps, guidance=args.guidance,
+                              ti={"steps": args.ti_steps, "learning_rate": args.ti_lr, "n_vectors": args.ti_vectors, "batch_size": 4})
+        result = textual_inversion_check(backend, protocol)
+        print(f"TI on {protocol.spec}: token distance {result.token_distance:.3f}, init word {args.init_word!r} "
+              f"{result.init_distance:.3f}, margin {result.margin:.3f}")
+        report["ti"] = {**asdict(result), "margin": result.margin}
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.card:
+        write_card(report, args)
+    return 0
+
+
+def write_card(report: dict, args: argparse.Namespace) -> None:
+    from recap.backends import TOY_DIR
+    from recap.paths import atomic_write_bytes
+    from recap.toy_eval import model_card
+
+    lines = [f"Over seeds 0-{args.seeds - 1}, {args.steps or 'default'} steps, guidance {args.guidance or 'default'} "
+             "(`recap toy eval`; reference features of `recap/toyworld.py`):", ""]
+    for s in report["steering"]:
+        a, b = s["values"]
+        lines.append(f"- {s['feature']}: {s['prompts'][0]!r} {min(a):.3g}..{max(a):.3g} vs {s['prompts'][1]!r} "
+                     f"{min(b):.3g}..{max(b):.3g} ({'fully separated' if s['separated'] else 'overlapping'})")
+    for r in report["rewording"]:
+        lines.append(f"- latent cosine of {r['prompt']!r}: with {r['reworded']!r} {r['cos_reworded']:.3f}, "
+                     f"with {r['other']!r} {r['cos_other']:.3f}")
+    if "ti" in report:
+        t = report["ti"]
+        lines.append(f"- Textual Inversion on 3 held-out warble clips (init {t['protocol']['init_word']!r}): feature distance "
+                     f"to unseen warbles {t['token_distance']:.3f} (token) vs {t['init_distance']:.3f} (init word); "
+                     f"pitch-modulation only {t['token_fm_distance']:.3f} vs {t['init_fm_distance']:.3f}")
+    config = json.loads((TOY_DIR / "toy_config.json").read_text())
+    timings = json.loads((TOY_DIR / "training.json").read_text()) if (TOY_DIR / "training.json").is_file() else {}
+    atomic_write_bytes(TOY_DIR / "MODEL_CARD.md", model_card(config, timings, "\n".join(lines)).encode())
+    print(f"wrote {TOY_DIR / 'MODEL_CARD.md'}", file=sys.stderr)

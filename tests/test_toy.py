@@ -1,0 +1,128 @@
+"""The toy world and the shipped `toy` model: it follows prompts, rewordings move it less than content does,
+and Textual Inversion on a source it never saw named makes clips measurably closer to that source."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recap import toyworld as W
+from recap.backends import TOY_DIR, offline_fallback, toy_weights_present
+
+SEEDS = list(range(8))
+STEPS = 12  # enough for the contrasts below; the model's default is 25
+
+
+@pytest.fixture(scope="module")
+def toy():
+    from recap.backends import load_backend
+
+    if not toy_weights_present():
+        pytest.fail(f"the toy model must ship in {TOY_DIR}")
+    return load_backend("toy", device="cpu")
+
+
+# ----------------------------------------------------------------------------- the world
+def test_features_tell_pitch_and_rhythm_apart():
+    rng = np.random.default_rng(0)
+    clips = {(p, r): np.stack([W.synthesize(W.SoundSpec("beep", p, r), rng) for _ in range(4)]) for p in W.PITCHES for r in W.RHYTHMS}
+    f = {k: W.features(v) for k, v in clips.items()}
+    assert f["low", "continuous"][:, 0].max() < f["mid", "continuous"][:, 0].min() < f["high", "continuous"][:, 0].min()
+    assert f["high", "continuous"][:, 1].max() < 0.1 < 0.4 < f["high", "repeating"][:, 1].min()
+
+
+def test_warble_differs_from_its_neighbours_in_pitch_modulation():
+    rng = np.random.default_rng(1)
+    fm = {s: W.features(np.stack([W.synthesize(W.SoundSpec(s, "mid", "continuous"), rng) for _ in range(6)]))[:, 3:]
+          for s in ("warble", "siren", "beep")}
+    # depth: between a steady beep and a wide siren; speed: faster than the siren's slow sweep
+    assert fm["beep"][:, 0].max() < fm["warble"][:, 0].min() and fm["warble"][:, 0].max() < fm["siren"][:, 0].min()
+    assert fm["warble"][:, 1].min() > fm["siren"][:, 1].max()
+
+
+def test_same_seed_same_clip_and_bad_specs_are_refused():
+    spec = W.SoundSpec("siren", "high", "repeating")
+    assert np.array_equal(W.synthesize(spec, np.random.default_rng(3)), W.synthesize(spec, np.random.default_rng(3)))
+    with pytest.raises(ValueError, match="'kazoo'"):
+        W.SoundSpec("kazoo", "low", "continuous")
+
+
+def test_training_captions_never_use_held_out_words_and_tokenise_without_unknowns(tmp_path):
+    tok = W.build_tokenizer(tmp_path / "tok")
+    _, specs = W.dataset(1, 0)
+    rng = np.random.default_rng(0)
+    captions = [W.caption(s, rng) for s in specs for _ in range(20)]
+    words = {w for c in captions for w in c.split()}
+    assert not words & (set(W.HELD_OUT_SOURCES) | set(W.HELD_OUT_SYNONYMS.values()))
+    ids = tok(captions).input_ids
+    assert all(tok.unk_token_id not in row and len(row) <= W.MAX_TOKENS for row in ids)
+    assert tok("a warble, bass")["input_ids"].count(tok.unk_token_id) == 0  # held-out words are still words
+
+
+def test_folding_the_latent_scale_keeps_reconstructions_and_gives_unit_std():
+    from recap.toy_train import ToyConfig, build_vae, encode, fold_latent_scale
+
+    torch.manual_seed(0)
+    vae = build_vae(ToyConfig()).eval()
+    audio, _ = W.dataset(1, 0)
+    audio = audio[:8]
+    before = encode(vae, audio)
+    with torch.no_grad():
+        decoded = vae.decode(before).sample
+    fold_latent_scale(vae, before.std(dim=(0, 2)))
+    after = encode(vae, audio)
+    with torch.no_grad():
+        redecoded = vae.decode(after).sample
+    assert torch.allclose(after.std(dim=(0, 2)), torch.ones(after.shape[1]), atol=1e-3)
+    assert torch.allclose(decoded, redecoded, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- the model
+def test_toy_is_the_offline_fallback_and_says_it_is_a_toy(toy, monkeypatch):
+    from recap import backends
+
+    assert offline_fallback() == "toy"
+    assert toy.family == "stable-audio" and not toy.random_weights
+    assert toy.sample_rate == W.SAMPLE_RATE and toy.max_seconds == pytest.approx(W.CLIP_SAMPLES / W.SAMPLE_RATE)
+    assert toy.defaults.seconds <= toy.max_seconds
+    assert "TOY WORLD" in toy.description and "cannot make real-world sounds" in toy.description
+    # small enough to load in a few seconds on a CPU and to keep in git
+    assert sum(p.stat().st_size for p in TOY_DIR.rglob("*.safetensors")) < 5_000_000
+    monkeypatch.setattr(backends, "TOY_DIR", TOY_DIR / "missing")
+    assert offline_fallback() == "tiny"
+    with pytest.raises(backends.BackendUnavailable, match="recap toy train"):
+        backends.load_backend("toy")
+
+
+def test_prompts_steer_pitch_and_rhythm(toy):
+    from recap.toy_eval import steering
+
+    pitch, rhythm = steering(toy, SEEDS, steps=STEPS)
+    # every low hum below every high beep (Hz), every repeating beep above every continuous one
+    assert pitch.separated and max(pitch.values[0]) < min(pitch.values[1]), pitch
+    assert rhythm.separated and min(rhythm.values[0]) > max(rhythm.values[1]), rhythm
+
+
+def test_rewording_moves_latents_less_than_changing_the_source(toy):
+    from recap.toy_eval import rewording_cosines
+
+    rows = rewording_cosines(toy, SEEDS[:4], steps=STEPS)
+    for row in rows:
+        assert row["cos_reworded"] > row["cos_other"], row
+
+
+# Measured margins with this protocol (100 TI steps, init "siren", 25 sampling steps, guidance 4):
+# 1.32-1.36 over training-clip draws 7, 8, 9, 10 (token 0.96-1.05 vs init word 2.32-2.37).
+TI_MARGIN = 0.6
+
+
+def test_textual_inversion_learns_a_source_the_model_never_saw_named(toy):
+    from recap.toy_eval import TIProtocol, textual_inversion_check
+
+    before = toy.parameters_snapshot()
+    result = textual_inversion_check(toy, TIProtocol())
+    # generated "a recording of a <token>" clips lie closer to 8 unseen warble clips (standardised
+    # reference features) than "a recording of a siren" clips do, by at least TI_MARGIN
+    assert result.margin > TI_MARGIN, result
+    assert all(torch.equal(before[k], v) for k, v in toy.parameters_snapshot().items())  # the model stayed frozen
