@@ -149,3 +149,19 @@ def test_fast_preview_denoises_only_the_requested_length(tiny):
     assert clip.initial.shape[-1] < ref.initial.shape[-1] == tiny.window_frames
     # the preview starts from the leading frames of the same seed's full-window noise
     torch.testing.assert_close(clip.initial, ref.initial[..., : clip.initial.shape[-1]], rtol=0, atol=0)
+
+
+def test_cli_without_model_falls_back_to_the_offline_model(tmp_path):
+    """No token, no cache, no network: the default model cannot load, so the toy model is used, said plainly."""
+    import os
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "RECAP_HOME": str(tmp_path / "home")}
+    env.pop("HF_TOKEN", None)
+    env.pop("RECAP_MODEL", None)
+    proc = subprocess.run([sys.executable, "-m", "recap", "generate", "--prompt", "a low hum", "--seeds", "0", "--steps", "2"],
+                          env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "stable-audio-open-1.0 is not in the local Hugging Face cache" in proc.stderr
+    assert "using the offline model `toy`" in proc.stderr and "TOY WORLD" in proc.stderr
+    (run_dir,) = (tmp_path / "home" / "runs").iterdir()
+    assert json.loads((run_dir / "manifest.json").read_text())["model"]["name"] == "toy"

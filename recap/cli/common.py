@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from recap.backends import AudioBackend, load_backend
+from recap.backends import AudioBackend, BackendUnavailable, load_backend, offline_fallback
 from recap.config import settings
 
 
@@ -22,10 +22,21 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def open_backend(args: argparse.Namespace) -> AudioBackend:
+    """Loads ``--model``; with none given, the configured model, or the offline one when it cannot load."""
     s = settings()
-    backend = load_backend(args.model or s.model, device=args.device or s.device, dtype=args.dtype or s.dtype)
+    device, dtype = args.device or s.device, args.dtype or s.dtype
+    try:
+        backend = load_backend(args.model or s.model, device=device, dtype=dtype)
+    except BackendUnavailable as exc:
+        if args.model:  # the user asked for this model: say why it cannot load
+            raise
+        fallback = offline_fallback()
+        print(f"note: {exc}\nnote: using the offline model `{fallback}` instead (--model to choose).", file=sys.stderr)
+        backend = load_backend(fallback, device=device, dtype=dtype)
     if backend.random_weights:
         print(f"note: {backend.name} has RANDOM weights: its audio is noise and means nothing.", file=sys.stderr)
+    elif backend.name == "toy":
+        print(f"note: {backend.description}", file=sys.stderr)
     return backend
 
 
