@@ -83,7 +83,8 @@ def main() -> None:
     rows = [[k, v[0] * 1000, 1 / v[0], base / v[0], v[1]] for k, v in results.items()]
     table = markdown_table(["trainer", "ms / step", "steps / s", "speed-up vs plain", "peak GiB"], rows)
     print(table)
-    model = "full-size SAO architecture, random weights" if args.full else f"{backend.name} (random weights)"
+    weights = "random weights" if backend.random_weights else "trained weights"
+    model = "full-size SAO architecture, random weights" if args.full else f"{backend.name} ({weights})"
     notes = (f"{model}; batch {args.batch_size} of {seconds:g} s clips, dtype {str(dtype).replace('torch.', '')}, "
              f"gradient checkpointing {'on' if device.type == 'cuda' else 'off'} for ours; max RSS {max_rss_gib():.2f} GiB.")
     print(notes)
