@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import html
+import sys
 import inspect
 import logging
 import re
@@ -51,7 +52,10 @@ def _user_message(exc: BaseException) -> str | None:
 
 
 def _raise_for(exc: BaseException) -> None:
-    if type(exc).__name__ == "Cancelled":
+    # A Cancelled can only exist once the backends are loaded; looking it up there keeps the
+    # model libraries out of the app's start-up.
+    backends = sys.modules.get("recap.backends")
+    if backends is not None and isinstance(exc, backends.Cancelled):
         raise gr.Error("Stopped.", title="Stopped") from exc
     message = _user_message(exc)
     if message is None:

@@ -211,7 +211,9 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
                 AnalysisConfig(reconstruction=bool(recon), music=bool(music_), n_boot=1000), extra,
                 progress=lambda done, total, msg: progress(done / max(total, 1), desc=msg), stop=stop)
         except Exception as exc:
-            if type(exc).__name__ == "Cancelled":
+            from recap.backends import Cancelled  # imported by now: the job ran (kept out of app start-up)
+
+            if isinstance(exc, Cancelled):
                 gr.Warning("Stopped: nothing was saved.")
                 return gr.skip(), gr.skip(), gr.skip(), gr.skip()
             raise

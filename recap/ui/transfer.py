@@ -130,7 +130,9 @@ def build_transfer_panel(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, to
                 [session[p].summary() for p in toks],
                 progress=lambda done, total, msg: progress(done / max(total, 1), desc=msg), stop=stop)
         except Exception as exc:
-            if type(exc).__name__ == "Cancelled":
+            from recap.backends import Cancelled  # imported by now: the job ran (kept out of app start-up)
+
+            if isinstance(exc, Cancelled):
                 gr.Warning("Stopped: nothing was saved.")
                 return gr.skip(), gr.skip(), gr.skip(), gr.skip()
             raise
