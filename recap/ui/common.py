@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 import html
-import sys
 import inspect
 import logging
 import re
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
