@@ -114,7 +114,7 @@ for _id, _desc in [
 _register(BackendSpec(
     "tiny", "recap/tiny-stable-audio", "stable-audio", "StableAudioPipeline", random_weights=True,
     licence="built here", description="Stable Audio architecture in miniature, RANDOM weights (tests/demo; audio is noise)",
-    builder=_tiny_sao, defaults=ModelDefaults(seconds=2.0, steps=10, guidance=3.0),
+    builder=_tiny_sao, defaults=ModelDefaults(seconds=2.0, steps=10, guidance=7.0),
 ))
 _register(BackendSpec(
     "toy", "recap/toy-stable-audio", "stable-audio", "StableAudioPipeline", random_weights=False,
