@@ -85,6 +85,8 @@ class RunAnalysis:
         clap: per clip CLAP-A / CLAP-T (empty unless asked and available).
         music: per clip tempo, key, loudness and their match with the references.
         summaries: the tables.
+        toy_features: per clip, for runs of the ``toy`` model: the toy world's model-free spectral
+            measurements (centroid, loudness variation, flatness, pitch-modulation depth/speed).
         notes: things a reader must know (random weights, skipped parts).
         recomputed: False when the result came from the cache (not stored).
     """
@@ -102,6 +104,7 @@ class RunAnalysis:
     clap: list[dict[str, Any]]
     music: list[dict[str, Any]]
     summaries: list[SummaryRow]
+    toy_features: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     recomputed: bool = field(default=True, compare=False)
 
@@ -273,7 +276,26 @@ def _summaries(a: RunAnalysis, run: RunManifest) -> list[SummaryRow]:
     flags = ("tempo_match", "key_match", "scale_match", "loudness_match")
     music = [{**m, **{k: float(m[k]) for k in flags if m.get(k) is not None}} for m in a.music]
     rows += summary_rows("music", group_items(music, labels, batch_of, "variant"), flags, **opts)
+    if a.toy_features:
+        from recap.toyworld import FEATURE_NAMES
+
+        rows += summary_rows("toy_features", group_items(a.toy_features, labels, batch_of, "variant"),
+                             ("centroid_hz", *FEATURE_NAMES[1:]), **opts)
     return rows
+
+
+def _toy_features(run: RunManifest, keys: list[ClipKey]) -> list[dict[str, Any]]:
+    """The toy world's reference measurements of every clip: an honest check that uses no model."""
+    from recap.toyworld import FEATURE_NAMES, SAMPLE_RATE, features
+
+    out = []
+    for k in keys:
+        clip = load_audio(run.audio_path(run.clip(*k)), target_sr=SAMPLE_RATE, channels=1, max_seconds=None,
+                          allow_silent=True)
+        f = features(clip.audio[0])[0]
+        out.append({"variant": k[0], "seed": k[1], "centroid_hz": float(2 ** f[0]),
+                    **{name: float(v) for name, v in zip(FEATURE_NAMES, f)}})
+    return out
 
 
 def _optional_scores(a: RunAnalysis, run: RunManifest, keys: list[ClipKey], lazy: _LazyBackend) -> None:
@@ -414,6 +436,8 @@ def analyze_run(run_dir: str | Path, backend: Any | None = None, config: Analysi
     if missing:
         a.notes.append(f"Token file(s) of {', '.join(missing)} not found: text cosine embeds them as plain text.")
     # 5. Optional scores, 6. tables
+    if run.model.get("name") == "toy":
+        a.toy_features = _toy_features(run, keys)
     _optional_scores(a, run, keys, lazy)
     a.summaries = _summaries(a, run)
     # 7. Write (only what changed)

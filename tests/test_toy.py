@@ -126,3 +126,16 @@ def test_textual_inversion_learns_a_source_the_model_never_saw_named(toy):
     # reference features) than "a recording of a siren" clips do, by at least TI_MARGIN
     assert result.margin > TI_MARGIN, result
     assert all(torch.equal(before[k], v) for k, v in toy.parameters_snapshot().items())  # the model stayed frozen
+
+
+def test_analysis_reports_the_toy_worlds_reference_features(toy, tmp_path):
+    """On a toy run, `analyze_run` adds model-free measurements that agree with what was asked for."""
+    from recap.analysis import analyze_run
+    from recap.generation import GenerationConfig, generate_grid, make_variants, save_run
+
+    grid = generate_grid(toy, make_variants("a low hum", ["a high beep"]), GenerationConfig(steps=12, seeds=[0, 1]))
+    run = save_run(grid, toy, tmp_path / "runs")
+    a = analyze_run(run.path, backend=toy)
+    centroid = {r.group: r.mean for r in a.table("toy_features", "centroid_hz") if r.group_kind == "variant"}
+    assert centroid["baseline"] < 600 < 1200 < centroid["variant-1"], centroid
+    assert len(a.toy_features) == 4 and {"fm_depth", "flatness"} <= set(a.toy_features[0])

@@ -27,6 +27,9 @@ TABLES = [
     ("clap", ("clap_a", "clap_t"), "CLAP-A (audio vs references) and CLAP-T (audio vs its prompt) [paper 001]"),
     ("music", ("tempo_match", "key_match", "scale_match", "loudness_match"),
      "Music: share of clips matching the references (tempo +-5 BPM, key, scale, loudness +-2.5 LU) [paper 001]"),
+    ("toy_features", ("centroid_hz", "loudness_variation", "flatness", "fm_depth"),
+     "Toy world reference features (model-free): spectral centroid, loudness variation (0 steady, ~1 on/off), "
+     "flatness (0 tone, 1 noise), pitch-modulation depth"),
 ]
 
 
