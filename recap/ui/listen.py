@@ -229,22 +229,22 @@ def build_listen_tab(ctx: Any) -> None:
     gr.Markdown("Blind listening studies. Clips are loudness-matched; labels are hidden and the order and "
                 "A/B sides are shuffled for each rater.")
     rater_state = gr.State(None)
-    with gr.Accordion("Rate a study", open=True):
+    with gr.Accordion("Rate a study", open=True, elem_id="study-rater"):
         with gr.Row():
             code_box = gr.Textbox(label="Study code", placeholder="abcd-2345")
             name_box = gr.Textbox(label="Your name (optional)", max_length=80)
             resume_box = gr.Textbox(label="Resume code (optional)")
             open_btn = gr.Button("Open study", variant="primary")
-        status_md = gr.Markdown()
-        with gr.Group(visible=False) as trial_group:
+        status_md = gr.Markdown(elem_id="study-status")
+        with gr.Group(visible=False, elem_id="study-trial") as trial_group:
             question_md = gr.Markdown()
             prompt_md = gr.Markdown()
             reference_audio = gr.Audio(label="Reference clip", type="filepath", interactive=False, buttons=[],
                                        visible=False)
             with gr.Row():
-                audio_a = gr.Audio(label="A", type="filepath", interactive=False, buttons=[])
-                audio_b = gr.Audio(label="B", type="filepath", interactive=False, buttons=[])
-            choice = gr.Radio(list(AB_ANSWERS), label="Your answer")
+                audio_a = gr.Audio(label="A", type="filepath", interactive=False, buttons=[], elem_id="study-clip-a")
+                audio_b = gr.Audio(label="B", type="filepath", interactive=False, buttons=[], elem_id="study-clip-b")
+            choice = gr.Radio(list(AB_ANSWERS), label="Your answer", elem_id="study-choice")
             sliders = {k: gr.Slider(1, 5, value=3, step=1, label=f"{k}: {SCALES[k].question}",
                                     info=" · ".join(f"{i + 1} = {a}" for i, a in enumerate(SCALES[k].anchors)))
                        for k in scale_keys}
@@ -309,13 +309,13 @@ def build_listen_tab(ctx: Any) -> None:
             checks_n = gr.Number(1, precision=0, minimum=0, label="Obvious-answer checks")
             fails_n = gr.Number(0, precision=0, minimum=0, label="Failed checks allowed")
         create_btn = gr.Button("Create study", variant="primary")
-        create_md = gr.Markdown()
+        create_md = gr.Markdown(elem_id="study-created")
         with gr.Row():
             study_dd = gr.Dropdown(label="Study", choices=[])
             progress_btn = gr.Button("Progress")
             results_btn = gr.Button("Results")
-        progress_df = gr.Dataframe(headers=PROGRESS_HEADERS, interactive=False)
-        results_df = gr.Dataframe(headers=RESULT_HEADERS, interactive=False)
+        progress_df = gr.Dataframe(headers=PROGRESS_HEADERS, interactive=False, elem_id="study-progress")
+        results_df = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, elem_id="study-results")
         results_plot = gr.Plot()
         downloads = gr.File(label="Downloads (CSV, JSON)", file_count="multiple", interactive=False)
 
