@@ -13,13 +13,13 @@ import torch
 def full_sao_pipeline(dtype: torch.dtype = torch.float16):
     from diffusers import (
         AutoencoderOobleck,
-        CosineDPMSolverMultistepScheduler,
         StableAudioDiTModel,
         StableAudioPipeline,
         StableAudioProjectionModel,
     )
     from transformers import T5Config, T5EncoderModel
 
+    from recap.backends.stable_audio import sao_scheduler
     from recap.backends.tiny import load_tokenizer
 
     tokenizer = load_tokenizer("tiny-t5")
@@ -39,10 +39,8 @@ def full_sao_pipeline(dtype: torch.dtype = torch.float16):
             relative_attention_num_buckets=32, feed_forward_proj="relu",
         ))
         projection = StableAudioProjectionModel(text_encoder_dim=768, conditioning_dim=768, min_value=0, max_value=512)
-    scheduler = CosineDPMSolverMultistepScheduler(
-        sigma_min=0.3, sigma_max=500, sigma_data=1.0, sigma_schedule="exponential", solver_order=2,
-        prediction_type="v_prediction", final_sigmas_type="zero",
-    )
+
+    scheduler = sao_scheduler()  # Stable Audio Open's sampler settings
     pipe = StableAudioPipeline(vae=vae, text_encoder=text_encoder, projection_model=projection, tokenizer=tokenizer,
                                transformer=transformer, scheduler=scheduler)
     return pipe.to(dtype=dtype)
@@ -70,3 +68,14 @@ def dit_forward_flops(transformer, frames: int, text_tokens: int, batch: int) ->
     attn = 4 * tokens * tokens * inner + 4 * tokens * (text_tokens + 2) * inner
     # cross-attention K/V projections run over the text tokens, not the latent tokens: close enough
     return batch * (2 * linear * tokens + cfg.num_layers * attn)
+
+
+def bench_backend(full: bool, model: str, dtype_name: str | None):
+    """The backend a benchmark measures: full-size SAO with random weights, or a registered model."""
+    from recap.backends import load_backend, pick_device, pick_dtype
+
+    device = pick_device()
+    dtype = pick_dtype(device, dtype_name)
+    if full:
+        return backend_from_pipe(full_sao_pipeline(dtype), "sao-full-random", device, dtype)
+    return load_backend(model, device=device, dtype=dtype)

@@ -22,8 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import H100_BF16_TFLOPS, markdown_table, max_rss_gib, median_time, peak_gib, record, reset_peak  # noqa: E402
-from bench.full_size import backend_from_pipe, dit_forward_flops, full_sao_pipeline  # noqa: E402
-from recap.backends import load_backend, pick_device, pick_dtype  # noqa: E402
+from bench.full_size import bench_backend, dit_forward_flops  # noqa: E402
 from recap.generation import GenerationConfig, generate_grid, make_variants  # noqa: E402
 
 PROMPTS = ["rain on a tin roof", "light rain on a metal roof", "a heavy downpour on sheet metal", "drizzle on a tin roof",
@@ -44,12 +43,8 @@ def main() -> None:
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
 
-    device = pick_device()
-    dtype = pick_dtype(device, args.dtype)
-    if args.full:
-        backend = backend_from_pipe(full_sao_pipeline(dtype), "sao-full-random", device, dtype)
-    else:
-        backend = load_backend("tiny", device=device, dtype=dtype)
+    backend = bench_backend(args.full, "tiny", args.dtype)
+    device, dtype = backend.device, backend.dtype
     seconds = args.seconds or min(10.0, backend.max_seconds)
     pipe = backend.pipe
     variants = make_variants(PROMPTS[0], PROMPTS[1 : args.variants])

@@ -21,10 +21,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import markdown_table, max_rss_gib, peak_gib, record, reset_peak, sync  # noqa: E402
-from bench.full_size import backend_from_pipe, full_sao_pipeline  # noqa: E402
+from bench.full_size import bench_backend  # noqa: E402
 from bench.ti_plain import train_plain  # noqa: E402
 from recap.audio_io import Clip  # noqa: E402
-from recap.backends import load_backend, pick_device, pick_dtype  # noqa: E402
 from recap.textual_inversion import TIConfig, load_clips, train_token, training_latents  # noqa: E402
 
 
@@ -52,12 +51,8 @@ def main() -> None:
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
 
-    device = pick_device()
-    dtype = pick_dtype(device, args.dtype)
-    if args.full:
-        backend = backend_from_pipe(full_sao_pipeline(dtype), "sao-full-random", device, dtype)
-    else:
-        backend = load_backend(args.model, device=device, dtype=dtype)
+    backend = bench_backend(args.full, args.model, args.dtype)
+    device, dtype = backend.device, backend.dtype
     seconds = args.seconds or min(10.0, backend.max_seconds)
     data = clips(backend.sample_rate, seconds)
     config = TIConfig(placeholder="<bench>", init_word=None, init="mean", batch_size=args.batch_size, seconds=seconds,

@@ -114,12 +114,13 @@ def build_vae(config: ToyConfig):
 def build_pipeline(config: ToyConfig, vae, tokenizer):
     """A ``StableAudioPipeline`` around a trained VAE with fresh DiT, T5 and projection."""
     from diffusers import (
-        CosineDPMSolverMultistepScheduler,
         StableAudioDiTModel,
         StableAudioPipeline,
         StableAudioProjectionModel,
     )
     from transformers import T5Config, T5EncoderModel
+
+    from recap.backends.stable_audio import sao_scheduler
 
     width = config.dit_heads * config.dit_head_dim
     text_encoder = T5EncoderModel(T5Config(
@@ -136,11 +137,7 @@ def build_pipeline(config: ToyConfig, vae, tokenizer):
     )
     # max_value must cover the longest clip's end time or the seconds conditioning saturates.
     projection = StableAudioProjectionModel(text_encoder_dim=config.t5_dim, conditioning_dim=width, min_value=0, max_value=2)
-    # Stable Audio Open's own sampler settings, so the toy exercises the same schedule.
-    scheduler = CosineDPMSolverMultistepScheduler(
-        sigma_min=0.3, sigma_max=500, sigma_data=1.0, sigma_schedule="exponential", solver_order=2,
-        prediction_type="v_prediction", final_sigmas_type="zero",
-    )
+    scheduler = sao_scheduler()  # Stable Audio Open's sampler settings
     return StableAudioPipeline(
         vae=vae, text_encoder=text_encoder, projection_model=projection, tokenizer=tokenizer,
         transformer=transformer, scheduler=scheduler,

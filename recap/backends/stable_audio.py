@@ -30,6 +30,16 @@ from recap.backends.base import (
 warnings.filterwarnings("ignore", message=r"Should have (ta|tb|t)", module="torchsde")
 
 
+def sao_scheduler():
+    """A ``CosineDPMSolverMultistepScheduler`` with Stable Audio Open 1.0's settings (for models built here)."""
+    from diffusers import CosineDPMSolverMultistepScheduler
+
+    return CosineDPMSolverMultistepScheduler(
+        sigma_min=0.3, sigma_max=500, sigma_data=1.0, sigma_schedule="exponential", solver_order=2,
+        prediction_type="v_prediction", final_sigmas_type="zero",
+    )
+
+
 class StableAudioBackend(AudioBackend):
     """A loaded ``StableAudioPipeline`` (real or tiny)."""
 

@@ -123,12 +123,13 @@ def tiny_stable_audio_pipeline():
     """A Stable Audio pipeline at 16 kHz stereo, 4.1 s window (256 latent frames x hop 256)."""
     from diffusers import (
         AutoencoderOobleck,
-        CosineDPMSolverMultistepScheduler,
         StableAudioDiTModel,
         StableAudioPipeline,
         StableAudioProjectionModel,
     )
     from transformers import T5Config, T5EncoderModel
+
+    from recap.backends.stable_audio import sao_scheduler
 
     tokenizer = load_tokenizer("tiny-t5")
     with torch.random.fork_rng(devices=[]):
@@ -149,11 +150,7 @@ def tiny_stable_audio_pipeline():
             global_states_input_dim=32, cross_attention_input_dim=16,
         )
         projection = StableAudioProjectionModel(text_encoder_dim=16, conditioning_dim=16, min_value=0, max_value=8)
-    # Stable Audio Open's scheduler settings.
-    scheduler = CosineDPMSolverMultistepScheduler(
-        sigma_min=0.3, sigma_max=500, sigma_data=1.0, sigma_schedule="exponential", solver_order=2,
-        prediction_type="v_prediction", final_sigmas_type="zero",
-    )
+    scheduler = sao_scheduler()  # Stable Audio Open's sampler settings
     return StableAudioPipeline(
         vae=vae, text_encoder=text_encoder, projection_model=projection, tokenizer=tokenizer,
         transformer=transformer, scheduler=scheduler,
