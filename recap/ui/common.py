@@ -51,11 +51,24 @@ def _user_message(exc: BaseException) -> str | None:
     return None
 
 
-def _raise_for(exc: BaseException) -> None:
+def is_stopped(exc: BaseException) -> bool:
+    """Whether ``exc`` is a job the user stopped (``recap.backends.Cancelled``)."""
     # A Cancelled can only exist once the backends are loaded; looking it up there keeps the
     # model libraries out of the app's start-up.
     backends = sys.modules.get("recap.backends")
-    if backends is not None and isinstance(exc, backends.Cancelled):
+    return backends is not None and isinstance(exc, backends.Cancelled)
+
+
+def warn_if_stopped(exc: BaseException) -> bool:
+    """Tells the user a stopped job saved nothing and returns True; False for any other error."""
+    if is_stopped(exc):
+        gr.Warning("Stopped: nothing was saved.")
+        return True
+    return False
+
+
+def _raise_for(exc: BaseException) -> None:
+    if is_stopped(exc):
         raise gr.Error("Stopped.", title="Stopped") from exc
     message = _user_message(exc)
     if message is None:

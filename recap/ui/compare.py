@@ -15,7 +15,14 @@ from typing import Any
 import gradio as gr
 
 from recap.ui import runview
-from recap.ui.common import code_text, md_text, parse_seeds, table_rows, user_errors
+from recap.ui.common import (
+    code_text,
+    md_text,
+    parse_seeds,
+    table_rows,
+    user_errors,
+    warn_if_stopped,
+)
 from recap.ui.context import AppContext, SessionJobs, model_info
 from recap.ui.runview import PAIR_HEADERS, SUMMARY_HEADERS
 
@@ -211,10 +218,7 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
                 AnalysisConfig(reconstruction=bool(recon), music=bool(music_), n_boot=1000), extra,
                 progress=lambda done, total, msg: progress(done / max(total, 1), desc=msg), stop=stop)
         except Exception as exc:
-            from recap.backends import Cancelled  # imported by now: the job ran (kept out of app start-up)
-
-            if isinstance(exc, Cancelled):
-                gr.Warning("Stopped: nothing was saved.")
+            if warn_if_stopped(exc):
                 return gr.skip(), gr.skip(), gr.skip(), gr.skip()
             raise
         view = runview.run_view(manifest, analysis)

@@ -21,8 +21,24 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from recap.runs import list_runs
-from recap.study import AB_ANSWERS, SCALES, Scale, ShownTrial, StudyConfig, StudyError, StudyStore, normalize_code
-from recap.study_stats import answer_table, results_figure, summarize, summary_rows, write_csv, write_json
+from recap.study import (
+    AB_ANSWERS,
+    SCALES,
+    Scale,
+    ShownTrial,
+    StudyConfig,
+    StudyError,
+    StudyStore,
+    normalize_code,
+)
+from recap.study_stats import (
+    answer_table,
+    results_figure,
+    summarize,
+    summary_rows,
+    write_csv,
+    write_json,
+)
 
 RATER_CONCURRENCY = 16
 PROGRESS_HEADERS = ["rater", "name", "answered", "of", "last answer (UTC)"]

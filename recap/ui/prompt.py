@@ -13,9 +13,23 @@ from typing import Any
 
 import gradio as gr
 
-from recap.multiturn import EXTRACT_SYSTEM_PROMPT, PART_NAMES, PromptParts, default_fuse_prompt, extract_parts, fuse_parts
+from recap.multiturn import (
+    EXTRACT_SYSTEM_PROMPT,
+    PART_NAMES,
+    PromptParts,
+    default_fuse_prompt,
+    extract_parts,
+    fuse_parts,
+)
 from recap.paths import safe_name
-from recap.recaption import FLAG_TOO_LONG, MAX_N, RecaptionConfig, RecaptionResult, default_system_prompt, recaption
+from recap.recaption import (
+    FLAG_TOO_LONG,
+    MAX_N,
+    RecaptionConfig,
+    RecaptionResult,
+    default_system_prompt,
+    recaption,
+)
 from recap.ui.common import PROMPT_LIMIT, code_text, md_text, table_rows, user_errors
 from recap.ui.context import AppContext
 

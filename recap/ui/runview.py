@@ -10,7 +10,12 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from recap.spectrogram import SpectrogramConfig, difference_grid, spectrogram_grid, spectrogram_of
+from recap.spectrogram import (
+    SpectrogramConfig,
+    difference_grid,
+    spectrogram_grid,
+    spectrogram_of,
+)
 
 PAIR_HEADERS = ("variant", "seed", "prompt", "cosine", "L2 (unit)", "L2 raw", "MSE", "text cosine")
 SUMMARY_HEADERS = ("table", "group", "metric", "mean", "std", "variance", "n", "CI low", "CI high")

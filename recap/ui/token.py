@@ -21,7 +21,12 @@ import gradio as gr
 from recap.paths import inside, safe_name
 from recap.ui.common import code_text, md_text, user_errors
 from recap.ui.context import AppContext, SessionJobs, model_info
-from recap.ui.training import progress_figure, train_chunk, train_in_chunks, training_config
+from recap.ui.training import (
+    progress_figure,
+    train_chunk,
+    train_in_chunks,
+    training_config,
+)
 
 TOKEN_HEADERS = ("placeholder", "model", "vectors", "steps", "init word", "state")
 NEAREST_HEADERS = ("vector", "rank", "word", "cosine")

@@ -14,7 +14,13 @@ from typing import Any
 
 import gradio as gr
 
-from recap.ui.common import code_text, md_text, parse_seeds, user_errors
+from recap.ui.common import (
+    code_text,
+    md_text,
+    parse_seeds,
+    user_errors,
+    warn_if_stopped,
+)
 from recap.ui.context import AppContext, SessionJobs
 
 CURVE_HEADERS = ("strength", "steps run", "seeds", "cosine to source", "L2 to source", "cosine to target clips",
@@ -130,10 +136,7 @@ def build_transfer_panel(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, to
                 [session[p].summary() for p in toks],
                 progress=lambda done, total, msg: progress(done / max(total, 1), desc=msg), stop=stop)
         except Exception as exc:
-            from recap.backends import Cancelled  # imported by now: the job ran (kept out of app start-up)
-
-            if isinstance(exc, Cancelled):
-                gr.Warning("Stopped: nothing was saved.")
+            if warn_if_stopped(exc):
                 return gr.skip(), gr.skip(), gr.skip(), gr.skip()
             raise
         view = transfer_view(manifest, curves)
