@@ -315,6 +315,10 @@ def test_ui_experimenter_creates_rating_study_and_gets_results(store, recap_home
     assert view.kind == "rating" and [s.key for s in view.scales] == ["OVL"] and len(view.clips) == 1
     info = StudyStore(recap_home).get(code)
     condition_of = {str(info.folder / i.clip_a): i.condition for i in info.items}
+    # a scale left untouched (the radio buttons start empty) is refused, not stored as a default
+    with pytest.raises(StudyError, match="rate the clip on OVL"):
+        submit_answer(recap_home, view.state, None, {"OVL": None})
+    assert progress_table(recap_home, code)[0][2] == 0
     while view.state["slot"] is not None:
         ovl = {"baseline": 2.0, "reword-1a": 5.0}[condition_of[view.clips[0]]]  # floats, as the browser sends
         view = submit_answer(recap_home, view.state, None, {"OVL": ovl, "REL": 1.0})

@@ -113,7 +113,7 @@ def submit_answer(home: Path, state: dict | None, choice: str | None, ratings: M
     Args:
         state: The rater's state from :func:`open_study` / the previous submit.
         choice: A/B answer as shown (one of AB_ANSWERS).
-        ratings: Slider values by scale key; only the study's scales are used.
+        ratings: 1-5 values by scale key; only the study's scales are used.
         now: Current time (seconds since the epoch) for the time taken; default time.time().
     """
     if not state or state.get("slot") is None:
@@ -261,9 +261,10 @@ def build_listen_tab(ctx: Any) -> None:
                 audio_a = gr.Audio(label="A", type="filepath", interactive=False, buttons=[], elem_id="study-clip-a")
                 audio_b = gr.Audio(label="B", type="filepath", interactive=False, buttons=[], elem_id="study-clip-b")
             choice = gr.Radio(list(AB_ANSWERS), label="Your answer", elem_id="study-choice")
-            sliders = {k: gr.Slider(1, 5, value=3, step=1, label=f"{k}: {SCALES[k].question}",
-                                    info=" · ".join(f"{i + 1} = {a}" for i, a in enumerate(SCALES[k].anchors)))
-                       for k in scale_keys}
+            # Radio buttons with nothing preselected: a scale the rater did not touch is refused,
+            # where a slider would silently store its starting value.
+            sliders = {k: gr.Radio([(f"{i + 1} {a}", i + 1) for i, a in enumerate(SCALES[k].anchors)], value=None,
+                                   label=f"{k}: {SCALES[k].question}") for k in scale_keys}
             comment_box = gr.Textbox(label="Comment (optional)", lines=2, max_length=4000)
             submit_btn = gr.Button("Submit", variant="primary")
 
@@ -279,7 +280,7 @@ def build_listen_tab(ctx: Any) -> None:
             gr.update(value=view.clips[0] if shown else None, label="A" if ab else "Clip"),
             gr.update(value=view.clips[1] if ab else None, visible=ab),
             gr.update(value=None, visible=ab),
-            *[gr.update(value=3, visible=k in keys) for k in scale_keys],
+            *[gr.update(value=None, visible=k in keys) for k in scale_keys],
             "",
         ]
 
