@@ -24,14 +24,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save
 
 from recap.audio_io import AudioError, Clip, fit_length, load_audio
 from recap.backends import AudioBackend
 from recap.backends.base import expand_placeholder
 from recap.config import settings
 from recap.learned_tokens import LearnedToken, load_token, save_token  # noqa: F401  (re-exported)
-from recap.paths import atomic_write_json, safe_name
+from recap.paths import atomic_write_bytes, atomic_write_json, safe_name
 from recap.runs import versions
 
 log = logging.getLogger(__name__)
@@ -215,19 +216,20 @@ def _save_checkpoint(path: Path, vectors, init, optimizer, generator, step, loss
     for k in ("exp_avg", "exp_avg_sq"):
         if k in state:
             tensors[f"opt.{k}"] = state[k].detach().cpu()
-    path.mkdir(parents=True, exist_ok=True)
-    tmp = path / ".checkpoint.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    # the json is written last and names the step: a crash between the two leaves the older pair usable
     info = {"step": step, "losses": losses, "opt_step": float(state["step"]) if "step" in state else 0.0, **meta}
-    tmp.replace(path / "checkpoint.safetensors")
+    # Tensors and the step they belong to live in one file written atomically, so a crash can never
+    # pair new vectors with an old step; checkpoint.json is a readable copy of the same info.
+    atomic_write_bytes(path / "checkpoint.safetensors", save(tensors, metadata={"info": json.dumps(info, default=str)}))
     atomic_write_json(path / "checkpoint.json", info)
 
 
 def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    if not (path / "checkpoint.json").is_file():
+    file = path / "checkpoint.safetensors"
+    if not file.is_file():
         return None
-    return load_file(str(path / "checkpoint.safetensors")), json.loads((path / "checkpoint.json").read_text())
+    with safe_open(str(file), framework="pt") as f:
+        info = json.loads(f.metadata()["info"])
+    return load_file(str(file)), info
 
 
 # ----------------------------------------------------------------------------- training

@@ -209,3 +209,17 @@ def test_lean_trainer_matches_the_diffusers_example_way(any_tiny, tmp_path):
     latents = training_latents(any_tiny, load_clips(any_tiny, beeps()), config, 1.0)
     plain = train_plain(any_tiny, latents, config, 1.0)
     torch.testing.assert_close(ours.vectors, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_resume_reads_the_step_from_the_checkpoint_file_itself(tiny, tmp_path):
+    """A crash between writing the tensors and the readable json cannot pair new vectors with an old step."""
+    config = cfg(steps=6, checkpoint_every=3)
+    full = train_token(tiny, beeps(), config, checkpoint_dir=tmp_path / "a")
+    stop = threading.Event()
+    train_token(tiny, beeps(), config, on_step=lambda s: stop.set() if s.step == 3 else None, stop=stop,
+                checkpoint_dir=tmp_path / "b")
+    info = json.loads((tmp_path / "b" / "checkpoint.json").read_text())
+    (tmp_path / "b" / "checkpoint.json").write_text(json.dumps({**info, "step": 0, "losses": []}))  # stale copy
+    resumed = train_token(tiny, beeps(), config, checkpoint_dir=tmp_path / "b", resume=True)
+    torch.testing.assert_close(resumed.vectors, full.vectors, rtol=0, atol=0)
+    assert resumed.meta["losses"] == full.meta["losses"]
