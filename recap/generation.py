@@ -119,7 +119,7 @@ def make_variants(baseline: str, others: Sequence[str], method: str = "manual", 
     ]
 
 
-def check_variants(variants: Sequence[Variant], backend: AudioBackend | None = None) -> None:
+def check_variants(variants: Sequence[Variant]) -> None:
     """Raises ValueError for empty or over-long prompts, unsafe or repeated labels, unknown methods."""
     if not variants:
         raise ValueError("no prompts to generate")
@@ -170,7 +170,7 @@ def generate_grid(
         stop: Set it to stop at the next denoising step (raises ``Cancelled``).
     """
     # 1. Check inputs
-    check_variants(variants, backend)
+    check_variants(variants)
     if not config.seeds:
         raise ValueError("no seeds given")
     if len(set(config.seeds)) != len(config.seeds):

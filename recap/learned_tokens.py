@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from recap.backends import AudioBackend
-from recap.paths import atomic_write_json, safe_name, sha256_file
+from recap.paths import atomic_write_bytes, atomic_write_json, safe_name, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,8 @@ def save_token(token: LearnedToken, out_dir: str | Path, name: str | None = None
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = safe_name(name or token.placeholder, fallback="token")
     path = out_dir / f"{stem}.safetensors"
-    tmp = out_dir / f".{stem}.safetensors.tmp"
-    save_file({token.placeholder: token.vectors.detach().float().cpu().contiguous()}, str(tmp),
-              metadata={"format": "recap.token/1", "model_id": str(token.meta.get("model_id", ""))})
-    tmp.replace(path)
+    atomic_write_bytes(path, save({token.placeholder: token.vectors.detach().float().cpu().contiguous()},
+                                  metadata={"format": "recap.token/1", "model_id": str(token.meta.get("model_id", ""))}))
     meta = {**token.meta, "placeholder": token.placeholder, "saved": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     atomic_write_json(out_dir / f"{stem}.json", meta)
     token.path = path

@@ -308,7 +308,7 @@ def transfer(
     # 1. Check inputs
     method = "token" if tokens and any(p in prompt for p in tokens) else "manual"
     variants = [Variant(strength_label(s), prompt, method, 1) for s in check_strengths(config.strengths)]
-    check_variants(variants, backend)
+    check_variants(variants)
     cfg = resolve(backend, config, source.seconds)
     # 2. Source (and references) at the model's rate, fitted to the length, encoded once
     src = fit_clip(backend, source, cfg.seconds)

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 # placeholder string -> learned vectors [n_vectors, embedding_dim]
 TokenVectors = Mapping[str, torch.Tensor]
+# Extended tokenizers kept per backend (each a copy of the model's tokenizer, a few MB for T5).
+TOKENIZER_CACHE = 16
 # on_step(step_index, total_steps)
 StepCallback = Callable[[int, int], None]
 
@@ -168,12 +170,14 @@ class AudioBackend(ABC):
             return self.tokenizer
         key = tuple(sorted((p, int(v.shape[0])) for p, v in tokens.items()))
         with self._tokenizers_lock:
-            tok = self._tokenizers.get(key)
+            tok = self._tokenizers.pop(key, None)
             if tok is None:
                 tok = copy.deepcopy(self.tokenizer)
                 for placeholder, n in key:
                     tok.add_tokens(expand_placeholder(placeholder, n))
-                self._tokenizers[key] = tok
+            self._tokenizers[key] = tok  # most recently used last
+            while len(self._tokenizers) > TOKENIZER_CACHE:  # a server sees many visitors' token sets
+                self._tokenizers.pop(next(iter(self._tokenizers)))
             return tok
 
     @staticmethod
