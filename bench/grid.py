@@ -8,6 +8,8 @@ Compared, for the same V variants x S seeds, seconds, steps and CFG:
   plain-batch  one StableAudioPipeline call with every prompt and a generator list
   ours         recap.generation.generate_grid at the model's full window
   ours-preview the same, denoising only the requested length (opt-in fast preview)
+  ours-compiled / ours-preview-compiled  with --compile: the same after torch.compile of the DiT
+                 (compilation happens in the warm-up run and is not timed)
 Speed does not depend on weight values: random weights give honest timings.
 """
 
@@ -41,6 +43,8 @@ def main() -> None:
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--skip-sequential", action="store_true")
     ap.add_argument("--no-record", action="store_true")
+    ap.add_argument("--compile", nargs="?", const="default", default=None,
+                    help="also time ours after torch.compile (mode: default, reduce-overhead, max-autotune-no-cudagraphs)")
     args = ap.parse_args()
 
     backend = bench_backend(args.full, "tiny", args.dtype)
@@ -69,11 +73,21 @@ def main() -> None:
     if not args.skip_sequential:
         runs.insert(0, ("plain-seq", plain_sequential))
     results = {}
-    for name, fn in runs:
-        reset_peak(device)
-        t = median_time(fn, device, repeats=args.repeats, warmup=1)
-        results[name] = (t, peak_gib(device))
-        print(f"{name:13s} {t:8.3f} s  peak {results[name][1] or 0:.2f} GiB", flush=True)
+
+    def measure(runs):
+        for name, fn in runs:
+            reset_peak(device)
+            t = median_time(fn, device, repeats=args.repeats, warmup=1)
+            results[name] = (t, peak_gib(device))
+            print(f"{name:22s} {t:8.3f} s  peak {results[name][1] or 0:.2f} GiB", flush=True)
+
+    measure(runs)
+    if args.compile:
+        # after the eager runs: compiling changes the module in place
+        from recap.backends.speed import compile_denoiser
+
+        compile_denoiser(pipe.transformer, mode=None if args.compile == "default" else args.compile)
+        measure([("ours-compiled", ours(False)), ("ours-preview-compiled", ours(True))])
 
     text_tokens = backend.tokenizer.model_max_length
     cfg_mult = 2 if args.guidance > 1 else 1
@@ -84,7 +98,7 @@ def main() -> None:
     base = results.get("plain-seq", results["plain-batch"])[0]
     rows = []
     for name, (t, peak) in results.items():
-        flops = flops_prev if name == "ours-preview" else flops_full
+        flops = flops_prev if name.startswith("ours-preview") else flops_full
         rows.append([name, t, base / t, flops / t / 1e12, (flops / (H100_BF16_TFLOPS * 1e12)) if device.type == "cuda" else None, peak])
     table = markdown_table(
         ["path", "seconds (median)", f"speed-up vs {'plain-seq' if 'plain-seq' in results else 'plain-batch'}",
@@ -93,7 +107,8 @@ def main() -> None:
     model = "full-size SAO architecture, random weights" if args.full else "tiny (random weights)"
     notes = (f"{model}; {args.variants} variants x {args.seeds} seeds = {n} clips of {seconds:g} s, {args.steps} steps, "
              f"CFG {args.guidance}, dtype {str(dtype).replace('torch.', '')}; max RSS {max_rss_gib():.2f} GiB. "
-             "ours-preview denoises only the requested length (a fast preview; fidelity not guaranteed).")
+             "ours-preview denoises only the requested length (a fast preview; fidelity not guaranteed)."
+             + (f" Compiled rows: torch.compile mode {args.compile}." if args.compile else ""))
     print(notes)
     if not args.no_record:
         record(f"grid — {model}", table, notes)

@@ -20,6 +20,8 @@ class Settings:
         model: Backend name used when none is given.
         device: Torch device override ("cuda", "cuda:1", "mps", "cpu") or None for automatic.
         dtype: Torch dtype override ("float16", "bfloat16", "float32") or None for automatic.
+        compile: ``torch.compile`` the denoiser: "default", "reduce-overhead" (CUDA graphs) or
+            "max-autotune-no-cudagraphs"; None leaves it eager (compiling takes a minute and pays on GPUs).
         llm_base_url: OpenAI-compatible endpoint for recaptioning; None means api.openai.com when a key is set.
         llm_model: Chat model name for recaptioning.
         openai_api_key: Secret. Never printed, logged, stored or sent to a browser (repr hides it).
@@ -29,6 +31,7 @@ class Settings:
     model: str = DEFAULT_MODEL
     device: str | None = None
     dtype: str | None = None
+    compile: str | None = None
     llm_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
     openai_api_key: str | None = field(default=None, repr=False)
@@ -68,6 +71,7 @@ def settings() -> Settings:
         model=env.get("RECAP_MODEL") or DEFAULT_MODEL,
         device=env.get("RECAP_DEVICE") or None,
         dtype=env.get("RECAP_DTYPE") or None,
+        compile=env.get("RECAP_COMPILE") or None,
         llm_base_url=env.get("OPENAI_BASE_URL") or None,
         llm_model=env.get("RECAP_LLM_MODEL") or "gpt-4o-mini",
         openai_api_key=env.get("OPENAI_API_KEY") or None,

@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 
 from recap.audio_io import write_wav
 from recap.backends import AudioBackend
+from recap.backends.speed import clips_per_batch, free_memory
 from recap.paths import atomic_write_json, safe_name, sha256_file
 from recap.runs import ClipRecord, RunManifest, clip_stem, new_run_id, versions
 
@@ -61,7 +62,8 @@ class GenerationConfig:
         guidance: Classifier-free guidance scale (<= 1 turns it off).
         negative_prompt: Text to steer away from.
         seeds: Seeds; each gives one column of the grid.
-        max_batch: Most clips per denoising call; None picks by device and halves on out-of-memory.
+        max_batch: Most clips per denoising call; None picks from free accelerator memory and
+            halves on out-of-memory.
         wav_subtype: "FLOAT" (lossless) or "PCM_16".
         fast_preview: Denoise only the requested length instead of the model's whole trained
             window (Stable Audio). Several times faster for short clips, but the model was trained
@@ -138,13 +140,16 @@ def check_variants(variants: Sequence[Variant]) -> None:
         seen.add(v.label)
 
 
-def _initial_batch(backend: AudioBackend, n_items: int, max_batch: int | None) -> int:
-    if max_batch is not None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        return min(max_batch, n_items)
-    # Start big and halve on out-of-memory: fewer calls is what makes a grid fast.
-    return min(n_items, 16 if backend.device.type == "cpu" else 32)
+def _initial_batch(backend: AudioBackend, n_items: int, config: GenerationConfig) -> int:
+    if config.max_batch is not None:
+        if config.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {config.max_batch}")
+        return min(config.max_batch, n_items)
+    # As many clips per call as free memory holds (fewer calls is what makes a grid fast); the
+    # estimate may be off, so an out-of-memory error still halves the batch.
+    shape = backend.latent_shape(config.seconds, full_window=not config.fast_preview)
+    per_clip = backend.denoise_bytes_per_clip(shape, config.guidance)
+    return clips_per_batch(free_memory(backend.device), per_clip, n_items, 16 if backend.device.type == "cpu" else 32)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -180,7 +185,7 @@ def generate_grid(
     noise = {s: backend.initial_noise([s], config.seconds, full_window=not config.fast_preview)[0] for s in config.seeds}
     items = [(v, s) for v in variants for s in config.seeds]
     total = len(items)
-    batch = _initial_batch(backend, total, config.max_batch)
+    batch = _initial_batch(backend, total, config)
     # 3. Batched denoising, halving on out-of-memory
     clips: list[GridClip] = []
     batch_sizes: list[int] = []

@@ -13,11 +13,12 @@ import torch
 from recap.backends.audioldm import AudioLDMBackend
 from recap.backends.base import AudioBackend, BackendUnavailable, Cancelled, GenerationOutput, ModelDefaults, TokenVectors
 from recap.backends.stable_audio import StableAudioBackend
+from recap.backends.speed import compile_denoiser
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "AudioBackend", "BackendSpec", "BackendUnavailable", "Cancelled", "GenerationOutput", "TokenVectors",
+    "COMPILE_MODES", "AudioBackend", "BackendSpec", "BackendUnavailable", "Cancelled", "GenerationOutput", "TokenVectors",
     "get_spec", "list_backends", "load_backend", "offline_fallback", "pick_device", "pick_dtype", "toy_weights_present",
 ]
 
@@ -224,19 +225,28 @@ def pretrained_kwargs(spec: BackendSpec, dtype: torch.dtype) -> dict[str, Any]:
     return {"torch_dtype": dtype}
 
 
-def load_backend(name: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> AudioBackend:
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
+
+
+def load_backend(
+    name: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None, compile: str | None = None
+) -> AudioBackend:
     """Loads a model by name and returns it ready to generate, frozen and in eval mode.
 
     Args:
         name: A registered name (``list_backends``), an alias (``sao``, ``audioldm``) or an AudioLDM hub id.
         device: Torch device; automatic when None (CUDA > MPS > CPU).
         dtype: Torch dtype or its name; automatic when None (fp16 on CUDA, fp32 elsewhere).
+        compile: One of :data:`COMPILE_MODES` to ``torch.compile`` the denoiser (the first
+            generation of each batch shape then compiles); None keeps it eager.
 
     Raises:
         ValueError: unknown name.
         BackendUnavailable: weights cannot be had here (gated, missing, offline), with what to do.
     """
     spec = get_spec(name)
+    if compile is not None and compile not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {compile!r}; use one of {', '.join(COMPILE_MODES)}")
     dev = pick_device(str(device) if device is not None else None)
     dt = pick_dtype(dev, dtype)
     if spec.builder is not None:
@@ -259,5 +269,7 @@ def load_backend(name: str, device: str | torch.device | None = None, dtype: str
     if spec.defaults is not None:
         backend.defaults = spec.defaults
     backend.freeze()
+    if compile is not None:
+        compile_denoiser(backend.denoiser, mode=None if compile == "default" else compile)
     log.info("loaded %s on %s (%s)", backend.label, dev, dt)
     return backend

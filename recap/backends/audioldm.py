@@ -95,7 +95,7 @@ class AudioLDMBackend(AudioBackend):
 
     def class_embedding(self, enc: EncodedPrompts) -> torch.Tensor:
         """The normalised pooled CLAP embedding [B, D] the UNet is conditioned on."""
-        return F.normalize(self._clap(enc).text_embeds, dim=-1)
+        return self.cached_text("class", enc, lambda e: F.normalize(self._clap(e).text_embeds, dim=-1))
 
     def _unconditional(self, batch: int) -> EncodedPrompts:
         return self.tokenize([""] * batch)

@@ -21,12 +21,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from recap.backends.speed import TextCache, clips_per_batch, free_memory
+
 log = logging.getLogger(__name__)
 
 # placeholder string -> learned vectors [n_vectors, embedding_dim]
 TokenVectors = Mapping[str, torch.Tensor]
 # Extended tokenizers kept per backend (each a copy of the model's tokenizer, a few MB for T5).
 TOKENIZER_CACHE = 16
+# Prompt rows whose text-encoder outputs a backend keeps (a few hundred KB each for SAO).
+TEXT_CACHE_ROWS = 256
 # on_step(step_index, total_steps)
 StepCallback = Callable[[int, int], None]
 
@@ -64,6 +68,11 @@ class EncodedPrompts:
     attention_mask: torch.Tensor
     extra_ids: list[int] = field(default_factory=list)
     extra_vectors: torch.Tensor | None = None
+
+    def select(self, rows: Sequence[int]) -> EncodedPrompts:
+        """The given prompt rows (learned vectors shared)."""
+        index = torch.as_tensor(list(rows), dtype=torch.long)
+        return EncodedPrompts(self.input_ids[index], self.attention_mask[index], self.extra_ids, self.extra_vectors)
 
 
 @dataclass
@@ -121,6 +130,7 @@ class AudioBackend(ABC):
         self.text_encoder = pipe.text_encoder
         self._tokenizers: dict[tuple[tuple[str, int], ...], Any] = {}
         self._tokenizers_lock = threading.Lock()
+        self.text_cache = TextCache(TEXT_CACHE_ROWS)
 
     # ------------------------------------------------------------------ description
     @property
@@ -234,6 +244,16 @@ class AudioBackend(ABC):
     def text_hidden_states(self, enc: EncodedPrompts) -> torch.Tensor:
         """Last hidden state of the text encoder [B, L, D] for tokenised prompts."""
 
+    def cached_text(self, tag: str, enc: EncodedPrompts, compute: Callable[[EncodedPrompts], torch.Tensor]) -> torch.Tensor:
+        """``compute(enc)`` [B, ...], from :attr:`text_cache` per prompt row when no gradient is recorded.
+
+        Training (Textual Inversion, the toy model's text encoder) records gradients and always
+        runs the encoder; generation runs under ``no_grad`` and reuses rows it has seen.
+        """
+        if torch.is_grad_enabled():
+            return compute(enc)
+        return self.text_cache.rows(tag, enc, lambda rows: compute(enc.select(rows)))
+
     @torch.no_grad()
     def embed_text(self, prompts: Sequence[str], tokens: TokenVectors | None = None) -> torch.Tensor:
         """Mean-pooled text-encoder embeddings [B, D] (float32, CPU): the text-cosine definition."""
@@ -294,6 +314,21 @@ class AudioBackend(ABC):
     @abstractmethod
     def decode(self, latents: torch.Tensor, seconds: float | None = None) -> torch.Tensor:
         """Audio [B, C, T] float32 on the CPU from latents, cut to ``seconds`` when given."""
+
+    def denoise_bytes_per_clip(self, latent_shape: Sequence[int], guidance: float) -> int:
+        """Estimated accelerator memory one clip adds to a denoising call (0: unknown, the batch is capped)."""
+        return 0
+
+    def decode_bytes_per_clip(self, latent_shape: Sequence[int]) -> int:
+        """Estimated accelerator memory one clip adds to a VAE decode (0: unknown)."""
+        return 0
+
+    def decode_batched(self, latents: torch.Tensor, seconds: float | None = None) -> torch.Tensor:
+        """:meth:`decode` in as few calls as free memory allows (the decoder, not the denoiser, is
+        what peaks: Oobleck's last block runs 128 channels at the full sample rate)."""
+        n = latents.shape[0]
+        chunk = clips_per_batch(free_memory(self.device), self.decode_bytes_per_clip(latents.shape[1:]), n, n)
+        return torch.cat([self.decode(latents[i : i + chunk], seconds) for i in range(0, n, chunk)])
 
     # ------------------------------------------------------------------ generation
     @abstractmethod
@@ -389,7 +424,7 @@ class AudioBackend(ABC):
             initial = self.initial_noise(seeds, seconds, full_window=full_window)
         # 4. Denoise, 5. decode
         final = self.sample(enc, negative, initial, seeds, seconds, steps, guidance, on_step, stop)
-        audio = self.decode(final, seconds)
+        audio = self.decode_batched(final, seconds)
         return GenerationOutput(audio=audio, initial=initial.float().cpu(), final=final.float().cpu())
 
     # ------------------------------------------------------------------ training

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from recap.backends import AudioBackend, BackendUnavailable, load_backend, offline_fallback
+from recap.backends import COMPILE_MODES, AudioBackend, BackendUnavailable, load_backend, offline_fallback
 from recap.config import settings
 
 
@@ -19,20 +19,23 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="backend name (see `recap models`); default $RECAP_MODEL or Stable Audio Open")
     parser.add_argument("--device", default=None, help="torch device (default: cuda > mps > cpu)")
     parser.add_argument("--dtype", default=None, help="float16 / bfloat16 / float32 (default: fp16 on CUDA)")
+    parser.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
+                        help="torch.compile the denoiser (pays on GPUs for long grids; default $RECAP_COMPILE)")
 
 
 def open_backend(args: argparse.Namespace) -> AudioBackend:
     """Loads ``--model``; with none given, the configured model, or the offline one when it cannot load."""
     s = settings()
     device, dtype = args.device or s.device, args.dtype or s.dtype
+    compile_mode = getattr(args, "compile", None) or s.compile
     try:
-        backend = load_backend(args.model or s.model, device=device, dtype=dtype)
+        backend = load_backend(args.model or s.model, device=device, dtype=dtype, compile=compile_mode)
     except BackendUnavailable as exc:
         if args.model:  # the user asked for this model: say why it cannot load
             raise
         fallback = offline_fallback()
         print(f"note: {exc}\nnote: using the offline model `{fallback}` instead (--model to choose).", file=sys.stderr)
-        backend = load_backend(fallback, device=device, dtype=dtype)
+        backend = load_backend(fallback, device=device, dtype=dtype, compile=compile_mode)
     if backend.random_weights:
         print(f"note: {backend.name} has RANDOM weights: its audio is noise and means nothing.", file=sys.stderr)
     elif backend.name == "toy":

@@ -297,7 +297,7 @@ class AppContext:
             return self._backends[name]
         from recap.backends import load_backend
 
-        backend = load_backend(name, self.settings.device, self.settings.dtype)
+        backend = load_backend(name, self.settings.device, self.settings.dtype, compile=self.settings.compile)
         while len(self._backends) >= max(1, self.max_loaded):
             dropped = next(iter(self._backends))
             log.info("unloading %s to make room for %s", dropped, name)
