@@ -75,6 +75,8 @@ class TIConfig:
         preview_seconds: Preview length (default: the training length).
         preview_steps: Preview denoising steps (default: the model's).
         gradient_checkpointing: Recompute activations in backward; None = on for CUDA.
+        init_weight: Weight of a pull toward the init embedding (squared distance relative to the
+            init's own size), keeping the token near the vocabulary's embeddings; 0 = off.
     """
 
     placeholder: str = "<my-sound>"
@@ -96,6 +98,7 @@ class TIConfig:
     preview_seconds: float | None = None
     preview_steps: int | None = None
     gradient_checkpointing: bool | None = None
+    init_weight: float = 0.0
 
 
 @dataclass
@@ -138,6 +141,8 @@ def check_config(backend: AudioBackend, config: TIConfig) -> None:
         raise ValueError(f"n_vectors must be 1..16, got {config.n_vectors}")
     if config.steps < 1 or config.batch_size < 1 or config.learning_rate <= 0:
         raise ValueError("steps and batch_size must be >= 1 and learning_rate > 0")
+    if config.init_weight < 0:
+        raise ValueError(f"init_weight must be >= 0, got {config.init_weight}")
     if config.init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {config.init!r}")
     if config.init == "word":
@@ -318,8 +323,12 @@ def train_token(
             prompts = [config.templates[int(j)].format(config.placeholder) for j in which]
             enc = backend.tokenize(prompts, tokens={config.placeholder: vectors})
             loss = backend.ti_loss(latents[idx], enc, generator, seconds=seconds)
+            objective = loss
+            if config.init_weight > 0:
+                drift = (vectors - init_dev).pow(2).sum() / init_dev.pow(2).sum().clamp(min=1e-12)
+                objective = loss + config.init_weight * drift
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(objective).backward()
             scaler.step(optimizer)
             scaler.update()
             step += 1

@@ -8,8 +8,8 @@ latents, never from the model's own loss, so it says what the generated audio is
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -124,16 +124,28 @@ class TIProtocol:
 
 @dataclass
 class TIResult:
-    """Mean standardised feature distance of generated clips to the unseen clips' mean features.
+    """How close a token's generated clips come to unseen clips of the source it learned.
 
-    ``*_distance`` uses all five features; ``*_fm_distance`` only the two pitch-modulation ones
-    (depth, speed): what makes a warble a warble rather than a beep or a siren of the same pitch.
+    ``*_distance``: mean standardised feature distance to the unseen clips' mean features (all five
+    features); ``*_fm_distance`` only the two pitch-modulation ones (depth, speed): what makes a
+    warble a warble rather than a beep or a siren of the same pitch.
+
+    ``*_share``: share of clips a :class:`~recap.toyworld.SpecClassifier` fitted on world clips
+    reads as the learned source. ``rendered_*`` are the unseen clips passed through the model's
+    own VAE (encode -> decode): what the frozen decoder can make of the source, and so the most
+    any prompt or token can reach; ``ceiling_distance`` is their distance to the real clips.
     """
 
     token_distance: float
     init_distance: float
     token_fm_distance: float
     init_fm_distance: float
+    token_share: float
+    init_share: float
+    rendered_share: float
+    token_rendered_distance: float
+    init_rendered_distance: float
+    ceiling_distance: float
     token_features: list[float]
     init_features: list[float]
     target_features: list[float]
@@ -151,6 +163,18 @@ def world_clips(spec: W.SoundSpec, n: int, seed: int) -> list[Clip]:
     return [Clip(W.synthesize(spec, rng)[None], W.SAMPLE_RATE, f"{spec.source}-{seed}-{i}") for i in range(n)]
 
 
+def render(backend: AudioBackend, audio: np.ndarray) -> np.ndarray:
+    """What the model's VAE makes of world clips [N, T]: decode(encode(x)), [N, T] at the world's rate."""
+    latents = backend.encode_audio(np.asarray(audio, np.float32)[:, None], W.SAMPLE_RATE)
+    return backend.decode(latents, seconds=audio.shape[-1] / W.SAMPLE_RATE)[:, 0].numpy()
+
+
+def world_classifier(n_per_spec: int = 6, seed: int = 4321) -> W.SpecClassifier:
+    """The reference classifier, fitted on clips of every source (held-out ones included)."""
+    audio, specs = W.dataset(n_per_spec, seed, sources=W.SOURCES)
+    return W.fit_classifier(audio, specs)
+
+
 def textual_inversion_check(backend: AudioBackend, protocol: TIProtocol, placeholder: str = "<toy-x>") -> TIResult:
     """Trains a token on ``n_train`` clips and compares its clips with the init word's, by reference features."""
     from recap.textual_inversion import TIConfig, train_token
@@ -165,18 +189,100 @@ def textual_inversion_check(backend: AudioBackend, protocol: TIProtocol, placeho
     with tempfile.TemporaryDirectory() as tmp:
         token = train_token(backend, train, config, checkpoint_dir=Path(tmp))
     scale = W.feature_scale()
-    target = W.features(np.stack([c.audio[0] for c in unseen])).mean(0)
+    unseen_audio = np.stack([c.audio[0] for c in unseen])
+    target = W.features(unseen_audio).mean(0)
+    rendered = W.features(render(backend, unseen_audio))
     prompts = [protocol.prompt.format(placeholder), protocol.prompt.format(protocol.init_word)]
     feats = generate_features(backend, prompts, protocol.seeds, protocol.steps, protocol.guidance, tokens=token.as_tokens())
     dist = {p: W.feature_distance(feats[p], target, scale) for p in prompts}
+    rendered_dist = {p: W.feature_distance(feats[p], rendered.mean(0), scale) for p in prompts}
     fm = slice(3, 5)
     fm_dist = {p: W.feature_distance(feats[p][:, fm], target[fm], scale[fm]) for p in prompts}
+    classifier = world_classifier()
+    source = protocol.spec.source
     return TIResult(
         token_distance=float(dist[prompts[0]].mean()), init_distance=float(dist[prompts[1]].mean()),
         token_fm_distance=float(fm_dist[prompts[0]].mean()), init_fm_distance=float(fm_dist[prompts[1]].mean()),
+        token_share=classifier.share(feats[prompts[0]], source), init_share=classifier.share(feats[prompts[1]], source),
+        rendered_share=classifier.share(rendered, source),
+        token_rendered_distance=float(rendered_dist[prompts[0]].mean()),
+        init_rendered_distance=float(rendered_dist[prompts[1]].mean()),
+        ceiling_distance=float(W.feature_distance(rendered, target, scale).mean()),
         token_features=feats[prompts[0]].mean(0).round(4).tolist(), init_features=feats[prompts[1]].mean(0).round(4).tolist(),
         target_features=target.round(4).tolist(), protocol=asdict(protocol), losses=token.meta["losses"],
     )
+
+
+# ----------------------------------------------------------------------------- what moves the needle
+@dataclass(frozen=True)
+class SweepSetting:
+    """One row of a Textual Inversion sweep: changes to :class:`TIProtocol` (``ti`` merges into its dict)."""
+
+    name: str
+    changes: dict = field(default_factory=dict)
+
+
+# One knob at a time from the protocol's defaults: the levers the TI literature names.
+SWEEP = (
+    SweepSetting("defaults: init 'siren', 1 vector, lr 0.02, 100 steps, CFG 4"),
+    SweepSetting("init 'beep'", {"init_word": "beep"}),
+    SweepSetting("init 'chirp'", {"init_word": "chirp"}),
+    SweepSetting("init 'hum'", {"init_word": "hum"}),
+    SweepSetting("init 'warble' (in the vocabulary, never trained)", {"init_word": "warble"}),
+    SweepSetting("2 vectors", {"ti": {"n_vectors": 2}}),
+    SweepSetting("4 vectors", {"ti": {"n_vectors": 4}}),
+    SweepSetting("400 steps", {"ti": {"steps": 400}}),
+    SweepSetting("lr 0.005", {"ti": {"learning_rate": 5e-3}}),
+    SweepSetting("lr 0.05", {"ti": {"learning_rate": 5e-2}}),
+    SweepSetting("pull toward init, weight 0.1", {"ti": {"init_weight": 0.1}}),
+    SweepSetting("generate with CFG 1 (none)", {"guidance": 1.0}),
+    SweepSetting("generate with CFG 7", {"guidance": 7.0}),
+    SweepSetting("generate '{}' alone", {"prompt": "{}"}),
+    SweepSetting("generate 'a mid continuous {}'", {"prompt": "a mid continuous {}"}),
+)
+SWEEP_COLUMNS = ("token_distance", "init_distance", "token_rendered_distance", "token_fm_distance", "token_share", "init_share")
+
+
+def sweep_protocol(setting: SweepSetting, data_seed: int) -> TIProtocol:
+    base = TIProtocol(data_seed=data_seed)
+    changes = dict(setting.changes)
+    return replace(base, ti={**base.ti, **changes.pop("ti", {})}, **changes)
+
+
+def ti_sweep(
+    backend: AudioBackend, settings: Sequence[SweepSetting] = SWEEP, data_seeds: Sequence[int] = (7, 8),
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict:
+    """Runs :func:`textual_inversion_check` for every setting and training-clip draw; means per setting.
+
+    Returns:
+        {"rows": [{"setting": name, column: mean over draws, ...}], "rendered_share", "ceiling_distance",
+        "data_seeds"}: the last two describe the VAE's renderings of the unseen clips (the same for every row).
+    """
+    rows, ceiling, rendered = [], [], []
+    total = len(settings) * len(data_seeds)
+    for i, setting in enumerate(settings):
+        results = []
+        for j, seed in enumerate(data_seeds):
+            if progress is not None:
+                progress(i * len(data_seeds) + j, total, setting.name)
+            results.append(textual_inversion_check(backend, sweep_protocol(setting, seed)))
+        rows.append({"setting": setting.name, **{c: float(np.mean([getattr(r, c) for r in results])) for c in SWEEP_COLUMNS}})
+        ceiling += [r.ceiling_distance for r in results]
+        rendered += [r.rendered_share for r in results]
+    if progress is not None:
+        progress(total, total, "done")
+    return {"rows": rows, "rendered_share": float(np.mean(rendered)), "ceiling_distance": float(np.mean(ceiling)),
+            "data_seeds": list(data_seeds)}
+
+
+def sweep_markdown(sweep: dict) -> str:
+    """The sweep as the table the model card links to."""
+    head = ("| setting | distance to unseen warbles: token | init word | token to the VAE's renderings | "
+            "pitch-modulation distance | read as warble: token | init word |\n|---|---|---|---|---|---|---|")
+    lines = [f"| {r['setting']} | {r['token_distance']:.3f} | {r['init_distance']:.3f} | {r['token_rendered_distance']:.3f} | "
+             f"{r['token_fm_distance']:.3f} | {r['token_share']:.0%} | {r['init_share']:.0%} |" for r in sweep["rows"]]
+    return "\n".join([head, *lines])
 
 
 # ----------------------------------------------------------------------------- model card

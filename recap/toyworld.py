@@ -5,7 +5,8 @@ random amplitude, frequency, phase and timing jitter), so the world needs no dat
 seed reproduces any clip. The `toy` model (``recap.toy_train``) is trained on this world; the
 reference features (:func:`features`) are plain signal measurements that say what a clip of this
 world sounds like without trusting the model: spectral centroid, loudness-envelope variation,
-spectral flatness, pitch-modulation depth and speed.
+spectral flatness, pitch-modulation depth and speed; :class:`SpecClassifier` reads them as the
+nearest (source, pitch, rhythm).
 
 Kept out of training on purpose, so that studies can measure generalisation honestly:
 ``HELD_OUT_SOURCES`` (the warble, for Textual Inversion) and ``HELD_OUT_SYNONYMS`` (words that are
@@ -247,3 +248,33 @@ def feature_scale(n_per_spec: int = 4, seed: int = 12345) -> np.ndarray:
 def feature_distance(a: np.ndarray, b: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Euclidean distance between feature rows [..., 5] after dividing by ``scale``."""
     return np.linalg.norm((np.asarray(a) - np.asarray(b)) / scale, axis=-1)
+
+
+@dataclass
+class SpecClassifier:
+    """Nearest (source, pitch, rhythm) centroid of standardised reference features.
+
+    A plain, model-free reader of what a clip of this world is: fitted on synthesised clips, it
+    says which source a generated clip sounds like (``classify``), so "does the token sound like
+    a warble" is a count, not an impression.
+    """
+
+    specs: list[SoundSpec]
+    centroids: np.ndarray  # [n_specs, 5]
+    scale: np.ndarray  # [5]
+
+    def classify(self, feats: np.ndarray) -> list[SoundSpec]:
+        d = np.linalg.norm((np.asarray(feats)[:, None] - self.centroids[None]) / self.scale, axis=-1)
+        return [self.specs[i] for i in d.argmin(1)]
+
+    def share(self, feats: np.ndarray, source: str) -> float:
+        """Share of clips (feature rows) read as ``source``."""
+        return float(np.mean([s.source == source for s in self.classify(feats)]))
+
+
+def fit_classifier(audio: np.ndarray, specs: list[SoundSpec]) -> SpecClassifier:
+    """Centroids per spec of ``audio`` [N, T] with labels ``specs`` (e.g. from :func:`dataset`)."""
+    feats = features(audio)
+    labels = sorted(set(specs), key=lambda s: (SOURCES.index(s.source), list(PITCHES).index(s.pitch), RHYTHMS.index(s.rhythm)))
+    centroids = np.stack([feats[[i for i, s in enumerate(specs) if s == spec]].mean(0) for spec in labels])
+    return SpecClassifier(labels, centroids, feats.std(0) + 1e-6)

@@ -69,6 +69,16 @@ def test_loss_goes_down_on_a_fixed_toy_set(any_tiny, tmp_path):
     assert len(token.meta["losses"]) == 40
 
 
+def test_pull_toward_init_keeps_the_token_nearer_its_init_word(tiny, tmp_path):
+    init = initial_vectors(tiny, cfg(), torch.Generator().manual_seed(0))
+    free = train_token(tiny, beeps(), cfg(steps=20, learning_rate=0.1), checkpoint_dir=tmp_path / "a")
+    pulled = train_token(tiny, beeps(), cfg(steps=20, learning_rate=0.1, init_weight=50.0), checkpoint_dir=tmp_path / "b")
+    assert (pulled.vectors - init).norm() < 0.5 * (free.vectors - init).norm()
+    assert pulled.meta["config"]["init_weight"] == 50.0
+    with pytest.raises(ValueError, match="init_weight"):
+        train_token(tiny, beeps(), cfg(init_weight=-1.0), checkpoint_dir=tmp_path / "c")
+
+
 def test_save_load_in_fresh_backend_gives_same_embedding_and_audio(any_tiny, tmp_path):
     token = train_token(any_tiny, beeps(), cfg(n_vectors=2), checkpoint_dir=tmp_path / "ck")
     path = save_token(token, tmp_path / "tokens")

@@ -41,6 +41,18 @@ def test_warble_differs_from_its_neighbours_in_pitch_modulation():
     assert fm["warble"][:, 1].min() > fm["siren"][:, 1].max()
 
 
+def test_reference_classifier_reads_warbles_as_warbles_and_little_else():
+    from recap.toy_eval import world_classifier
+
+    classifier = world_classifier()
+    audio, specs = W.dataset(4, seed=999, sources=W.SOURCES)  # a draw the classifier never saw
+    read = classifier.classify(W.features(audio))
+    warble = [r.source == "warble" for r, s in zip(read, specs) if s.source == "warble"]
+    false = [r.source == "warble" for r, s in zip(read, specs) if s.source != "warble"]
+    assert np.mean(warble) >= 0.9 and np.mean(false) <= 0.05, (np.mean(warble), np.mean(false))
+    assert np.mean([r == s for r, s in zip(read, specs)]) > 0.5  # chance is 1/54
+
+
 def test_same_seed_same_clip_and_bad_specs_are_refused():
     spec = W.SoundSpec("siren", "high", "repeating")
     assert np.array_equal(W.synthesize(spec, np.random.default_rng(3)), W.synthesize(spec, np.random.default_rng(3)))
@@ -125,6 +137,9 @@ def test_textual_inversion_learns_a_source_the_model_never_saw_named(toy):
     # generated "a recording of a <token>" clips lie closer to 8 unseen warble clips (standardised
     # reference features) than "a recording of a siren" clips do, by at least TI_MARGIN
     assert result.margin > TI_MARGIN, result
+    # and closer to what the model's own VAE makes of those clips than the init word's clips are
+    assert result.token_rendered_distance < result.init_rendered_distance, result
+    assert 0.0 <= result.token_share <= 1.0 and 0.0 <= result.rendered_share <= 1.0
     assert all(torch.equal(before[k], v) for k, v in toy.parameters_snapshot().items())  # the model stayed frozen
 
 
@@ -139,3 +154,20 @@ def test_analysis_reports_the_toy_worlds_reference_features(toy, tmp_path):
     centroid = {r.group: r.mean for r in a.table("toy_features", "centroid_hz") if r.group_kind == "variant"}
     assert centroid["baseline"] < 600 < 1200 < centroid["variant-1"], centroid
     assert len(a.toy_features) == 4 and {"fm_depth", "flatness"} <= set(a.toy_features[0])
+
+
+def test_ti_sweep_command_writes_its_table(tmp_path, monkeypatch, capsys):
+    """`recap toy ti-sweep` runs the chosen settings and prints/writes one row per setting."""
+    import json
+
+    from recap.cli import main
+
+    out = tmp_path / "sweep.json"
+    assert main(["toy", "ti-sweep", "--only", "4 vectors", "--data-seeds", "7", "--json", str(out)]) == 0
+    sweep = json.loads(out.read_text())
+    assert [r["setting"] for r in sweep["rows"]] == ["4 vectors"]
+    row = sweep["rows"][0]
+    assert row["token_distance"] < row["init_distance"]
+    assert "| 4 vectors |" in capsys.readouterr().out
+    assert main(["toy", "ti-sweep", "--only", "nonexistent"]) != 0
+    assert "no sweep setting matches" in capsys.readouterr().err

@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--template", action="append", default=None, help=f"prompt template with {{}} (repeatable; default {len(TEMPLATES)} built-in)")
     p.add_argument("--mix-snr", type=float, default=None, help="mix clips with noise at this SNR in dB (paper: 20)")
     p.add_argument("--gain-db", type=float, default=0.0, help="random gain +- dB")
+    p.add_argument("--init-weight", type=float, default=0.0, help="pull toward the init embedding (0 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this token")
@@ -59,7 +60,7 @@ def run_train(args: argparse.Namespace) -> int:
         placeholder=args.token, init=args.init or ("word" if args.init_word else "mean"), init_word=args.init_word,
         n_vectors=args.vectors, steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size,
         seconds=args.seconds, templates=args.template or list(TEMPLATES), mix_snr_db=args.mix_snr,
-        gain_db=args.gain_db, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        gain_db=args.gain_db, seed=args.seed, checkpoint_every=args.checkpoint_every, init_weight=args.init_weight,
     )
     stop = threading.Event()
     bar = tqdm(total=config.steps, desc=f"training {config.placeholder}", unit="step")
