@@ -143,6 +143,19 @@ def test_textual_inversion_learns_a_source_the_model_never_saw_named(toy):
     assert all(torch.equal(before[k], v) for k, v in toy.parameters_snapshot().items())  # the model stayed frozen
 
 
+def test_rendering_check_measures_what_the_vae_keeps(toy):
+    """Real clips are read as their source; the same clips through the VAE are measured, not assumed."""
+    from recap.toy_eval import rendering_check, rendering_markdown
+
+    check = rendering_check(toy, n_per_spec=2)
+    assert set(check["sources"]) == set(W.SOURCES)
+    assert check["sources"]["warble"]["real"] >= 0.9 and check["sources"]["siren"]["real"] >= 0.9
+    assert all(0.0 <= v["rendered"] <= 1.0 for v in check["sources"].values())
+    real_fm, rendered_fm = check["warble_fm_speed"]
+    assert real_fm > 0.04 and rendered_fm >= 0.0  # a real warble's vibrato is fast
+    assert "warble" in rendering_markdown(check)
+
+
 def test_analysis_reports_the_toy_worlds_reference_features(toy, tmp_path):
     """On a toy run, `analyze_run` adds model-free measurements that agree with what was asked for."""
     from recap.analysis import analyze_run

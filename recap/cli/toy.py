@@ -77,7 +77,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from recap.backends import load_backend
-    from recap.toy_eval import TIProtocol, rewording_cosines, steering, textual_inversion_check
+    from recap.toy_eval import (
+        TIProtocol,
+        rendering_check,
+        rendering_markdown,
+        rewording_cosines,
+        steering,
+        textual_inversion_check,
+    )
 
     if args.seeds < 2:
         raise ValueError(f"--seeds must be >= 2, got {args.seeds}")
@@ -93,6 +100,9 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"latent cosine {row['prompt']!r}: reworded {row['reworded']!r} {row['cos_reworded']:.3f}, "
               f"other source {row['other']!r} {row['cos_other']:.3f}")
         report["rewording"].append(row)
+    check = rendering_check(backend)
+    report["rendering"] = check
+    print(rendering_markdown(check))
     if args.ti:
         protocol = TIProtocol(init_word=args.init_word, seeds=tuple(seeds), steps=args.steps, guidance=args.guidance,
                               ti={"steps": args.ti_steps, "learning_rate": args.ti_lr, "n_vectors": args.ti_vectors, "batch_size": 4})
@@ -139,7 +149,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 def write_card(report: dict, args: argparse.Namespace) -> None:
     from recap.backends import TOY_DIR
     from recap.paths import atomic_write_bytes
-    from recap.toy_eval import model_card
+    from recap.toy_eval import model_card, rendering_markdown
 
     lines = [f"Over seeds 0-{args.seeds - 1}, {args.steps or 'default'} steps, guidance {args.guidance or 'default'} "
              "(`recap toy eval`; reference features of `recap/toyworld.py`):", ""]
@@ -154,8 +164,12 @@ def write_card(report: dict, args: argparse.Namespace) -> None:
         t = report["ti"]
         lines.append(f"- Textual Inversion on 3 held-out warble clips (init {t['protocol']['init_word']!r}): feature distance "
                      f"to unseen warbles {t['token_distance']:.3f} (token) vs {t['init_distance']:.3f} (init word); "
-                     f"pitch-modulation only {t['token_fm_distance']:.3f} vs {t['init_fm_distance']:.3f}")
+                     f"pitch-modulation only {t['token_fm_distance']:.3f} vs {t['init_fm_distance']:.3f}; to the VAE's "
+                     f"reconstructions of those warbles {t['token_rendered_distance']:.3f} vs {t['init_rendered_distance']:.3f} "
+                     f"(the reconstructions themselves lie {t['ceiling_distance']:.3f} from the real clips); read as warble "
+                     f"{t['token_share']:.0%} vs {t['init_share']:.0%} (reconstructions: {t['rendered_share']:.0%})")
     config = json.loads((TOY_DIR / "toy_config.json").read_text())
     timings = json.loads((TOY_DIR / "training.json").read_text()) if (TOY_DIR / "training.json").is_file() else {}
-    atomic_write_bytes(TOY_DIR / "MODEL_CARD.md", model_card(config, timings, "\n".join(lines)).encode())
+    card = model_card(config, timings, "\n".join(lines), rendering_markdown(report["rendering"]))
+    atomic_write_bytes(TOY_DIR / "MODEL_CARD.md", card.encode())
     print(f"wrote {TOY_DIR / 'MODEL_CARD.md'}", file=sys.stderr)
