@@ -327,7 +327,7 @@ def sweep_markdown(sweep: dict) -> str:
 def model_card(config_dict: dict, timings: dict, measured: str = "", rendering: str = "") -> str:
     """The model card's Markdown: what the toy world is, the recipe, how to rebuild it, what it can't do."""
     recipe = "\n".join(f"| `{k}` | {v} |" for k, v in config_dict.items())
-    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in config_dict.items() if isinstance(v, (int, float)))
+    flags = " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in config_dict.items())
     held = ", ".join(f"{k} -> '{v}'" for k, v in W.HELD_OUT_SYNONYMS.items())
     return f"""# toy: a Stable Audio-family model of a synthetic sound world
 

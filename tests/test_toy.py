@@ -184,3 +184,30 @@ def test_ti_sweep_command_writes_its_table(tmp_path, monkeypatch, capsys):
     assert "| 4 vectors |" in capsys.readouterr().out
     assert main(["toy", "ti-sweep", "--only", "nonexistent"]) != 0
     assert "no sweep setting matches" in capsys.readouterr().err
+
+
+def test_toy_train_command_builds_a_loadable_model_and_refuses_a_changed_recipe(tmp_path):
+    """A micro recipe runs both stages, exports a pipeline the Stable Audio backend loads, and resumes."""
+    import json
+
+    from diffusers import StableAudioPipeline
+
+    from recap.backends.stable_audio import StableAudioBackend
+    from recap.cli import main
+
+    work, out = tmp_path / "work", tmp_path / "model"
+    recipe = ["--vae-steps", "2", "--vae-batch", "2", "--vae-crop", "1024", "--vae-ratios", "2", "4", "4", "8",
+              "--dit-steps", "2", "--dit-batch", "4", "--clips-per-spec", "1", "--captions-per-clip", "1",
+              "--checkpoint-every", "1", "--threads", "1"]
+    assert main(["toy", "train", "--work", str(work), "--out", str(out), *recipe]) == 0
+    assert json.loads((out / "toy_config.json").read_text())["vae_ratios"] == [2, 4, 4, 8]
+    assert "--vae-ratios 2 4 4 8" in (out / "MODEL_CARD.md").read_text()  # the card's rebuild command is runnable
+    pipe = StableAudioPipeline.from_pretrained(str(out), torch_dtype=torch.float32)
+    backend = StableAudioBackend("micro", str(out), pipe, torch.device("cpu"), torch.float32)
+    clip = backend.generate(["a low hum"], [0], seconds=1.0, steps=2, guidance=2.0).audio
+    assert clip.shape == (1, 1, W.SAMPLE_RATE) and torch.isfinite(clip).all()
+    # a rerun finds both stages done and only exports again; another recipe in the same folder is refused
+    stamp = (work / "dit.pt").stat().st_mtime_ns
+    assert main(["toy", "train", "--work", str(work), "--out", str(out), *recipe]) == 0
+    assert (work / "dit.pt").stat().st_mtime_ns == stamp
+    assert main(["toy", "train", "--work", str(work), "--out", str(out), *recipe, "--dit-lr", "0.001"]) != 0

@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         value = getattr(defaults, f.name)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             train.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value, help=f"recipe: {f.name}")
+        elif isinstance(value, list):
+            train.add_argument(f"--{f.name.replace('_', '-')}", type=int, nargs="+", default=value, help=f"recipe: {f.name}")
     train.set_defaults(func=run_train)
 
     ev = toy.add_parser("eval", help="prompt steering, rewording vs content, and a Textual Inversion check")
