@@ -98,3 +98,19 @@ def test_memory_estimates_grow_with_length_and_guidance(tiny):
     assert tiny.denoise_bytes_per_clip(full, 7.0) > tiny.denoise_bytes_per_clip(short, 7.0) > 0
     assert tiny.denoise_bytes_per_clip(full, 7.0) == 2 * tiny.denoise_bytes_per_clip(full, 1.0)
     assert tiny.decode_bytes_per_clip(full) > tiny.decode_bytes_per_clip(short) > 0
+
+
+def test_one_brownian_tree_per_seed_gives_the_per_row_noise(tiny):
+    """Rows sharing a seed read one shared tree: the latents equal the pipeline's one-tree-per-row run."""
+    prompts, seeds = ["rain", "light rain", "a dog barking", "rain"], [5, 5, 6, 6]
+    ours = tiny.generate(prompts, seeds, seconds=1.0, steps=4, guidance=3.0)
+    ref = tiny.pipe(prompt=prompts, num_inference_steps=4, guidance_scale=3.0, audio_end_in_s=1.0,
+                    latents=ours.initial.clone(), generator=[torch.Generator().manual_seed(s) for s in seeds],
+                    output_type="latent").audios
+    torch.testing.assert_close(ours.final, ref.float(), rtol=1e-5, atol=1e-5)
+    tiny.share_seed_noise = False
+    try:
+        per_row = tiny.generate(prompts, seeds, seconds=1.0, steps=4, guidance=3.0)
+    finally:
+        tiny.share_seed_noise = True
+    torch.testing.assert_close(ours.final, per_row.final, rtol=0, atol=0)

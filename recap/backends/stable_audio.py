@@ -40,12 +40,35 @@ def sao_scheduler():
     )
 
 
+class SeedSharedNoise:
+    """The sampler's Brownian-tree noise with one tree per distinct seed instead of one per row.
+
+    ``CosineDPMSolverMultistepScheduler`` builds a torchsde Brownian tree per batch row and queries
+    every tree at every step; those queries are Python-bound and were 58 % of a 4 x 2 grid's
+    denoising time on `tiny`. A grid repeats each seed once per variant, and a row's tree depends
+    on its seed alone, so rows with the same seed read one shared tree: the same values as
+    per-row trees, with V times fewer queries for V variants.
+    """
+
+    def __init__(self, x: torch.Tensor, seeds: Sequence[int], sigma_min: float, sigma_max: float) -> None:
+        from diffusers.schedulers.scheduling_dpmsolver_sde import BrownianTreeNoiseSampler
+
+        unique = list(dict.fromkeys(int(s) for s in seeds))
+        self.index = torch.tensor([unique.index(int(s)) for s in seeds], device=x.device)
+        self.sampler = BrownianTreeNoiseSampler(x[: len(unique)], sigma_min, sigma_max, seed=unique)
+
+    def __call__(self, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+        return self.sampler(sigma, sigma_next)[self.index]
+
+
 class StableAudioBackend(AudioBackend):
     """A loaded ``StableAudioPipeline`` (real or tiny)."""
 
     family = "stable-audio"
     # diffusers' documented example settings for Stable Audio Open 1.0.
     defaults = ModelDefaults(seconds=10.0, steps=100, guidance=7.0)
+    # One Brownian tree per distinct seed (False: one per row, as the pipeline does; same values).
+    share_seed_noise = True
 
     @property
     def sample_rate(self) -> int:
@@ -160,6 +183,9 @@ class StableAudioBackend(AudioBackend):
         else:
             latents = start_latents.to(self.device, self.dtype)
             scheduler.set_begin_index(start_step)
+        if self.share_seed_noise and hasattr(scheduler, "noise_sampler"):
+            # built from the latents: the dtype and device the scheduler would build its trees with
+            scheduler.noise_sampler = SeedSharedNoise(latents, seeds, scheduler.config.sigma_min, scheduler.config.sigma_max)
         rotary = self.rotary(latents.shape[2], global_states.shape[1])
         transformer_kwargs = dict(encoder_hidden_states=cross, global_hidden_states=global_states, rotary_embedding=rotary)
 
