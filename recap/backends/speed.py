@@ -74,7 +74,7 @@ class TextCache:
         if unique_missing:
             out = compute(unique_missing)
             for j, r in enumerate(unique_missing):
-                found[keys[r]] = out[j]
+                found[keys[r]] = out[j].clone()  # a view would keep the whole batch's storage alive
         with self._lock:
             self.hits += len(keys) - len(unique_missing)
             self.misses += len(unique_missing)
