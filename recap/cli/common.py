@@ -55,6 +55,8 @@ def progress_bar(desc: str, unit: str = "clip"):
     last_draw = [0.0]
 
     def update(done: float, total: int, message: str = "") -> None:
+        if last_draw[0] == 0.0:  # the clock starts with the work, not with the bar (a later stage's bar waits)
+            bar.reset(total=total)
         bar.total = total
         bar.n = min(round(done, 3), total)  # absolute, so fractional steps never add up past the total
         if message:
