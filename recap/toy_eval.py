@@ -21,9 +21,7 @@ from recap.backends import AudioBackend
 log = logging.getLogger(__name__)
 
 PITCH_PAIR = ("a low hum", "a high beep")
-# Mid pitch: this VAE renders steady high tones with a slow beating (loudness variation ~0.66 when it
-# reconstructs steady high beeps), which would hide the rhythm contrast the prompt asks for.
-RHYTHM_PAIR = ("a mid repeating beep", "a mid continuous beep")
+RHYTHM_PAIR = ("a repeating beep", "a continuous beep")
 # (prompt, its rewording with trained synonyms, the same words for another source)
 REWORDINGS = (
     ("a high repeating beep", "a shrill pulsing tone", "a high repeating hiss"),
@@ -371,18 +369,17 @@ Training time: VAE {timings.get("vae_s", "?")} s, DiT + text encoder {timings.ge
 
 ## Known limits
 
-The VAE is the model's ear and voice, and at this size and CPU budget it keeps pitch and rhythm
-but loses most of what tells sources apart: anything its decoder cannot make, no prompt and no
-Textual Inversion token can make either. It renders steady *high* tones with a slow beating (so
-the rhythm contrast is measured at mid pitch), it cannot render the warble's fast (9-13 Hz)
-vibrato, and generated high tones sit near one frequency whatever the seed. Measured by
+The VAE is the model's ear and voice: anything its decoder cannot make, no prompt and no Textual
+Inversion token can make either. At this size and CPU budget it keeps pitch and rhythm well and
+source identity only in part, and it renders the warble's fast (9-13 Hz) vibrato in most but not
+all clips. Measured by
 `recap toy eval` (reference classifier of `recap/toyworld.py`, 4 clips of every source x pitch x
 rhythm):
 
 {rendering or "(run `recap toy eval --card` to measure)"}
 
-Textual Inversion on the held-out warble therefore reaches what the decoder can make of a warble
-and stops there: see `TI_SWEEP.md` (`recap toy ti-sweep --card`) for every setting tried.
+The reconstructions of unseen warbles are the ceiling for Textual Inversion on the held-out
+warble: see `TI_SWEEP.md` (`recap toy ti-sweep --card`) for every setting tried against it.
 
 ## Measured
 {measured or "(run `recap toy eval` to measure)"}

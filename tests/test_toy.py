@@ -125,8 +125,8 @@ def test_rewording_moves_latents_less_than_changing_the_source(toy):
 
 
 # Measured margins with this protocol (100 TI steps, init "siren", 25 sampling steps, guidance 4):
-# 1.32-1.36 over training-clip draws 7, 8, 9, 10 (token 0.96-1.05 vs init word 2.32-2.37).
-TI_MARGIN = 0.6
+# 3.11-3.62 over training-clip draws 7, 8, 9, 10 (token 0.77-1.29 vs init word 4.38-4.40).
+TI_MARGIN = 1.5
 
 
 def test_textual_inversion_learns_a_source_the_model_never_saw_named(toy):
@@ -147,9 +147,9 @@ def test_rendering_check_measures_what_the_vae_keeps(toy):
     """Real clips are read as their source; the same clips through the VAE are measured, not assumed."""
     from recap.toy_eval import rendering_check, rendering_markdown
 
-    check = rendering_check(toy, n_per_spec=2)
+    check = rendering_check(toy, n_per_spec=1)
     assert set(check["sources"]) == set(W.SOURCES)
-    assert check["sources"]["warble"]["real"] >= 0.9 and check["sources"]["siren"]["real"] >= 0.9
+    assert check["sources"]["warble"]["real"] >= 0.8 and check["sources"]["siren"]["real"] >= 0.8
     assert all(0.0 <= v["rendered"] <= 1.0 for v in check["sources"].values())
     real_fm, rendered_fm = check["warble_fm_speed"]
     assert real_fm > 0.04 and rendered_fm >= 0.0  # a real warble's vibrato is fast
