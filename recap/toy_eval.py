@@ -211,6 +211,26 @@ def textual_inversion_check(backend: AudioBackend, protocol: TIProtocol, placeho
     )
 
 
+def prompt_following(backend: AudioBackend, seeds: Sequence[int], steps: int | None = None,
+                     guidance: float | None = None) -> dict[str, float]:
+    """Share of generated clips whose source / pitch / rhythm the reference classifier reads as the prompt's.
+
+    One prompt "a {pitch} {rhythm} {source}" per trained (source, pitch, rhythm), every seed, one
+    batch. Chance is 1/8, 1/3 and 1/2; the VAE's reconstructions bound the source column (see
+    :func:`rendering_check`).
+    """
+    specs = W.all_specs()
+    prompts = [f"a {s.pitch} {s.rhythm} {s.source}" for s in specs]
+    feats = generate_features(backend, prompts, seeds, steps, guidance)
+    classifier = world_classifier()
+    hits = {"source": [], "pitch": [], "rhythm": []}
+    for spec, prompt in zip(specs, prompts):
+        for read in classifier.classify(feats[prompt]):
+            for attribute, values in hits.items():
+                values.append(getattr(read, attribute) == getattr(spec, attribute))
+    return {attribute: float(np.mean(values)) for attribute, values in hits.items()}
+
+
 def rendering_check(backend: AudioBackend, n_per_spec: int = 4, seed: int = 2024) -> dict:
     """What the model's VAE keeps of each source: the reference classifier on real clips vs on their renderings.
 

@@ -211,3 +211,18 @@ def test_toy_train_command_builds_a_loadable_model_and_refuses_a_changed_recipe(
     assert main(["toy", "train", "--work", str(work), "--out", str(out), *recipe]) == 0
     assert (work / "dit.pt").stat().st_mtime_ns == stamp
     assert main(["toy", "train", "--work", str(work), "--out", str(out), *recipe, "--dit-lr", "0.001"]) != 0
+
+
+def test_toy_eval_command_reports_every_measure(tmp_path):
+    """`recap toy eval` measures steering, rewording, prompt following and the VAE's renderings."""
+    import json
+
+    from recap.cli import main
+
+    out = tmp_path / "eval.json"
+    assert main(["toy", "eval", "--seeds", "2", "--steps", str(STEPS), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert {"steering", "rewording", "prompt_following", "rendering"} <= set(report)
+    following = report["prompt_following"]
+    # the model reads pitch and rhythm words far above chance (1/3, 1/2)
+    assert following["pitch"] > 0.6 and following["rhythm"] > 0.7, following
