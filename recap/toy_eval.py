@@ -7,6 +7,7 @@ latents, never from the model's own loss, so it says what the generated audio is
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -167,10 +168,17 @@ def render(backend: AudioBackend, audio: np.ndarray) -> np.ndarray:
     return backend.decode(latents, seconds=audio.shape[-1] / W.SAMPLE_RATE)[:, 0].numpy()
 
 
+@functools.lru_cache(maxsize=4)
 def world_classifier(n_per_spec: int = 6, seed: int = 4321) -> W.SpecClassifier:
-    """The reference classifier, fitted on clips of every source (held-out ones included)."""
+    """The reference classifier, fitted on clips of every source (held-out ones included).
+
+    Cached: a sweep asks for the same one dozens of times, and fitting synthesises 324 clips.
+    """
     audio, specs = W.dataset(n_per_spec, seed, sources=W.SOURCES)
-    return W.fit_classifier(audio, specs)
+    classifier = W.fit_classifier(audio, specs)
+    classifier.centroids.setflags(write=False)  # shared between callers
+    classifier.scale.setflags(write=False)
+    return classifier
 
 
 def textual_inversion_check(backend: AudioBackend, protocol: TIProtocol, placeholder: str = "<toy-x>") -> TIResult:

@@ -15,6 +15,7 @@ in the vocabulary but never appear in a training caption).
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,10 +240,16 @@ def features(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=4)
 def feature_scale(n_per_spec: int = 4, seed: int = 12345) -> np.ndarray:
-    """Std of every feature over the whole world (held-out sources included): [5], to standardise distances."""
+    """Std of every feature over the whole world (held-out sources included): [5], to standardise distances.
+
+    Cached and read-only: every distance asks for it, and it synthesises 216 clips.
+    """
     audio, _ = dataset(n_per_spec, seed, sources=SOURCES)
-    return features(audio).std(0) + 1e-6
+    scale = features(audio).std(0) + 1e-6
+    scale.setflags(write=False)
+    return scale
 
 
 def feature_distance(a: np.ndarray, b: np.ndarray, scale: np.ndarray) -> np.ndarray:

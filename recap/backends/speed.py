@@ -43,10 +43,6 @@ class TextCache:
         self._rows: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
 
-    def clear(self) -> None:
-        with self._lock:
-            self._rows.clear()
-
     @staticmethod
     def row_keys(tag: str, enc) -> list[tuple]:
         """One key per prompt row: ids, mask and the learned vectors that row uses."""
