@@ -303,6 +303,8 @@ SWEEP = (
     SweepSetting("generate with CFG 7", {"guidance": 7.0}),
     SweepSetting("generate '{}' alone", {"prompt": "{}"}),
     SweepSetting("generate 'a mid continuous {}'", {"prompt": "a mid continuous {}"}),
+    # the two single changes that helped most, together
+    SweepSetting("2 vectors and 400 steps", {"ti": {"n_vectors": 2, "steps": 400}}),
 )
 SWEEP_COLUMNS = ("token_distance", "init_distance", "token_rendered_distance", "token_fm_distance", "token_share", "init_share")
 
@@ -314,7 +316,7 @@ def sweep_protocol(setting: SweepSetting, data_seed: int) -> TIProtocol:
 
 
 def ti_sweep(
-    backend: AudioBackend, settings: Sequence[SweepSetting] = SWEEP, data_seeds: Sequence[int] = (7, 8),
+    backend: AudioBackend, settings: Sequence[SweepSetting] = SWEEP, data_seeds: Sequence[int] = (7, 8, 9, 10),
     progress: Callable[[int, int, str], None] | None = None,
 ) -> dict:
     """Runs :func:`textual_inversion_check` for every setting and training-clip draw; means per setting.

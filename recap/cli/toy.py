@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=run_eval)
 
     sw = toy.add_parser("ti-sweep", help="Textual Inversion on the held-out warble, one setting changed at a time")
-    sw.add_argument("--data-seeds", type=int, nargs="+", default=[7, 8], help="training-clip draws averaged per setting")
+    sw.add_argument("--data-seeds", type=int, nargs="+", default=[7, 8, 9, 10], help="training-clip draws averaged per setting")
     sw.add_argument("--only", nargs="+", default=None, help="run only settings whose name contains one of these")
     sw.add_argument("--json", default=None, help="also write the numbers to this file")
     sw.add_argument("--card", action="store_true", help=f"write the table to the shipped {SWEEP_FILE}")
