@@ -19,6 +19,7 @@ import numpy as np
 import soundfile as sf
 
 from recap.paths import atomic_write_bytes
+from recap.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ DEFAULT_MAX_SECONDS = 600.0
 SILENCE_PEAK = 1e-4
 
 
-class AudioError(ValueError):
+class AudioError(BadInput):
     """A clip that cannot be used, with a message meant for the user."""
 
 

@@ -24,7 +24,14 @@ class Settings:
             "max-autotune-no-cudagraphs"; None leaves it eager (compiling takes a minute and pays on GPUs).
         llm_base_url: OpenAI-compatible endpoint for recaptioning; None means api.openai.com when a key is set.
         llm_model: Chat model name for recaptioning.
-        openai_api_key: Secret. Never printed, logged, stored or sent to a browser (repr hides it).
+        openai_api_key: Secret. Never printed, logged, stored or sent to a browser (repr hides it),
+            and only ever sent to ``llm_base_url`` (the owner's endpoint), never to one a visitor typed.
+        public: The server can be reached from outside (a Hugging Face Space, or bound to an
+            address other than loopback): then experimenter functions need a credential and
+            visitor-typed LLM endpoints are off unless the owner turns them on.
+        experimenter_password: Secret that unlocks the experimenter role (``RECAP_EXPERIMENTER_PASSWORD``).
+        visitor_endpoints: Visitors may type their own LLM endpoint (always with their own key).
+            Off by default on a public server, where the server could be made to reach internal hosts.
     """
 
     home: Path
@@ -35,6 +42,9 @@ class Settings:
     llm_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
     openai_api_key: str | None = field(default=None, repr=False)
+    public: bool = False
+    experimenter_password: str | None = field(default=None, repr=False)
+    visitor_endpoints: bool = True
 
     @property
     def runs_dir(self) -> Path:
@@ -52,6 +62,15 @@ class Settings:
     def llm_configured(self) -> bool:
         return bool(self.openai_api_key or self.llm_base_url)
 
+    @property
+    def experimenter_access(self) -> str:
+        """How the experimenter role is reached: "open" (a local server without a password: anyone
+        at this machine), "password" (``RECAP_EXPERIMENTER_PASSWORD`` is set) or "off" (a public
+        server without a credential: experimenter functions are off)."""
+        if self.experimenter_password:
+            return "password"
+        return "off" if self.public else "open"
+
 
 def _default_home() -> Path:
     # A Hugging Face Space with persistent storage mounts it at /data; keep results there so they
@@ -60,6 +79,24 @@ def _default_home() -> Path:
     if data.is_dir() and os.access(data, os.W_OK):
         return data / "recap"
     return Path("recap_data")
+
+
+_LOOPBACK = {"", "127.0.0.1", "localhost", "::1"}
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or not value.strip():
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def server_is_public(env: dict[str, str] | os._Environ) -> bool:
+    """Whether the web server can be reached from other machines: on a Hugging Face Space
+    (``SPACE_ID`` is set there), when bound to an address other than loopback
+    (``GRADIO_SERVER_NAME``), or when the owner says so (``RECAP_PUBLIC=1``)."""
+    if env.get("SPACE_ID") or _flag(env.get("RECAP_PUBLIC"), False):
+        return True
+    return (env.get("GRADIO_SERVER_NAME") or "").strip() not in _LOOPBACK
 
 
 def settings() -> Settings:
@@ -75,4 +112,7 @@ def settings() -> Settings:
         llm_base_url=env.get("OPENAI_BASE_URL") or None,
         llm_model=env.get("RECAP_LLM_MODEL") or "gpt-4o-mini",
         openai_api_key=env.get("OPENAI_API_KEY") or None,
+        public=(public := server_is_public(env)),
+        experimenter_password=env.get("RECAP_EXPERIMENTER_PASSWORD") or None,
+        visitor_endpoints=_flag(env.get("RECAP_VISITOR_ENDPOINTS"), not public),
     )

@@ -21,13 +21,14 @@ from safetensors.torch import load_file, save
 
 from recap.backends import AudioBackend
 from recap.paths import atomic_write_bytes, atomic_write_json, safe_name, sha256_file
+from recap.errors import BadInput, ServiceError
 
 log = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle"}
 
 
-class TokenFileError(ValueError):
+class TokenFileError(BadInput):
     """A token file that cannot or must not be used; the message says why."""
 
 
@@ -199,5 +200,5 @@ def push_token(path: str | Path, repo_id: str, token: str | None = None, private
             api.upload_file(path_or_fileobj=str(path.with_suffix(".json")), path_in_repo=path.with_suffix(".json").name, repo_id=repo_id)
         api.upload_file(path_or_fileobj=card.encode(), path_in_repo="README.md", repo_id=repo_id)
     except Exception as exc:  # network, auth, permissions: one message the user can act on
-        raise RuntimeError(f"could not push {path.name} to {repo_id}: {type(exc).__name__}: {exc}") from exc
+        raise ServiceError(f"could not push {path.name} to {repo_id}: {type(exc).__name__}: {exc}") from exc
     return f"https://huggingface.co/{repo_id}"

@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from recap.errors import ServiceError
+
 logger = logging.getLogger(__name__)
 
 # Why a call failed; the UI and CLI show the message, scripts can branch on the reason.
@@ -44,7 +46,7 @@ _FENCE_RE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
 _QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"(\s*:)?')
 
 
-class LLMError(RuntimeError):
+class LLMError(ServiceError):
     """A chat call failed. ``reason`` is one of :data:`REASONS`; ``exchange`` is what was sent
     and received before the failure (no key in it)."""
 

@@ -84,9 +84,10 @@ class RunManifest:
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
-    """Sortable by time, unique without coordination, safe as a folder name."""
+    """Sortable by time, unique without coordination, safe as a folder name, and unguessable
+    (64 random bits): the web server serves a run's files to whoever has its id."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(8)}"
 
 
 def clip_stem(label: str, seed: int) -> str:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from recap.errors import BadInput
 log = logging.getLogger(__name__)
 
 AB_ANSWERS = ("A", "B", "None", "Cannot decide")
@@ -30,7 +32,7 @@ _MIN_LOUDNESS_SECONDS = 0.5
 _MAX_PEAK = 0.99
 
 
-class StudyError(ValueError):
+class StudyError(BadInput):
     """A study request that cannot be served, with a message meant for the user."""
 
 

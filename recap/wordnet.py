@@ -21,6 +21,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recap.errors import ServiceError
+
 if TYPE_CHECKING:
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
@@ -38,7 +40,7 @@ INSTALL_HINT = (
 WORDNET_LOCK = threading.RLock()
 
 
-class WordNetMissingError(RuntimeError):
+class WordNetMissingError(ServiceError):
     """WordNet could not be found; the message says what to install."""
 
 

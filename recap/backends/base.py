@@ -23,6 +23,9 @@ import torch
 
 from recap.backends.speed import TextCache, clips_per_batch, free_memory
 
+from recap.errors import Cancelled
+from recap.errors import ModelUnavailable as BackendUnavailable
+
 log = logging.getLogger(__name__)
 
 # placeholder string -> learned vectors [n_vectors, embedding_dim]
@@ -33,14 +36,6 @@ TOKENIZER_CACHE = 16
 TEXT_CACHE_ROWS = 256
 # on_step(step_index, total_steps)
 StepCallback = Callable[[int, int], None]
-
-
-class BackendUnavailable(RuntimeError):
-    """The model cannot be loaded here; the message says why and what to do."""
-
-
-class Cancelled(RuntimeError):
-    """A long job was stopped by the user."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 import gradio as gr
 
+from recap.limits import LIMITS
 from recap.ui.about import build_about_tab
 from recap.ui.common import model_banner
 from recap.ui.compare import build_compare_tab
@@ -28,6 +29,9 @@ from recap.ui.prompt import build_prompt_tab
 from recap.ui.token import build_token_tab
 
 log = logging.getLogger(__name__)
+
+# (every s, older than s) for Blocks(delete_cache=...)
+CACHE_SWEEP = (600, 3600)
 
 CSS = """
 .recap-cell-spec { min-height: 190px; }
@@ -52,7 +56,10 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     """
     ctx = ctx or AppContext.create()
     # No usage analytics: a research tool should not phone home, and offline machines would wait on it.
-    with gr.Blocks(title="recap — how wording steers text-to-audio models", analytics_enabled=False) as demo:
+    # Gradio's cache (uploads and every file handed to a browser) is swept every 10 minutes of
+    # files older than an hour, so uploads a visitor leaves behind do not pile up on the disk.
+    with gr.Blocks(title="recap — how wording steers text-to-audio models", analytics_enabled=False,
+                   delete_cache=CACHE_SWEEP) as demo:
         # Per-visitor values: each session gets its own deep copy (a SessionJobs copy is a fresh one).
         jobs = gr.State(SessionJobs(), delete_callback=close_session)
         tokens = gr.State({})
@@ -89,6 +96,8 @@ def launch_options(ctx: AppContext) -> dict[str, Any]:
         "allowed_paths": ctx.allowed_paths(),
         "blocked_paths": ctx.blocked_paths(),
         "show_error": True,
+        # Refused while it streams in, before it reaches the disk in full.
+        "max_file_size": f"{LIMITS.upload_mb}mb",
     }
 
 

@@ -7,12 +7,12 @@ import html
 import inspect
 import logging
 import re
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import gradio as gr
 
+from recap.errors import Cancelled, RecapError
 from recap.ui.context import HF_HELP, model_info
 
 log = logging.getLogger(__name__)
@@ -36,15 +36,7 @@ def code_text(text: object) -> str:
 
 def _user_message(exc: BaseException) -> str | None:
     """The sentence to show for an expected failure, or None for a bug."""
-    from recap.llm import LLMError
-    from recap.wordnet import WordNetMissingError
-
-    if isinstance(exc, (ValueError, LLMError, WordNetMissingError, FileNotFoundError)):
-        return str(exc)
-    name = type(exc).__name__
-    if name in ("BackendUnavailable", "AudioError", "TokenFileError", "StudyError"):
-        return str(exc)
-    if isinstance(exc, RuntimeError) and str(exc).startswith("could not push"):
+    if isinstance(exc, (RecapError, ValueError, FileNotFoundError)):
         return str(exc)
     if "out of memory" in str(exc).lower():
         return "The accelerator ran out of memory: try fewer variants or seeds, shorter clips, or fewer steps."
@@ -52,11 +44,8 @@ def _user_message(exc: BaseException) -> str | None:
 
 
 def is_stopped(exc: BaseException) -> bool:
-    """Whether ``exc`` is a job the user stopped (``recap.backends.Cancelled``)."""
-    # A Cancelled can only exist once the backends are loaded; looking it up there keeps the
-    # model libraries out of the app's start-up.
-    backends = sys.modules.get("recap.backends")
-    return backends is not None and isinstance(exc, backends.Cancelled)
+    """Whether ``exc`` is a job the user stopped."""
+    return isinstance(exc, Cancelled)
 
 
 def warn_if_stopped(exc: BaseException) -> bool:

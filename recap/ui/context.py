@@ -342,20 +342,20 @@ class AppContext:
 
     # ------------------------------------------------------------------ serving files
     def allowed_paths(self) -> list[str]:
-        """Folders Gradio may serve directly: run audio and study listening copies, nothing else.
+        """Folders Gradio may serve directly: run folders, whose ids carry 64 random bits, so a
+        run's files are reached only through a link its maker was given.
 
-        ``study.sqlite`` (raters' answers) and the token files are never served from here;
-        downloads are copied to temporary folders first.
+        Nothing of a listening study is served from its folder: a rater's clips are handed out as
+        per-rater copies, and the answer key is kept outside every served folder. ``study.sqlite``
+        and the token files are never served; downloads are copied to temporary folders first.
         """
-        out = []
-        for folder in (self.settings.runs_dir, self.home / "studies"):
-            folder.mkdir(parents=True, exist_ok=True)
-            out.append(str(folder.resolve()))
-        return out
+        self.settings.runs_dir.mkdir(parents=True, exist_ok=True)
+        return [str(self.settings.runs_dir.resolve())]
 
     def blocked_paths(self) -> list[str]:
         db = self.settings.study_db.resolve()
-        return [str(db), f"{db}-wal", f"{db}-shm", str(self.settings.tokens_dir.resolve())]
+        return [str(db), f"{db}-wal", f"{db}-shm", str(self.settings.tokens_dir.resolve()),
+                str((self.home / "studies").resolve()), str((self.home / "study_keys").resolve())]
 
 
 def zero_gpu() -> bool:
