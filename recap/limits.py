@@ -31,7 +31,9 @@ class Limits:
         study_items: Items of one study in all.
         llm_answer_bytes: Largest LLM answer body read; more is refused unread.
         llm_total_s: Longest an LLM request (all tries together) may take.
-        upload_mb: Largest upload the web server accepts (Gradio's ``max_file_size``).
+        upload_mb: Largest upload the web server accepts, per file and per request.
+        body_mb: Largest body of any other request (an event's JSON is read into memory whole).
+        disk_floor_mb: Uploads are refused while less than this is free on the upload disk.
         text_chars: Longest free text (prompt, instruction, question).
     """
 
@@ -47,6 +49,8 @@ class Limits:
     llm_answer_bytes: int = 256 * 1024
     llm_total_s: float = 180.0
     upload_mb: int = 100
+    body_mb: int = 16
+    disk_floor_mb: int = 1024
     text_chars: int = 4000
 
 

@@ -178,9 +178,9 @@ def disk_usage(*folders: Path) -> int:
 
 def gradio_cache() -> Path:
     """Gradio's cache folder (uploads and every file handed to a browser)."""
-    from gradio.utils import get_cache_folder
+    from gradio.utils import get_upload_folder
 
-    return Path(get_cache_folder())
+    return Path(get_upload_folder())
 
 
 __all__ = ["Outcome", "RawSession", "disk_usage", "free_port", "gradio_cache", "served"]

@@ -9,6 +9,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from recap.errors import RecapError
+
 # Each module exposes register(subparsers) and sets `func` on its parser.
 COMMANDS = [
     "recap.cli.generate",
@@ -53,11 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
         return 130
-    except Exception as exc:  # a clear one-line error instead of a traceback for expected failures
-        from recap.audio_io import AudioError
-        from recap.backends import BackendUnavailable, Cancelled
-
-        if isinstance(exc, (ValueError, AudioError, BackendUnavailable, Cancelled, FileNotFoundError)):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    except (RecapError, ValueError, FileNotFoundError) as exc:
+        # The one place the CLI turns an expected failure into a sentence; anything else is a bug
+        # and keeps its traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -8,6 +8,7 @@ import inspect
 import logging
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -36,8 +37,11 @@ def code_text(text: object) -> str:
 
 def _user_message(exc: BaseException) -> str | None:
     """The sentence to show for an expected failure, or None for a bug."""
-    if isinstance(exc, (RecapError, ValueError, FileNotFoundError)):
+    if isinstance(exc, (RecapError, ValueError)):
         return str(exc)
+    if isinstance(exc, FileNotFoundError):
+        # The file's name only: the server's folders are none of a visitor's business.
+        return f"{Path(str(exc.filename or 'a file')).name} was not found."
     if "out of memory" in str(exc).lower():
         return "The accelerator ran out of memory: try fewer variants or seeds, shorter clips, or fewer steps."
     return None
