@@ -1,26 +1,43 @@
-"""Talking to an OpenAI-compatible chat endpoint: one call with retries, and reading its answer.
+"""Talking to an OpenAI-compatible chat endpoint: one bounded call with retries, and reading its answer.
 
 Works with api.openai.com and with local servers that speak the same API (Ollama, vLLM,
 llama.cpp, HF Inference endpoints). Every call returns, next to the answer, a record of the
 whole exchange (messages, parameters, raw answer, attempts, timings) for the run's audit trail.
-The API key goes to the client and nowhere else: it is scrubbed from every message and record,
-in case a server echoes it back.
+
+A public server makes these calls for strangers, so each one is bounded and says little:
+
+- the API key goes to the client and nowhere else, and is scrubbed from every message and record
+  in case a server echoes it back (which key may go to which endpoint is decided where the
+  :class:`Endpoint` is built, :func:`recap.recaption.llm_endpoint`);
+- an answer is read up to ``LIMITS.llm_answer_bytes``, uncompressed, and refused beyond that
+  while it arrives; all tries together end within ``LIMITS.llm_total_s``, and a ``stop`` event
+  ends them at once;
+- an endpoint typed for the call (not ``trusted``) is quoted by status code only, never by the
+  body it sent, so the page cannot be used to read hosts only the server can reach.
 """
 
 from __future__ import annotations
 
+import functools
+import http
 import json
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from recap.errors import ServiceError
+from recap.errors import BadInput, Cancelled, ServiceError
+from recap.limits import LIMITS
 
 logger = logging.getLogger(__name__)
+
+OPENAI_URL = "https://api.openai.com/v1"
+SERVER_ENDPOINT = "the server's LLM endpoint"  # how a public server's own endpoint is named to visitors
+MAX_URL_CHARS = 500
 
 # Why a call failed; the UI and CLI show the message, scripts can branch on the reason.
 REASONS = (
@@ -32,8 +49,9 @@ REASONS = (
     "rate-limited",  # 429 after every retry
     "server-error",  # 5xx after every retry
     "bad-request",  # any other 4xx
+    "too-large",  # an answer over LIMITS.llm_answer_bytes
     "refusal",  # the model declined
-    "unparsable",  # an answer that holds no usable list
+    "unparsable",  # an answer that is not a chat completion, or holds no usable list
 )
 
 _LIST_KEYS = ("rewordings", "variants", "prompts", "captions", "items")
@@ -44,6 +62,14 @@ _REFUSAL_RE = re.compile(
 _ITEM_RE = re.compile(r"^\s*(?:\d+\s*[.):]|[-*•]|\(\d+\))\s+(.+?)\s*$")
 _FENCE_RE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
 _QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"(\s*:)?')
+# A base URL: no blanks, no query or fragment, no user:password@ (those are refused with their own sentence).
+_URL_RE = re.compile(r"[A-Za-z0-9._~:/\[\]%!$&'()*+,;=-]+")
+# Headers the openai client adds that say something about this server: the owner's organisation and
+# project ids (read from the environment) and the platform. Not for a host a visitor chose.
+_SERVER_HEADERS = frozenset({"openai-organization", "openai-project", "x-stainless-os", "x-stainless-arch",
+                             "x-stainless-runtime", "x-stainless-runtime-version", "x-stainless-package-version",
+                             "x-stainless-lang"})
+_POLL_S = 0.05  # how often a waiting call looks at its stop event and deadline
 
 
 class LLMError(ServiceError):
@@ -58,16 +84,33 @@ class LLMError(ServiceError):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where and how to call. ``api_key`` never leaves this object except into the client."""
+    """Where and how to call. ``api_key`` never leaves this object except into the client.
+
+    Attributes:
+        base_url: The API's base URL; None means api.openai.com.
+        model: Chat model name.
+        api_key: Secret, sent as the bearer token to ``base_url`` and nowhere else.
+        trusted: The server's own endpoint (from its settings): the bodies of its error answers
+            may be quoted in messages. Any other endpoint is quoted by status code only.
+        url_hidden: Messages and records call it "the server's LLM endpoint" instead of giving its
+            URL (a public server's own endpoint may be an internal host).
+    """
 
     base_url: str | None
     model: str
     api_key: str | None = field(default=None, repr=False)
+    trusted: bool = False
+    url_hidden: bool = False
+
+    @property
+    def url(self) -> str:
+        """The base URL really called."""
+        return self.base_url or OPENAI_URL
 
     @property
     def shown_url(self) -> str:
-        """The base URL without any user:password part, for messages and records."""
-        return public_url(self.base_url)
+        """The base URL for messages and records: without any user:password part, or hidden."""
+        return SERVER_ENDPOINT if self.url_hidden else public_url(self.base_url)
 
 
 @dataclass(frozen=True)
@@ -76,21 +119,69 @@ class CallOptions:
 
     temperature: float = 0.9
     seed: int | None = 0
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # one try
     max_retries: int = 3
     backoff_s: float = 1.0  # first wait; doubles after every retry
     max_backoff_s: float = 30.0
+    total_s: float = LIMITS.llm_total_s  # all tries and waits together (never more than the limit)
 
 
 def public_url(url: str | None) -> str:
     """``url`` with credentials removed (``https://user:pw@host`` -> ``https://host``)."""
     if not url:
-        return "https://api.openai.com/v1"
+        return OPENAI_URL
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def check_endpoint_url(url: Any, name: str = "LLM endpoint") -> str:
+    """``url`` as a base URL to call (blanks and a trailing "/" removed), or :class:`BadInput`.
+
+    An endpoint is an http(s) URL with a host, at most :data:`MAX_URL_CHARS` long, without a user
+    name or password (a key belongs in the key field, which is never shown or stored), query,
+    fragment, or "." / ".." path segments.
+    """
+    if not isinstance(url, str):
+        raise BadInput(f"{name} must be text, got {type(url).__name__}")
+    url = url.strip()
+    if len(url) > MAX_URL_CHARS:
+        raise BadInput(f"{name} is {len(url):,} characters long; at most {MAX_URL_CHARS} are accepted")
+    if "@" in url:
+        raise BadInput(f"{name} must not hold a user name or password; type the key in the API key field")
+    plain = f"{name} must be a plain http(s) URL such as http://localhost:11434/v1"
+    if not _URL_RE.fullmatch(url):
+        raise BadInput(f"{plain} (no blanks, query or fragment)")
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError:
+        raise BadInput(f"{plain}; its port is not a number from 1 to 65535") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or "%" in parts.netloc:
+        raise BadInput(plain)
+    if any(seg in (".", "..") for seg in parts.path.split("/")):
+        raise BadInput(f"{plain}, without '.' or '..' in its path")
+    return url.rstrip("/")
+
+
+def same_endpoint(a: str | None, b: str | None) -> bool:
+    """Whether two base URLs name the same API (scheme, host, port and path; None is api.openai.com).
+
+    Anything unusual compares unequal, which is the safe answer: the server's key goes only to
+    the server's endpoint.
+    """
+
+    def canonical(url: str) -> tuple[str, str, int, str]:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        return scheme, parts.hostname or "", parts.port or (443 if scheme == "https" else 80), parts.path.rstrip("/")
+
+    try:
+        return canonical(a or OPENAI_URL) == canonical(b or OPENAI_URL)
+    except ValueError:
+        return False
 
 
 def scrub(obj: Any, secret: str | None) -> Any:
@@ -125,7 +216,7 @@ def _status_reason(status: int) -> str:
 def _error_message(reason: str, endpoint: Endpoint, detail: str, tries: int, options: CallOptions) -> str:
     where = endpoint.shown_url
     return {
-        "auth": f"the server at {where} rejected the API key ({detail})",
+        "auth": f"{where} rejected the API key ({detail})",
         "model-not-found": (
             f"model {endpoint.model!r} was not found at {where} ({detail}); check the model name, and that "
             "the URL is the API's base (it often ends in /v1)"
@@ -138,6 +229,15 @@ def _error_message(reason: str, endpoint: Endpoint, detail: str, tries: int, opt
     }[reason]
 
 
+class _Refused(Exception):
+    """An answer given up on while it arrived; ``phrase`` completes "<endpoint> ..."."""
+
+    def __init__(self, reason: str, phrase: str) -> None:
+        super().__init__(phrase)
+        self.reason = reason
+        self.phrase = phrase
+
+
 def chat(
     endpoint: Endpoint,
     messages: list[dict[str, str]],
@@ -145,19 +245,22 @@ def chat(
     *,
     response_format: dict[str, Any] | None = None,
     stage: str = "reword",
+    stop: threading.Event | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Sends one chat-completion request, retrying 429, 5xx, timeouts and lost connections.
 
     A 400/422 answer to a request with ``response_format`` is retried once without it: many
     local servers do not know structured output, and the answer parser copes with plain text.
-    Retries wait ``backoff_s * 2**k`` seconds (or the server's Retry-After, both capped).
+    Retries wait ``backoff_s * 2**k`` seconds (or the server's Retry-After, both capped); every
+    try and wait together end within ``options.total_s`` (at most ``LIMITS.llm_total_s``).
 
     Args:
         endpoint: Base URL, model and key.
         messages: Chat messages (``role`` / ``content``).
-        options: Temperature, seed, timeout (s), retries and backoff (s).
+        options: Temperature, seed, timeouts (s), retries and backoff (s).
         response_format: e.g. a ``json_schema`` format; None for plain text.
         stage: Label saved in the record ("reword", "extract", "fuse").
+        stop: When set (the Stop button), the call is abandoned at once.
 
     Returns:
         (answer text, exchange record). The record holds the request, each attempt's outcome
@@ -165,11 +268,11 @@ def chat(
 
     Raises:
         LLMError: with a reason from :data:`REASONS` and the record so far in ``exchange``.
+        Cancelled: ``stop`` was set.
     """
     import openai
 
-    key = endpoint.api_key or "not-needed"  # local servers ignore it, the client wants one
-    client = openai.OpenAI(api_key=key, base_url=endpoint.base_url, timeout=options.timeout_s, max_retries=0)
+    total_s = min(options.total_s, LIMITS.llm_total_s)
     record: dict[str, Any] = {
         "stage": stage,
         "started": _now(),
@@ -181,13 +284,16 @@ def chat(
             "seed": options.seed,
             "response_format": response_format,
             "timeout_s": options.timeout_s,
+            "total_s": total_s,
         },
         "attempts": [],
         "response": None,
     }
     t_start = time.monotonic()
+    deadline = t_start + total_s
     tries = 0
     fmt = response_format
+    where = endpoint.shown_url
 
     def fail(reason: str, message: str) -> LLMError:
         record["error"] = {"reason": reason, "message": message}
@@ -203,44 +309,163 @@ def chat(
         if fmt is not None:
             kwargs["response_format"] = fmt
         try:
-            resp = client.chat.completions.create(**kwargs)
+            response = _post(endpoint, kwargs, min(options.timeout_s, deadline - t0), deadline, stop)
+            answer = _completion(response, endpoint)
+        except _Refused as e:
+            record["attempts"].append(_attempt(tries, e.reason, t0, e.phrase, endpoint.api_key))
+            if e.reason == "timeout":  # the total deadline: no time is left for another try
+                message = f"no complete answer from {where} within {total_s:g} s (all tries together)"
+                raise fail("timeout", message) from None
+            raise fail(e.reason, f"{where} {e.phrase}") from None
         except openai.APITimeoutError:
             outcome, reason, detail, wait_hint = "timeout", "timeout", "timed out", None
         except openai.APIConnectionError as e:
             cause = e.__cause__ or e
-            outcome, reason, detail, wait_hint = "unreachable", "unreachable", f"{type(cause).__name__}: {cause}", None
+            # How a connection to a visitor's host failed would map the server's network for them.
+            detail = f"{type(cause).__name__}: {cause}" if endpoint.trusted else type(cause).__name__
+            outcome, reason, wait_hint = "unreachable", "unreachable", None
         except openai.APIStatusError as e:
-            detail = f"HTTP {e.status_code}: {_server_message(e)}"
+            detail = _status_detail(e, endpoint)
             outcome, reason = f"http {e.status_code}", _status_reason(e.status_code)
             wait_hint = _retry_after(e)
             if e.status_code in (400, 422) and fmt is not None:
                 record["attempts"].append(_attempt(tries, outcome, t0, detail, endpoint.api_key))
-                logger.info("%s refused response_format; asking again for plain text", endpoint.shown_url)
+                logger.info("%s refused response_format; asking again for plain text", where)
                 record["fallback"] = "plain-text (the server refused response_format)"
                 fmt = None
                 continue
             if reason in ("auth", "model-not-found", "bad-request"):
                 record["attempts"].append(_attempt(tries, outcome, t0, detail, endpoint.api_key))
                 raise fail(reason, _error_message(reason, endpoint, detail, tries, options)) from None
-        except (openai.APIResponseValidationError, ValueError) as e:
-            # 200 with a body that is not a chat completion (an HTML page, a proxy's error...).
-            detail = f"{type(e).__name__}: {e}"
-            record["attempts"].append(_attempt(tries, "not a chat completion", t0, detail, endpoint.api_key))
-            message = f"{endpoint.shown_url} answered with something that is not a chat completion ({detail[:200]})"
-            raise fail("unparsable", message) from None
         else:
             record["attempts"].append(_attempt(tries, "ok", t0, None, None))
-            return _accept(resp, record, endpoint, t_start)
+            return _accept(answer, record, endpoint, t_start)
         record["attempts"].append(_attempt(tries, outcome, t0, detail, endpoint.api_key))
-        if tries > options.max_retries:
-            raise fail(reason, _error_message(reason, endpoint, detail, tries, options))
         wait = min(options.backoff_s * 2 ** (tries - 1), options.max_backoff_s)
         if wait_hint is not None:
             wait = max(wait, min(wait_hint, options.max_backoff_s))
-        logger.warning(
-            "%s: %s; retry %d of %d in %.3g s", endpoint.shown_url, outcome, tries, options.max_retries, wait
-        )
-        time.sleep(wait)
+        if tries > options.max_retries or time.monotonic() + wait >= deadline:
+            raise fail(reason, _error_message(reason, endpoint, detail, tries, options))
+        logger.warning("%s: %s; retry %d of %d in %.3g s", where, outcome, tries, options.max_retries, wait)
+        if stop is not None and stop.wait(wait):
+            raise Cancelled("Stopped.")
+        if stop is None:
+            time.sleep(wait)
+
+
+def _post(endpoint: Endpoint, kwargs: dict[str, Any], timeout_s: float, deadline: float,
+          stop: threading.Event | None) -> Any:
+    """One try, in a worker thread, so that Stop and the deadline take effect at once: the try
+    itself blocks in socket reads, each up to ``timeout_s``. Returns the HTTP response (read)."""
+    done, abandoned = threading.Event(), threading.Event()
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["response"] = _send(endpoint, kwargs, timeout_s, abandoned)
+        except BaseException as exc:  # handed over to the caller's thread below
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="recap-llm-call", daemon=True).start()
+    while not done.wait(_POLL_S):
+        if stop is not None and stop.is_set():
+            abandoned.set()  # the worker drops the answer at its next read
+            raise Cancelled("Stopped.")
+        if time.monotonic() >= deadline:
+            abandoned.set()
+            raise _Refused("timeout", "did not answer in time")
+    if "error" in box:
+        raise box["error"]
+    return box["response"]
+
+
+def _send(endpoint: Endpoint, kwargs: dict[str, Any], timeout_s: float, abandoned: threading.Event) -> Any:
+    """Sends the request with a client whose answers are bounded; returns the read HTTP response."""
+    import httpx2
+    import openai
+
+    hooks = {
+        "request": [functools.partial(_prepare_request, foreign=not endpoint.trusted)],
+        "response": [functools.partial(_bound_response, limit=LIMITS.llm_answer_bytes, abandoned=abandoned)],
+    }
+    # No redirects: the key and the request go to the URL chosen, nowhere else.
+    with httpx2.Client(event_hooks=hooks, timeout=timeout_s, follow_redirects=False) as http_client:
+        key = endpoint.api_key or "not-needed"  # local servers ignore it, the client wants one
+        client = openai.OpenAI(api_key=key, base_url=endpoint.url, timeout=timeout_s, max_retries=0,
+                               http_client=http_client)
+        return client.chat.completions.with_raw_response.create(**kwargs).http_response
+
+
+def _prepare_request(request: Any, *, foreign: bool) -> None:
+    # Uncompressed answers only, so the bytes counted on the wire are the bytes held in memory.
+    request.headers["Accept-Encoding"] = "identity"
+    if foreign:
+        for name in [n for n in request.headers.keys() if n.lower() in _SERVER_HEADERS]:
+            del request.headers[name]
+
+
+def _bound_response(response: Any, *, limit: int, abandoned: threading.Event) -> None:
+    """Refuses a compressed or announced-too-large answer before its body is read, and wraps
+    the body so that reading stops past ``limit`` bytes (or once the caller gave up)."""
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise _Refused("unparsable", f"answered compressed ({_token(encoding)}) although asked for no compression")
+    length = response.headers.get("content-length", "").strip()
+    if length.isdigit() and int(length) > limit:
+        raise _Refused("too-large", _too_large(limit))
+    response.stream = _bounded_stream_class()(response.stream, limit, abandoned)
+
+
+@functools.cache
+def _bounded_stream_class() -> type:
+    """The body wrapper; built on first use because httpx2 is imported only when a call is made."""
+    import httpx2
+
+    class BoundedStream(httpx2.SyncByteStream):
+        def __init__(self, stream: Any, limit: int, abandoned: threading.Event) -> None:
+            self._stream, self._limit, self._abandoned = stream, limit, abandoned
+
+        def __iter__(self) -> Any:
+            read = 0
+            for chunk in self._stream:
+                read += len(chunk)
+                if read > self._limit:
+                    raise _Refused("too-large", _too_large(self._limit))
+                if self._abandoned.is_set():
+                    raise _Refused("timeout", "was given up on")
+                yield chunk
+
+        def close(self) -> None:
+            self._stream.close()
+
+        @property
+        def elapsed(self) -> Any:  # httpx2's Response.elapsed reads it from its stream
+            return getattr(self._stream, "elapsed", None)
+
+    return BoundedStream
+
+
+def _too_large(limit: int) -> str:
+    return f"sent an answer of more than {limit // 1024} KiB; recap reads at most that much"
+
+
+def _token(text: str) -> str:
+    """A header value as a short, harmless word for a message."""
+    return re.sub(r"[^\w/.+;= -]", "", str(text))[:60].strip() or "unknown"
+
+
+def _status_detail(e: Any, endpoint: Endpoint) -> str:
+    """"HTTP 404: <the server's message>" for the server's own endpoint; the status and its
+    standard phrase only for any other, whose body might come from an internal host."""
+    if endpoint.trusted:
+        return f"HTTP {e.status_code}: {_server_message(e)}"
+    try:
+        phrase = http.HTTPStatus(e.status_code).phrase
+    except ValueError:
+        phrase = ""
+    return f"HTTP {e.status_code} {phrase}".strip()
 
 
 def _attempt(n: int, outcome: str, t0: float, detail: str | None, secret: str | None) -> dict[str, Any]:
@@ -269,27 +494,54 @@ def _retry_after(e: Any) -> float | None:
         return None
 
 
-def _accept(resp: Any, record: dict[str, Any], endpoint: Endpoint, t_start: float) -> tuple[str, dict[str, Any]]:
-    choice = resp.choices[0] if resp.choices else None
-    message = choice.message if choice is not None else None
-    content = (message.content if message is not None else None) or ""
-    refusal = getattr(message, "refusal", None) if message is not None else None
-    usage = resp.usage.model_dump() if getattr(resp, "usage", None) is not None else None
-    record["response"] = {
-        "content": content,
-        "refusal": refusal,
-        "finish_reason": choice.finish_reason if choice is not None else None,
-        "model": getattr(resp, "model", None),
-        "id": getattr(resp, "id", None),
-        "usage": usage,
+def _completion(response: Any, endpoint: Endpoint) -> dict[str, Any]:
+    """The parts of a chat-completion answer that recap uses, read from its JSON by hand (a
+    server's 200 may be an HTML page, a proxy's notice, or JSON of any shape).
+
+    Raises:
+        _Refused: ``unparsable``, saying what came instead (quoting it only for the server's own endpoint).
+    """
+    try:
+        data = json.loads(response.content)
+    except ValueError:  # also UnicodeDecodeError
+        data = None
+    if not isinstance(data, dict):
+        kind = _token(response.headers.get("content-type", "no content type"))
+        excerpt = f": {response.content[:200].decode('utf-8', 'replace')!r}" if endpoint.trusted else ""
+        raise _Refused("unparsable", f"answered HTTP {response.status_code} with {kind}, which is not a chat "
+                                     f"completion{excerpt}")
+    choices = data.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
+    if choice is None:
+        raise _Refused("unparsable", "answered with no choices, which is not a chat completion")
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    content, refusal = message.get("content"), message.get("refusal")
+    if content is not None and not isinstance(content, str):
+        raise _Refused("unparsable", "answered with a message that is not text")
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
+    return {
+        "content": content or "",
+        "refusal": None if refusal is None else str(refusal)[:500],
+        "finish_reason": _short(choice.get("finish_reason")),
+        "model": _short(data.get("model")),
+        "id": _short(data.get("id")),
+        "usage": None if usage is None else {k: v for k, v in usage.items() if isinstance(v, int | float)},
     }
+
+
+def _short(value: Any) -> str | None:
+    return None if value is None else str(value)[:200]
+
+
+def _accept(answer: dict[str, Any], record: dict[str, Any], endpoint: Endpoint,
+            t_start: float) -> tuple[str, dict[str, Any]]:
+    record["response"] = answer
     record["elapsed_s"] = round(time.monotonic() - t_start, 3)
     clean = scrub(record, endpoint.api_key)
-    if choice is None:
-        raise LLMError("unparsable", f"{endpoint.shown_url} answered with no choices", [clean])
-    if refusal or (choice is not None and choice.finish_reason == "content_filter"):
-        raise LLMError("refusal", f"the model refused: {scrub(refusal or 'content filter', endpoint.api_key)}", [clean])
-    return scrub(content, endpoint.api_key), clean
+    if answer["refusal"] or answer["finish_reason"] == "content_filter":
+        refusal = scrub(answer["refusal"] or "content filter", endpoint.api_key)
+        raise LLMError("refusal", f"the model refused: {refusal}", [clean])
+    return scrub(answer["content"], endpoint.api_key), clean
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,11 +15,14 @@ of listening) and texture (timbre).
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from recap import llm
+from recap.errors import BadInput
+from recap.limits import LIMITS, text
 from recap.llm import LLMError
 from recap.recaption import (
     BATCH_OF_DISTANCE,
@@ -38,8 +41,10 @@ from recap.recaption import (
 
 if TYPE_CHECKING:
     from recap.backends import AudioBackend
+    from recap.config import Settings
 
 PART_NAMES = ("source", "action", "setting", "perspective", "texture")
+MAX_PART_CHARS = LIMITS.text_chars // 4  # a part is a phrase
 
 EXTRACT_SYSTEM_PROMPT = (
     "Break the user's sound description into its parts. Answer only with JSON with these keys: "
@@ -76,7 +81,7 @@ _PARTS_SCHEMA = {
 def default_fuse_prompt(distance: str, custom_instruction: str | None = None) -> str:
     """The fusion stage's default system prompt for a distance ("light", "strong", "custom")."""
     if distance not in _FUSE_DISTANCE:
-        raise ValueError(f"distance must be one of {tuple(_FUSE_DISTANCE)}; got {distance!r}")
+        raise BadInput(f"distance must be one of {tuple(_FUSE_DISTANCE)}; got {str(distance)[:40]!r}")
     hint = _FUSE_DISTANCE[distance].replace("{instruction}", (custom_instruction or "").strip())
     return FUSE_SYSTEM_PROMPT.replace("{distance}", hint)
 
@@ -112,8 +117,16 @@ class PromptParts:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"edited": self.edited()}
 
+    def check(self) -> None:
+        """Raises :class:`BadInput` naming a part that is not short text (parts come from a page)."""
+        text("the prompt of the parts", self.prompt)
+        for name, value in self.fields().items():
+            text(f"part {name!r}", value, MAX_PART_CHARS)
 
-def extract_parts(prompt: str, config: RecaptionConfig | None = None, *, api_key: str | None = None) -> PromptParts:
+
+def extract_parts(prompt: str, config: RecaptionConfig | None = None, *, api_key: str | None = None,
+                  settings: Settings | None = None, visitor: bool = False,
+                  stop: threading.Event | None = None) -> PromptParts:
     """Stage 1: asks the LLM for the prompt's parts (source, action, setting, perspective,
     texture). Edit the returned fields (``dataclasses.replace``) before fusing.
 
@@ -121,20 +134,22 @@ def extract_parts(prompt: str, config: RecaptionConfig | None = None, *, api_key
         prompt: The baseline prompt.
         config: Endpoint, model, timeouts; ``config.extract_prompt`` replaces the default
             :data:`EXTRACT_SYSTEM_PROMPT`.
-        api_key: Overrides ``OPENAI_API_KEY`` for this call only.
+        api_key, settings, visitor, stop: As for :func:`recap.recaption.recaption`.
 
     Raises:
-        ValueError: bad prompt or config.
+        BadInput: bad prompt or config, or an endpoint the server's policy refuses.
         LLMError: the call failed, or the answer named none of the parts.
+        Cancelled: ``stop`` was set.
     """
     prompt = check_prompt(prompt)
     config = config or RecaptionConfig()
     config.validate()
-    endpoint = llm_endpoint(config, api_key)
+    endpoint = llm_endpoint(config, api_key, settings=settings, visitor=visitor)
     system = config.extract_prompt or EXTRACT_SYSTEM_PROMPT
     messages = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
     fmt = _PARTS_SCHEMA if config.use_json_schema else None
-    answer, record = llm.chat(endpoint, messages, call_options(config), response_format=fmt, stage="extract")
+    answer, record = llm.chat(endpoint, messages, call_options(config), response_format=fmt, stage="extract",
+                              stop=stop)
     try:
         found = llm.parse_fields_answer(answer, PART_NAMES)
     except LLMError as e:
@@ -149,6 +164,9 @@ def fuse_parts(
     backend: AudioBackend | None = None,
     *,
     api_key: str | None = None,
+    settings: Settings | None = None,
+    visitor: bool = False,
+    stop: threading.Event | None = None,
 ) -> RecaptionResult:
     """Stage 2: fuses (possibly edited) parts into ``config.n`` rewordings.
 
@@ -157,25 +175,28 @@ def fuse_parts(
         config: As for :func:`recap.recaption.recaption`; ``config.system_prompt`` replaces
             :func:`default_fuse_prompt`.
         backend: Scores text cosine and token limits, as in ``recaption``.
-        api_key: Overrides ``OPENAI_API_KEY`` for this call only.
+        api_key, settings, visitor, stop: As for :func:`recap.recaption.recaption`.
 
     Returns:
         A result with method "multi-turn"; its ``exchange`` holds both stages and ``parts``
         shows what was extracted and what the user changed.
 
     Raises:
-        ValueError: bad config, or every part is empty.
+        BadInput: bad config or parts, every part is empty, or an endpoint the server refuses.
         LLMError: the call failed.
+        Cancelled: ``stop`` was set.
     """
     config = config or RecaptionConfig()
     config.validate()
+    parts.check()
     described = parts.describe()
     if not described:
-        raise ValueError("every part is empty; there is nothing to fuse")
+        raise BadInput("every part is empty; there is nothing to fuse")
     t0 = time.monotonic()
-    endpoint = llm_endpoint(config, api_key)
+    endpoint = llm_endpoint(config, api_key, settings=settings, visitor=visitor)
     system = config.system_prompt or default_fuse_prompt(config.distance, config.custom_instruction)
-    parsed, record = ask_for_list(endpoint, config, system, f"{described}\n\nWrite {config.n} prompts.", "fuse")
+    parsed, record = ask_for_list(endpoint, config, system, f"{described}\n\nWrite {config.n} prompts.", "fuse",
+                                  stop)
     batch = BATCH_OF_DISTANCE[config.distance]
     flags = [FLAG_SALVAGED] if parsed.salvaged else []
     variants = [Rewording(t, "multi-turn", config.distance, batch, flags=list(flags)) for t in parsed.items]

@@ -16,19 +16,26 @@ and prompts over the text encoder's token limit are flagged. The API key is neve
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
+import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from recap import llm
-from recap.llm import CallOptions, Endpoint, LLMError
+from recap.errors import BadInput
+from recap.limits import LIMITS, finite, text, whole
+from recap.llm import CallOptions, Endpoint, LLMError, check_endpoint_url, same_endpoint
 from recap.prompt_checks import named_entities, normalise_prompt, text_cosines, word_edit_distance
 from recap.synonyms import synonym_variants
 
 if TYPE_CHECKING:
     from recap.backends import AudioBackend
+    from recap.config import Settings
     from recap.generation import Variant
     from recap.multiturn import PromptParts
 
@@ -39,6 +46,9 @@ DISTANCES = ("light", "strong", "custom")
 METHODS = ("auto", "llm", "synonym", "multi-turn")
 BATCH_OF_DISTANCE = {"light": 1, "strong": 2, "custom": 3}
 MAX_N = 20
+MAX_SEED = 2**32 - 1
+MAX_RETRIES = 10
+MAX_MODEL_CHARS = 200
 
 # Flags a rewording can carry. Those ending in ":" are followed by details.
 FLAG_SAME_AS_BASELINE = "same-as-baseline"
@@ -124,23 +134,37 @@ class RecaptionConfig:
     drop_duplicates: bool = True
 
     def validate(self) -> None:
-        """Raises ValueError naming the first bad value."""
-        if not 1 <= self.n <= MAX_N:
-            raise ValueError(f"n must be between 1 and {MAX_N}; got {self.n}")
+        """Raises :class:`BadInput` (a ValueError) naming the first bad value."""
+        whole("n (rewordings per prompt)", self.n, 1, MAX_N)
         if self.distance not in DISTANCES:
-            raise ValueError(f"distance must be one of {DISTANCES}; got {self.distance!r}")
+            raise BadInput(f"distance must be one of {DISTANCES}; got {_shown(self.distance)}")
+        text("custom_instruction", self.custom_instruction)
         if self.distance == "custom" and not (self.custom_instruction or "").strip():
-            raise ValueError("distance 'custom' needs a custom_instruction")
+            raise BadInput("distance 'custom' needs a custom_instruction")
         if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}; got {self.method!r}")
+            raise BadInput(f"method must be one of {METHODS}; got {_shown(self.method)}")
         if self.method == "synonym" and self.distance == "custom":
-            raise ValueError("the synonym rewriter knows only 'light' and 'strong'; 'custom' needs an LLM")
+            raise BadInput("the synonym rewriter knows only 'light' and 'strong'; 'custom' needs an LLM")
+        text("system_prompt", self.system_prompt)
+        text("extract_prompt", self.extract_prompt)
+        text("model", self.model, MAX_MODEL_CHARS, allow_newlines=False)
+        if self.base_url is not None:
+            check_endpoint_url(self.base_url, "the LLM endpoint (base_url)")
+        finite("timeout_s", self.timeout_s, 0, LIMITS.llm_total_s)
         if not self.timeout_s > 0:
-            raise ValueError(f"timeout_s must be > 0; got {self.timeout_s}")
-        if self.max_retries < 0 or self.backoff_s < 0:
-            raise ValueError(f"max_retries and backoff_s must be >= 0; got {self.max_retries}, {self.backoff_s}")
-        if not 0 <= self.temperature <= 2:
-            raise ValueError(f"temperature must be between 0 and 2; got {self.temperature}")
+            raise BadInput(f"timeout_s must be > 0; got {self.timeout_s}")
+        whole("max_retries", self.max_retries, 0, MAX_RETRIES)
+        finite("backoff_s", self.backoff_s, 0, 60)
+        whole("seed", self.seed, 0, MAX_SEED)
+        finite("temperature", self.temperature, 0, 2)
+        for name in ("use_json_schema", "drop_duplicates"):
+            if not isinstance(getattr(self, name), bool):
+                raise BadInput(f"{name} must be true or false")
+
+
+def _shown(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 @dataclass
@@ -222,43 +246,93 @@ def default_system_prompt(distance: str, custom_instruction: str | None = None) 
     """
     templates = {"light": LIGHT_SYSTEM_PROMPT, "strong": STRONG_SYSTEM_PROMPT, "custom": CUSTOM_SYSTEM_PROMPT}
     if distance not in templates:
-        raise ValueError(f"distance must be one of {DISTANCES}; got {distance!r}")
+        raise BadInput(f"distance must be one of {DISTANCES}; got {_shown(distance)}")
     return templates[distance].replace("{instruction}", (custom_instruction or "").strip())
 
 
-def llm_configured(config: RecaptionConfig | None = None, api_key: str | None = None) -> bool:
-    """True when an endpoint or key is set (in the config, the call or the environment)."""
-    from recap.config import settings
+def llm_configured(config: RecaptionConfig | None = None, api_key: str | None = None,
+                   settings: Settings | None = None) -> bool:
+    """True when an endpoint or key is set (in the config, the call or the server's settings)."""
+    return bool(api_key or (config and config.base_url) or _settings(settings).llm_configured)
 
-    return bool(api_key or (config and config.base_url) or settings().llm_configured)
+
+def _settings(settings: Settings | None) -> Settings:
+    from recap.config import settings as from_env
+
+    return settings if settings is not None else from_env()
 
 
-def llm_endpoint(config: RecaptionConfig, api_key: str | None = None) -> Endpoint:
-    """Base URL, model and key from the config, the call and the environment, in that order.
+def llm_endpoint(config: RecaptionConfig, api_key: str | None = None, *, settings: Settings | None = None,
+                 visitor: bool = False) -> Endpoint:
+    """Where to call and with which key: the one place that decides where a key may go.
+
+    The server's key (``settings.openai_api_key``) goes only to the server's endpoint
+    (``settings.llm_base_url``, or api.openai.com when that is unset). An endpoint typed for the
+    call (``config.base_url`` naming another one) gets only the key typed for the call, or none
+    (a placeholder, for keyless local servers), never the server's.
+
+    Args:
+        config: Its ``base_url`` and ``model``; None / empty mean the server's.
+        api_key: A key typed for this call; it goes to whichever endpoint is called.
+        settings: The server's settings; None reads the environment.
+        visitor: The call comes from a visitor of the web app, so the server's policies apply:
+            a typed endpoint only with ``settings.visitor_endpoints``; on a public server, not
+            one on an internal address, the server's URL never shown, and the server's key only
+            with the server's model.
 
     Raises:
         LLMError: ``no-key`` when neither an endpoint nor a key is set anywhere.
+        BadInput: an unusable endpoint URL, or one the server's policy refuses.
     """
-    from recap.config import settings
-
-    s = settings()
-    base_url = config.base_url or s.llm_base_url
+    s = _settings(settings)
+    model = config.model or s.llm_model
+    typed = config.base_url and check_endpoint_url(config.base_url, "the LLM endpoint")
+    if typed and not same_endpoint(typed, s.llm_base_url):
+        if visitor:
+            _check_visitor_endpoint(typed, s)
+        return Endpoint(base_url=typed, model=model, api_key=api_key, trusted=False)
     key = api_key or s.openai_api_key
-    if not base_url and not key:
+    if not s.llm_base_url and not key:
         raise LLMError(
             "no-key",
             "no LLM endpoint is configured: set OPENAI_API_KEY (for api.openai.com) or "
             "OPENAI_BASE_URL (for a local server such as Ollama or vLLM), or use the synonym rewriter",
         )
-    return Endpoint(base_url=base_url, model=config.model or s.llm_model, api_key=key)
+    if visitor and s.public and not api_key and s.openai_api_key and model != s.llm_model:
+        # The owner pays for their key: strangers use it with the model the owner chose.
+        raise BadInput(f"on this server the server's API key works only with model {s.llm_model!r}; "
+                       f"type your own API key to use {model!r}")
+    return Endpoint(base_url=s.llm_base_url or llm.OPENAI_URL, model=model, api_key=key, trusted=True,
+                    url_hidden=visitor and s.public)
+
+
+def _check_visitor_endpoint(url: str, s: Settings) -> None:
+    """The server's policy on endpoints typed by a visitor (see :func:`llm_endpoint`)."""
+    if not s.visitor_endpoints:
+        raise BadInput("this server does not call LLM endpoints typed by visitors (its owner can allow it with "
+                       "RECAP_VISITOR_ENDPOINTS=1); leave the endpoint empty to use the server's own")
+    if not s.public:
+        return
+    host = urlsplit(url).hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError):
+        raise BadInput(f"the LLM endpoint's host {host!r} cannot be found") from None
+    # A public server must not become a way into the network it runs in (cloud metadata, admin ports).
+    # The name is looked up again when connecting: a host that changes its address in between is
+    # not caught here (see the threat model in the README).
+    if any(not ipaddress.ip_address(a.split("%")[0]).is_global for a in addresses):
+        raise BadInput(f"the LLM endpoint's host {host!r} is an internal address; this public server calls "
+                       "only endpoints on the internet")
 
 
 def resolved_config(config: RecaptionConfig, endpoint: Endpoint) -> RecaptionConfig:
     """The config with the model and URL really used, so the saved one repeats the run.
 
-    The URL is saved without any credentials in it.
+    The URL is saved without any credentials in it, and not at all when it is hidden (a public
+    server's own endpoint): None then means "the server's".
     """
-    url = endpoint.shown_url if endpoint.base_url else None
+    url = None if endpoint.url_hidden or not endpoint.base_url else endpoint.shown_url
     return dataclasses.replace(config, model=endpoint.model, base_url=url)
 
 
@@ -274,7 +348,8 @@ def call_options(config: RecaptionConfig) -> CallOptions:
 
 
 def ask_for_list(
-    endpoint: Endpoint, config: RecaptionConfig, system: str, user: str, stage: str
+    endpoint: Endpoint, config: RecaptionConfig, system: str, user: str, stage: str,
+    stop: threading.Event | None = None,
 ) -> tuple[llm.ParsedList, dict[str, Any]]:
     """Sends a system and a user message and reads a list of prompts from the answer.
 
@@ -283,7 +358,7 @@ def ask_for_list(
     """
     messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     fmt = _LIST_SCHEMA if config.use_json_schema else None
-    answer, record = llm.chat(endpoint, messages, call_options(config), response_format=fmt, stage=stage)
+    answer, record = llm.chat(endpoint, messages, call_options(config), response_format=fmt, stage=stage, stop=stop)
     try:
         return llm.parse_list_answer(answer), record
     except LLMError as e:
@@ -349,10 +424,11 @@ def check_rewordings(
 
 
 def check_prompt(prompt: str) -> str:
-    """The prompt without surrounding blanks; ValueError when it is empty or not a string."""
+    """The prompt without surrounding blanks; :class:`BadInput` when it is empty, not a string,
+    over ``LIMITS.text_chars`` or holds control characters."""
     if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError(f"prompt must be a non-empty string; got {prompt!r}")
-    return prompt.strip()
+        raise BadInput(f"prompt must be a non-empty string; got {_shown(prompt)}")
+    return text("prompt", prompt.strip())
 
 
 def recaption(
@@ -361,6 +437,9 @@ def recaption(
     backend: AudioBackend | None = None,
     *,
     api_key: str | None = None,
+    settings: Settings | None = None,
+    visitor: bool = False,
+    stop: threading.Event | None = None,
 ) -> RecaptionResult:
     """Rewords ``prompt`` ``config.n`` times at ``config.distance``.
 
@@ -369,14 +448,19 @@ def recaption(
         config: How to reword; defaults to 3 light rewordings by the automatic method.
         backend: When given, each variant gets its text-embedding cosine to the baseline and
             is flagged when it is over the backend's token limit.
-        api_key: Overrides ``OPENAI_API_KEY``. Used for the call only, never kept.
+        api_key: A key for this call (used for the call only, never kept); without one the
+            server's key is used, and only with the server's endpoint (:func:`llm_endpoint`).
+        settings: The server's settings; None reads the environment.
+        visitor: The call comes from a visitor of the web app (:func:`llm_endpoint`).
+        stop: Set it to abandon the LLM call at once.
 
     Returns:
         The result; its ``variants`` may be fewer than ``n`` when repeats were dropped.
 
     Raises:
-        ValueError: bad prompt or config.
+        BadInput: bad prompt or config, or an endpoint the server's policy refuses.
         LLMError: the LLM call failed (``reason`` says why; no key in any message).
+        Cancelled: ``stop`` was set.
         WordNetMissingError: the synonym rewriter has no WordNet (message says what to install).
     """
     # 1. Check inputs and choose the method
@@ -385,11 +469,11 @@ def recaption(
     config.validate()
     method = config.method
     if method == "auto":
-        method = "llm" if llm_configured(config, api_key) else "synonym"
+        method = "llm" if llm_configured(config, api_key, settings) else "synonym"
         if method == "synonym":
             logger.info("no LLM endpoint configured; using the offline synonym rewriter")
             if config.distance == "custom":
-                raise ValueError("distance 'custom' needs an LLM endpoint; none is configured")
+                raise BadInput("distance 'custom' needs an LLM endpoint; none is configured")
     t0 = time.monotonic()
 
     # 2. Make the rewordings
@@ -411,13 +495,13 @@ def recaption(
     elif method == "multi-turn":
         from recap.multiturn import extract_parts, fuse_parts  # it builds on this module
 
-        parts = extract_parts(prompt, config, api_key=api_key)
-        return fuse_parts(parts, config, backend, api_key=api_key)
+        access = {"api_key": api_key, "settings": settings, "visitor": visitor, "stop": stop}
+        return fuse_parts(extract_parts(prompt, config, **access), config, backend, **access)
     else:
-        endpoint = llm_endpoint(config, api_key)
+        endpoint = llm_endpoint(config, api_key, settings=settings, visitor=visitor)
         system = config.system_prompt or default_system_prompt(config.distance, config.custom_instruction)
         user = f"Sound description: {prompt}\nWrite {config.n} rewordings."
-        parsed, record = ask_for_list(endpoint, config, system, user, "reword")
+        parsed, record = ask_for_list(endpoint, config, system, user, "reword", stop)
         flags = [FLAG_SALVAGED] if parsed.salvaged else []
         variants = [Rewording(t, "llm", config.distance, batch, flags=list(flags)) for t in parsed.items]
         config = dataclasses.replace(resolved_config(config, endpoint), method="llm")

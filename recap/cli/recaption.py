@@ -1,7 +1,9 @@
 """`recap recaption`: rewordings of one prompt, or of a prompt file into a resumable CSV.
 
-The API key is read from OPENAI_API_KEY only (never a flag: flags end up in shell history and
-process lists).
+The API key is read from the environment only (never a flag: flags end up in shell history and
+process lists). OPENAI_API_KEY goes only to the configured endpoint (OPENAI_BASE_URL, or
+api.openai.com); an endpoint given with --base-url gets no key, or the one in the variable that
+--api-key-env names.
 """
 
 from __future__ import annotations
@@ -45,7 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=METHODS, default="auto", help="default: llm if configured, else synonym")
     p.add_argument("--system-prompt", default=None, help="replace the default system prompt")
     p.add_argument("--llm-model", default=None, help="chat model (default $RECAP_LLM_MODEL)")
-    p.add_argument("--llm-base-url", default=None, help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)")
+    p.add_argument("--base-url", "--llm-base-url", dest="llm_base_url", default=None,
+                   help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL); OPENAI_API_KEY is sent to no other")
+    p.add_argument("--api-key-env", default=None, metavar="NAME",
+                   help="environment variable holding the key for this call (e.g. for a --base-url endpoint)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one LLM answer")
     p.add_argument("--retries", type=int, default=3, help="retries on 429 / 5xx / timeouts")
     p.add_argument("--seed", type=int, default=0)
@@ -81,9 +86,20 @@ def _config(args: argparse.Namespace) -> RecaptionConfig:
     )
 
 
+def _api_key(args: argparse.Namespace) -> str | None:
+    """The key named by --api-key-env (read from the environment), or None."""
+    if not args.api_key_env:
+        return None
+    key = os.environ.get(args.api_key_env)
+    if not key:
+        raise ValueError(f"--api-key-env names {args.api_key_env}, which is not set in the environment")
+    return key
+
+
 def run(args: argparse.Namespace) -> int:
     config = _config(args)
     config.validate()
+    api_key = _api_key(args)
     backend = None
     if args.model:
         from recap.cli.common import open_backend
@@ -91,10 +107,10 @@ def run(args: argparse.Namespace) -> int:
         backend = open_backend(args)
     try:
         if args.prompt is not None:
-            return _run_one(args.prompt, config, backend, args.out)
+            return _run_one(args.prompt, config, backend, args.out, api_key)
         if args.out is None or args.out.suffix.lower() != ".csv":
             raise ValueError("--file needs --out NAME.csv (a CSV that the run appends to and resumes from)")
-        return _run_file(args.file, args.out, config, backend)
+        return _run_file(args.file, args.out, config, backend, api_key)
     except (LLMError, WordNetMissingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -106,8 +122,8 @@ def _method_line(result: RecaptionResult) -> str:
     return f"method: {result.method} (model {result.config.model} at {result.config.base_url or 'api.openai.com'})"
 
 
-def _run_one(prompt: str, config: RecaptionConfig, backend, out: Path | None) -> int:
-    result = recaption(prompt, config, backend)
+def _run_one(prompt: str, config: RecaptionConfig, backend, out: Path | None, api_key: str | None = None) -> int:
+    result = recaption(prompt, config, backend, api_key=api_key)
     print(_method_line(result))
     scored = backend is not None
     rows = [["baseline", "baseline", 0, 1.0 if scored else "-", 0, "", result.baseline]]
@@ -227,7 +243,7 @@ def _append(out: Path, log: Path, prompt_id: int, result: RecaptionResult) -> No
     _append_text(out, buf.getvalue())
 
 
-def _run_file(path: Path, out: Path, config: RecaptionConfig, backend) -> int:
+def _run_file(path: Path, out: Path, config: RecaptionConfig, backend, api_key: str | None = None) -> int:
     prompts = read_prompts(path)
     if not prompts:
         raise ValueError(f"{path} holds no prompts")
@@ -242,7 +258,7 @@ def _run_file(path: Path, out: Path, config: RecaptionConfig, backend) -> int:
     try:
         for prompt_id, prompt in todo:
             try:
-                result = recaption(prompt, config, backend)
+                result = recaption(prompt, config, backend, api_key=api_key)
             except LLMError as e:
                 if e.reason not in _PER_PROMPT:
                     raise LLMError(

@@ -2,17 +2,24 @@
 
 The table of variants lives in the browser (the Dataframe's value): each visitor has their own.
 Pure handlers first (rows in, rows out), Blocks wiring after. An API key typed here is used for
-the call only: no handler returns it, logs it or stores it.
+the call only: no handler returns it, logs it or stores it. Which key may go to which endpoint,
+and whether a visitor may type an endpoint at all, is decided in the core
+(:func:`recap.recaption.llm_endpoint`, with ``visitor=True``); every other value from the page is
+bounded here, with a sentence that names it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from recap.errors import BadInput
+from recap.limits import LIMITS, text, whole
+from recap.llm import MAX_URL_CHARS
 from recap.multiturn import (
     EXTRACT_SYSTEM_PROMPT,
     PART_NAMES,
@@ -24,14 +31,19 @@ from recap.multiturn import (
 from recap.paths import safe_name
 from recap.recaption import (
     FLAG_TOO_LONG,
+    MAX_MODEL_CHARS,
     MAX_N,
+    MAX_SEED,
     RecaptionConfig,
     RecaptionResult,
     default_system_prompt,
     recaption,
 )
 from recap.ui.common import PROMPT_LIMIT, code_text, md_text, table_rows, user_errors
-from recap.ui.context import AppContext
+from recap.ui.context import AppContext, SessionJobs, close_session
+
+if TYPE_CHECKING:
+    from recap.config import Settings
 
 HEADERS = ("label", "method", "batch", "prompt", "text cosine", "word edits", "flags")
 BATCH_MANUAL, BATCH_TOKEN = 4, 5
@@ -40,6 +52,9 @@ METHOD_CHOICES = (("Synonyms (offline, no API key)", "synonym"), ("LLM", "llm"),
                   ("Multi-turn LLM (extract parts, edit, fuse)", "multi-turn"))
 DISTANCE_CHOICES = (("light (batch 1)", "light"), ("strong (batch 2)", "strong"), ("custom (LLM only)", "custom"))
 _PLACEHOLDER = "{instruction}"
+MAX_KEY_CHARS = 500
+ENDPOINTS_OFF = ("Off on this server: its own endpoint is used. The owner can allow typed endpoints with "
+                 "RECAP_VISITOR_ENDPOINTS=1.")
 
 
 # ----------------------------------------------------------------------------- rows
@@ -176,49 +191,92 @@ def score_rows(backend: Any, rows: list[list[Any]], tokens: dict[str, Any] | Non
     return rows
 
 
+def _text(name: str, value: Any, max_chars: int = LIMITS.text_chars, *, one_line: bool = False) -> str:
+    """A text field's value, bounded and stripped (:class:`BadInput` naming the field)."""
+    return text(name, value, max_chars, allow_newlines=not one_line).strip()
+
+
+def _api_key(value: Any) -> str | None:
+    """The key typed for this call, or None (the server's key, for the server's endpoint only)."""
+    key = _text("API key", value, MAX_KEY_CHARS, one_line=True)
+    if key and (not key.isascii() or any(c.isspace() for c in key)):
+        raise BadInput("API key must be one word of plain (ASCII) characters")
+    return key or None
+
+
+def _bounded_rows(rows: Any) -> list[list[Any]]:
+    """The table's rows, refused when there are too many or a cell is over-long."""
+    try:
+        current = table_rows(rows)
+    except (TypeError, ValueError):
+        raise BadInput("the variants table is not a table of rows") from None
+    if len(current) > LIMITS.variants:
+        raise BadInput(f"the variants table has {len(current)} rows; at most {LIMITS.variants} are accepted")
+    for i, row in enumerate(current, 1):
+        if len(row) > len(HEADERS) or any(len(str(c)) > LIMITS.text_chars for c in row):
+            raise BadInput(f"row {i} of the variants table has too many or too long cells")
+    return current
+
+
 def _config(method: str, distance: str, instruction: str, n: float, seed: float, system: str, extract: str,
             base_url: str, llm_model: str) -> RecaptionConfig:
+    """The page's values as a config; each one bounded (the config checks the rest)."""
+    for name, value, choices in (("Rewording", method, METHOD_CHOICES), ("Distance", distance, DISTANCE_CHOICES)):
+        if value not in {v for _, v in choices}:
+            raise BadInput(f"{name} must be one of {', '.join(v for _, v in choices)}; got {str(value)[:40]!r}")
+    instruction = _text("Custom instruction", instruction)
+    extract = _text("Multi-turn stage 1 system prompt", extract)
     return RecaptionConfig(
-        n=int(n), distance=distance, custom_instruction=(instruction or "").strip() or None,
-        system_prompt=_system_for_call(system, method, distance, instruction),
-        extract_prompt=(extract or "").strip() if (extract or "").strip() not in ("", EXTRACT_SYSTEM_PROMPT) else None,
-        method=method, model=(llm_model or "").strip() or None, base_url=(base_url or "").strip() or None,
-        seed=int(seed or 0),
+        n=whole("How many rewordings", n, 1, MAX_N), distance=distance, custom_instruction=instruction or None,
+        system_prompt=_system_for_call(_text("System prompt", system), method, distance, instruction),
+        extract_prompt=extract if extract not in ("", EXTRACT_SYSTEM_PROMPT) else None,
+        method=method, model=_text("Model", llm_model, MAX_MODEL_CHARS, one_line=True) or None,
+        base_url=_text("Endpoint", base_url, MAX_URL_CHARS, one_line=True) or None,
+        seed=whole("Seed", 0 if seed in (None, "") else seed, 0, MAX_SEED),
     )
 
 
 def _keep_manual(old: Any, new: list[list[Any]]) -> list[list[Any]]:
     """New rewordings replace old ones; prompts written by hand or with tokens stay."""
     taken = {r[0] for r in new}
-    kept = [_norm_row(r) for r in table_rows(old) if str(_norm_row(r)[1]) in ("manual", "token")]
+    kept = [_norm_row(r) for r in _bounded_rows(old) if str(_norm_row(r)[1]) in ("manual", "token")]
     return new + [r for r in kept if r[0] not in taken]
 
 
-def reword(rows: Any, prompt: str, method: str, distance: str, instruction: str, n: float, seed: float,
-           system: str, base_url: str, llm_model: str, api_key: str) -> tuple[list[list[Any]], str, dict]:
-    """Rewords ``prompt``; returns (table rows, a summary in Markdown, the JSON record)."""
+def reword(settings: Settings, rows: Any, prompt: str, method: str, distance: str, instruction: str, n: float,
+           seed: float, system: str, base_url: str, llm_model: str, api_key: str,
+           stop: threading.Event | None = None) -> tuple[list[list[Any]], str, dict]:
+    """Rewords ``prompt`` as a visitor of the server with ``settings`` asks; returns (table rows, a
+    summary in Markdown, the JSON record). ``stop`` abandons the LLM call."""
+    _bounded_rows(rows)
     config = _config(method, distance, instruction, n, seed, system, "", base_url, llm_model)
-    result = recaption(prompt, config, None, api_key=(api_key or "").strip() or None)
+    result = recaption(prompt, config, None, api_key=_api_key(api_key), settings=settings, visitor=True, stop=stop)
     return _keep_manual(rows, result_rows(result)), _summary(result), result.to_dict()
 
 
-def extract(prompt: str, distance: str, instruction: str, n: float, seed: float, extract_prompt: str,
-            base_url: str, llm_model: str, api_key: str) -> tuple[dict, list[str]]:
+def extract(settings: Settings, prompt: str, distance: str, instruction: str, n: float, seed: float,
+            extract_prompt: str, base_url: str, llm_model: str, api_key: str,
+            stop: threading.Event | None = None) -> tuple[dict, list[str]]:
     """Multi-turn stage 1: the prompt's parts (record for stage 2, and the five texts to edit)."""
     config = _config("multi-turn", distance, instruction, n, seed, "", extract_prompt, base_url, llm_model)
-    parts = extract_parts(prompt, config, api_key=(api_key or "").strip() or None)
+    parts = extract_parts(prompt, config, api_key=_api_key(api_key), settings=settings, visitor=True, stop=stop)
     return dataclasses.asdict(parts), [getattr(parts, k) for k in PART_NAMES]
 
 
-def fuse(rows: Any, parts_record: dict | None, edited: list[str], distance: str, instruction: str, n: float,
-         seed: float, system: str, base_url: str, llm_model: str, api_key: str) -> tuple[list[list[Any]], str, dict]:
+def fuse(settings: Settings, rows: Any, parts_record: dict | None, edited: list[str], distance: str,
+         instruction: str, n: float, seed: float, system: str, base_url: str, llm_model: str, api_key: str,
+         stop: threading.Event | None = None) -> tuple[list[list[Any]], str, dict]:
     """Multi-turn stage 2: fuses the (edited) parts into rewordings."""
     if not parts_record:
-        raise ValueError("extract the parts first (stage 1)")
-    parts = PromptParts(**parts_record)
-    parts = dataclasses.replace(parts, **{k: (v or "").strip() for k, v in zip(PART_NAMES, edited)})
+        raise BadInput("extract the parts first (stage 1)")
+    _bounded_rows(rows)
+    if len(edited) != len(PART_NAMES):
+        raise BadInput(f"the parts must be {len(PART_NAMES)} texts: {', '.join(PART_NAMES)}")
+    known = {f.name for f in dataclasses.fields(PromptParts)}
+    parts = PromptParts(**{k: v for k, v in parts_record.items() if k in known})
+    parts = dataclasses.replace(parts, **{k: _text(k, v) for k, v in zip(PART_NAMES, edited)})
     config = _config("multi-turn", distance, instruction, n, seed, system, "", base_url, llm_model)
-    result = fuse_parts(parts, config, None, api_key=(api_key or "").strip() or None)
+    result = fuse_parts(parts, config, None, api_key=_api_key(api_key), settings=settings, visitor=True, stop=stop)
     return _keep_manual(rows, result_rows(result)), _summary(result), result.to_dict()
 
 
@@ -254,22 +312,32 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
     with gr.Row():
         distance = gr.Radio(list(DISTANCE_CHOICES), value="light", label="Distance")
         n = gr.Slider(1, MAX_N, value=3, step=1, label="How many rewordings")
-        seed = gr.Number(0, precision=0, minimum=0, label="Seed")
+        # No precision: the value reaches the handler as sent (NaN too), which answers with a sentence.
+        seed = gr.Number(0, minimum=0, step=1, label="Seed")
     instruction = gr.Textbox(label="Custom instruction (distance 'custom')", visible=False,
                              placeholder="describe it as heard from underwater")
+    typed_endpoints = ctx.settings.visitor_endpoints
     with gr.Accordion("LLM settings", open=False):
         gr.Markdown("Any OpenAI-compatible endpoint (OpenAI, Ollama, vLLM, llama.cpp). Without a key or endpoint "
-                    "the offline synonym rewriter works. The key is used for the request only and never stored.")
+                    "the offline synonym rewriter works. A key typed here is used for the request only and never "
+                    "stored; the server's own key goes only to the server's own endpoint.")
         with gr.Row():
-            base_url = gr.Textbox(label="Endpoint (empty: OPENAI_BASE_URL or api.openai.com)")
-            llm_model = gr.Textbox(label="Model", value=ctx.settings.llm_model)
-            api_key = gr.Textbox(label="API key (empty: OPENAI_API_KEY)", type="password")
+            base_url = gr.Textbox(label="Endpoint (empty: the server's)", max_length=MAX_URL_CHARS,
+                                  interactive=typed_endpoints, info=None if typed_endpoints else ENDPOINTS_OFF,
+                                  placeholder="http://localhost:11434/v1" if typed_endpoints else "")
+            llm_model = gr.Textbox(label="Model", value=ctx.settings.llm_model, max_length=MAX_MODEL_CHARS)
+            api_key = gr.Textbox(label="API key (empty: the server's, for its own endpoint only)", type="password",
+                                 max_length=MAX_KEY_CHARS)
         system = gr.Textbox(label="System prompt ({instruction} marks the custom instruction)", lines=4,
                             value=default_system_text(start_method, "light"), visible=start_method != "synonym",
                             info="Edit freely; changing the method or distance restores that one's default.")
         extract_prompt = gr.Textbox(label="Multi-turn stage 1 system prompt", lines=3, value=EXTRACT_SYSTEM_PROMPT,
                                     visible=False)
-    reword_btn = gr.Button("Reword", variant="primary", visible=start_method != "multi-turn")
+    with gr.Row():
+        reword_btn = gr.Button("Reword", variant="primary", visible=start_method != "multi-turn")
+        stop_btn = gr.Button("Stop", variant="stop", scale=0, min_width=80)
+    # This tab's own job control: Stop here abandons this visitor's LLM request, nothing else.
+    jobs = gr.State(SessionJobs(), delete_callback=close_session)
     parts_record = gr.State(None)
     with gr.Group(visible=False) as multi:
         extract_btn = gr.Button("1 · Extract the parts", variant="primary")
@@ -307,25 +375,34 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
         return gpu_score(backend, rows, _usable(backend, session_tokens))
 
     @user_errors
+    def on_reword(*args):
+        *values, jobs_ = args
+        return reword(ctx.settings, *values, stop=jobs_.begin())
+
+    @user_errors
     def on_extract(*args):
-        record_, texts = extract(*args)
+        *values, jobs_ = args
+        record_, texts = extract(ctx.settings, *values, stop=jobs_.begin())
         return (record_, *texts)
 
     @user_errors
     def on_fuse(rows, record_, *args):
-        return fuse(rows, record_, list(args[: len(PART_NAMES)]), *args[len(PART_NAMES):])
+        *values, jobs_ = args
+        edited, rest = values[: len(PART_NAMES)], values[len(PART_NAMES):]
+        return fuse(ctx.settings, rows, record_, list(edited), *rest, stop=jobs_.begin())
 
-    llm_inputs = [base_url, llm_model, api_key]
-    reword_btn.click(user_errors(reword), [table, baseline, method, distance, instruction, n, seed, system, *llm_inputs],
+    llm_inputs = [base_url, llm_model, api_key, jobs]
+    reword_btn.click(on_reword, [table, baseline, method, distance, instruction, n, seed, system, *llm_inputs],
                      [table, info, record], api_name="recaption", concurrency_limit=4).success(
         on_score, [model, table, tokens], table, api_name="score_variants", concurrency_limit=1,
         concurrency_id="gpu")
     extract_btn.click(
-        on_extract, [baseline, distance, instruction, n, seed, extract_prompt, *llm_inputs], [parts_record, *part_boxes],
-        api_name="extract_parts", concurrency_limit=4)
+        on_extract, [baseline, distance, instruction, n, seed, extract_prompt, *llm_inputs],
+        [parts_record, *part_boxes], api_name="extract_parts", concurrency_limit=4)
     fuse_btn.click(on_fuse, [table, parts_record, *part_boxes, distance, instruction, n, seed, system, *llm_inputs],
                    [table, info, record], api_name="fuse_parts", concurrency_limit=4).success(
         on_score, [model, table, tokens], table, api_visibility="private", concurrency_limit=1, concurrency_id="gpu")
+    stop_btn.click(_stop, jobs, None, concurrency_limit=None, api_name="stop_rewording")
     for event in (baseline.submit, baseline.blur):
         event(set_baseline, [table, baseline], table, api_visibility="private")
     add_btn.click(user_errors(lambda rows, text, toks, base: add_variant(rows, text, list(toks or {}), base)),
@@ -335,6 +412,11 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
     rescore_btn.click(on_score, [model, table, tokens], table, api_visibility="private", concurrency_limit=1,
                       concurrency_id="gpu")
     return PromptTab(baseline=baseline, table=table, record=record)
+
+
+def _stop(jobs: SessionJobs) -> None:
+    jobs.stop()
+    gr.Info("Stopping the LLM request…")
 
 
 def _usable(backend: Any, session_tokens: dict | None) -> dict[str, Any]:
