@@ -1,8 +1,11 @@
 """What a listening study asks: its config, its items made from run folders, the raters' orders.
 
 Items are built from run folders (pairs of clips with the same seed for A/B, single clips for
-ratings). The clips raters hear are loudness-matched copies with opaque names written into the
-study folder; the runs' own audio is only read. Storage lives in :mod:`recap.study`.
+ratings). The listening copies are loudness-matched, written under opaque names into the study
+folder (never served: each rater is handed a fresh copy of a copy, :func:`rater_copy`); the runs'
+own audio is only read. Every field of a config is bounded (:mod:`recap.limits`) in
+:meth:`StudyConfig.validate`, which the web app, its API and the CLI all pass through. Storage
+lives in :mod:`recap.study`.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ import math
 import random
 import re
 import secrets
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from recap.errors import BadInput
+from recap.limits import LIMITS, finite, text, whole
+
 log = logging.getLogger(__name__)
 
 AB_ANSWERS = ("A", "B", "None", "Cannot decide")
@@ -30,6 +36,14 @@ SIDE_RE = re.compile(r"^(?:([A-Za-z0-9._-]+)/)?([A-Za-z0-9._-]+)$")
 _MIN_LOUDNESS_SECONDS = 0.5
 # Listening copies never peak above this after the loudness gain.
 _MAX_PEAK = 0.99
+# Bounds of a config's texts and lists, beside the shared ones in recap.limits.
+MAX_TITLE_CHARS = 200
+MAX_QUESTIONS = 20
+MAX_QUESTION_CHARS = 500
+MAX_SPEC_CHARS = 200  # one pair "X:Y" or one rated variant
+# The reference clip is played beside every item; a minute is far more than any use needs.
+MAX_REFERENCE_SECONDS = 60.0
+MAX_REFERENCE_BYTES = LIMITS.upload_mb * 2**20
 
 
 class StudyError(BadInput):
@@ -56,7 +70,8 @@ SCALES: dict[str, Scale] = {
 
 @dataclass
 class StudyConfig:
-    """What a study asks and of which clips; saved as ``studies/<code>/study.json``.
+    """What a study asks and of which clips; saved in the study's answer key
+    (``study_keys/<code>.json``, outside every served folder) and in ``study.sqlite``.
 
     Attributes:
         kind: "ab" (preference between two clips) or "rating" (1-5 scales on one clip).
@@ -94,25 +109,83 @@ class StudyConfig:
     seed: int | None = None
 
     def validate(self) -> None:
-        """Raises :class:`StudyError` naming the first bad field."""
+        """Checks every field against its bound and normalises numbers sent as whole floats.
+
+        Raises:
+            StudyError: naming the first bad field (nothing has been written yet).
+        """
+        try:
+            self._check()
+        except StudyError:
+            raise
+        except BadInput as exc:  # the shared checks' and the audio reader's sentences, as study errors
+            raise StudyError(str(exc)) from None
+
+    def _check(self) -> None:
         if self.kind not in ("ab", "rating"):
-            raise StudyError(f"study type must be 'ab' or 'rating', got {self.kind!r}")
+            raise StudyError(f"study type must be 'ab' or 'rating', got {_short(self.kind)}")
+        self.name = text("the title", self.name, MAX_TITLE_CHARS, allow_newlines=False).strip()
+        self.questions = _texts("an A/B question", "A/B questions", self.questions, MAX_QUESTIONS,
+                                MAX_QUESTION_CHARS)
+        # A pair or a rated spec makes at least one item, so the item bound also bounds these lists.
+        self.pairs = _texts("a pair", "pairs", self.pairs, LIMITS.study_items, MAX_SPEC_CHARS)
+        self.items = _texts("a rated variant", "rated variants", self.items, LIMITS.study_items, MAX_SPEC_CHARS)
+        self.scales = _texts("a rating scale", "rating scales", self.scales, len(SCALES), 16)
         if self.kind == "ab":
             if not self.pairs:
                 raise StudyError("an A/B study needs at least one pair such as 'baseline:reword-1a'")
-            if not self.questions or not all(str(q).strip() for q in self.questions):
-                raise StudyError(f"an A/B study needs non-empty question texts, got {self.questions!r}")
+            if not self.questions or not all(q.strip() for q in self.questions):
+                raise StudyError("an A/B study needs non-empty question texts")
         bad = [s for s in self.scales if s not in SCALES]
-        if self.kind == "rating" and (bad or not self.scales):
-            raise StudyError(f"unknown or missing rating scales {bad or self.scales!r}; known: {list(SCALES)}")
-        for name in ("repeats", "checks", "max_failed_checks"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise StudyError(f"{name} must be a whole number >= 0, got {value!r}")
-        if not -70.0 <= float(self.target_lufs) <= -5.0:
-            raise StudyError(f"target_lufs must be between -70 and -5 LUFS, got {self.target_lufs}")
-        if self.reference is not None and not Path(self.reference).is_file():
-            raise StudyError(f"reference clip {self.reference!r} is not a file")
+        if self.kind == "rating" and (bad or not self.scales or len(set(self.scales)) != len(self.scales)):
+            raise StudyError(f"unknown, repeated or missing rating scales {bad or self.scales!r}; "
+                             f"known: {list(SCALES)}")
+        if self.prompt is not None:
+            self.prompt = text("the prompt shown", self.prompt, LIMITS.text_chars)
+        if not isinstance(self.hide_prompt, bool):
+            raise StudyError(f"hide_prompt must be true or false, got {_short(self.hide_prompt)}")
+        self.repeats = whole("repeated items", self.repeats, 0, LIMITS.study_repeats)
+        self.checks = whole("obvious-answer checks", self.checks, 0, LIMITS.study_checks)
+        self.max_failed_checks = whole("failed checks allowed", self.max_failed_checks, 0,
+                                       LIMITS.study_checks + LIMITS.study_repeats)
+        self.target_lufs = finite("target loudness (LUFS)", self.target_lufs, -70.0, -5.0)
+        if self.seed is not None:
+            self.seed = whole("seed", self.seed, 0, 2**32 - 1)
+        if self.reference is not None:
+            self.reference = str(Path(text("reference clip", self.reference, 4096, allow_newlines=False)))
+            check_reference(Path(self.reference))
+
+
+def check_reference(path: Path) -> None:
+    """Refuses a reference clip that is missing, too big, too long or not readable audio."""
+    from recap.audio_io import load_audio  # librosa: only creating a study needs it
+
+    if not path.is_file():
+        raise StudyError(f"reference clip {path.name!r} is not a file")
+    if path.stat().st_size > MAX_REFERENCE_BYTES:
+        raise StudyError(f"reference clip {path.name!r} is {path.stat().st_size / 2**20:.0f} MB; "
+                         f"the limit is {MAX_REFERENCE_BYTES // 2**20} MB")
+    load_audio(path, max_seconds=MAX_REFERENCE_SECONDS)  # the length is read from the header first
+
+
+def _short(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def _texts(one: str, many: str, values: Any, max_count: int, max_chars: int) -> list[str]:
+    """``values`` as a list of at most ``max_count`` one-line texts of at most ``max_chars``
+    (``one`` and ``many`` name an element and the list in the sentences)."""
+    if not isinstance(values, (list, tuple)):
+        raise StudyError(f"the {many} must be a list of texts, got {type(values).__name__}")
+    if len(values) > max_count:
+        raise StudyError(f"{len(values):,} {many} are too many; at most {max_count:,} are accepted")
+    out = []
+    for value in values:
+        if not isinstance(value, str):
+            raise StudyError(f"{one} must be text, got {type(value).__name__}")
+        out.append(text(one, value, max_chars, allow_newlines=False))
+    return out
 
 
 @dataclass(frozen=True)
@@ -233,27 +306,57 @@ def _resolve(spec: str, runs: Sequence[RunClips]) -> list[tuple[RunClips, str]]:
 
 
 class _Copies:
-    """Writes each source clip's loudness-matched listening copy once, under an opaque name."""
+    """The study's listening copies: one per source clip, under an opaque name.
+
+    Names are reserved first (:meth:`name`) and the files written later (:meth:`write`), so a
+    study that turns out too big is refused before anything reaches the disk.
+    """
 
     def __init__(self, folder: Path, target_lufs: float) -> None:
-        self.folder, self.target, self.made, self.shapes = folder, target_lufs, {}, {}
+        self.folder, self.target = folder, target_lufs
+        self.names: dict[str, str] = {}  # source -> copy, relative to folder
+        self.shapes: dict[str, tuple[tuple[int, ...], int]] = {}  # copy -> (audio shape, sample rate)
         self.log: list[dict] = []
 
-    def add(self, source: str, audio: np.ndarray | None = None, sample_rate: int = 0) -> str:
+    def name(self, source: str) -> str:
+        # Opaque names: a file name seen anywhere must not tell which clip is which.
+        return self.names.setdefault(source, f"audio/{secrets.token_hex(6)}.wav")
+
+    def write(self, source: str, audio: np.ndarray | None = None, sample_rate: int = 0) -> str:
+        """Writes the copy of ``source`` (read from the file unless ``audio`` is given) once."""
         from recap.audio_io import load_audio, write_wav  # librosa: only creating a study needs it
 
-        if source in self.made:
-            return self.made[source]
+        rel = self.name(source)
+        if rel in self.shapes:
+            return rel
         if audio is None:
             clip = load_audio(source, max_seconds=None, allow_silent=True)
             audio, sample_rate = clip.audio, clip.sample_rate
-        # Opaque names: a file name seen in the browser must not tell a rater which clip is which.
-        rel = f"audio/{secrets.token_hex(6)}.wav"
         matched, lufs = loudness_match(audio, sample_rate, self.target)
         write_wav(self.folder / rel, matched, sample_rate, subtype="PCM_16")  # plays in every browser
-        self.made[source], self.shapes[rel] = rel, (audio.shape, sample_rate)
+        self.shapes[rel] = (audio.shape, sample_rate)
         self.log.append({"copy": rel, "source": source, "input_lufs": lufs, "target_lufs": self.target})
         return rel
+
+
+def _pair_combos(pair: str, runs: Sequence[RunClips]) -> tuple[str, str, list[tuple[tuple[RunClips, str], ...]]]:
+    """The two sides of an A/B pair spec and the (run, label) combinations it pairs."""
+    left, sep, right = (s.strip() for s in pair.partition(":"))
+    if not sep or not left or not right:
+        raise StudyError(f"pair {pair!r} must look like 'baseline:reword-1a'")
+    if left == right:
+        raise StudyError(f"pair {pair!r} compares a variant with itself")
+    if "/" in left or "/" in right:
+        lefts, rights = _resolve(left, runs), _resolve(right, runs)
+        if len(lefts) > 1 or len(rights) > 1:
+            raise StudyError(f"pair {pair!r}: a label is in several runs; write 'run_id/label'")
+        return left, right, [(lefts[0], rights[0])]
+    _resolve(left, runs)  # a clear error for an unknown label
+    _resolve(right, runs)
+    combos = [((r, left), (r, right)) for r in runs if left in r.prompts and right in r.prompts]
+    if not combos:
+        raise StudyError(f"pair {pair!r}: no run has both variants; write 'run_id/label' to pair across runs")
+    return left, right, combos
 
 
 def build_items(
@@ -269,46 +372,43 @@ def build_items(
     Returns:
         The items (test items first, then checks), the reference copy's relative path (or None),
         and one record per listening copy (source, measured input loudness).
+
+    Raises:
+        StudyError: an unknown label or pair, no clips, or more than ``LIMITS.study_items``
+            items in all (refused before any file is written).
     """
     runs = [read_run(d) for d in run_dirs]
     if not runs:
         raise StudyError("a study needs at least one run")
     copies = _Copies(folder, config.target_lufs)
     items: list[StudyItem] = []
+    sources: list[str] = []  # test clips, in the order their copies are written
+    room = LIMITS.study_items - config.checks
 
     def shown_prompt(run: RunClips, label: str) -> str:
         return config.prompt or run.baseline_prompt or run.prompts[label]
 
+    def clip(run: RunClips, label: str, seed: int) -> str:
+        source = str(run.clips[label, seed])
+        sources.append(source)
+        return copies.name(source)
+
     def add(question: str, condition: str, sides: list[tuple[str, RunClips, str]], seed: int) -> None:
+        if len(items) >= room:  # counted while planning: a huge spec never builds its whole list
+            raise StudyError(f"this study would have more than {LIMITS.study_items} items (attention checks "
+                             "included); choose fewer pairs, variants, questions, runs or checks")
         (na, ra, la), *rest = sides
         b = {}
         if rest:
             nb, rb, lb = rest[0]
-            b = {"name_b": nb, "label_b": f"{rb.run_id}/{lb}@seed{seed}",
-                 "clip_b": copies.add(str(rb.clips[lb, seed]))}
+            b = {"name_b": nb, "label_b": f"{rb.run_id}/{lb}@seed{seed}", "clip_b": clip(rb, lb, seed)}
         items.append(StudyItem(len(items), "test", question, condition, na, f"{ra.run_id}/{la}@seed{seed}",
-                               copies.add(str(ra.clips[la, seed])), shown_prompt(ra, la), **b))
+                               clip(ra, la, seed), shown_prompt(ra, la), **b))
 
-    # 1. Test items
+    # 1. Plan the test items (names only: nothing is written until the study is known to fit)
     if config.kind == "ab":
         for pair in config.pairs:
-            left, sep, right = (s.strip() for s in pair.partition(":"))
-            if not sep or not left or not right:
-                raise StudyError(f"pair {pair!r} must look like 'baseline:reword-1a'")
-            if left == right:
-                raise StudyError(f"pair {pair!r} compares a variant with itself")
-            if "/" in left or "/" in right:
-                lefts, rights = _resolve(left, runs), _resolve(right, runs)
-                if len(lefts) > 1 or len(rights) > 1:
-                    raise StudyError(f"pair {pair!r}: a label is in several runs; write 'run_id/label'")
-                combos = [(lefts[0], rights[0])]
-            else:
-                _resolve(left, runs)  # a clear error for an unknown label
-                _resolve(right, runs)
-                combos = [((r, left), (r, right)) for r in runs if left in r.prompts and right in r.prompts]
-                if not combos:
-                    raise StudyError(
-                        f"pair {pair!r}: no run has both variants; write 'run_id/label' to pair across runs")
+            left, right, combos = _pair_combos(pair, runs)
             before = len(items)
             for (ra, la), (rb, lb) in combos:
                 seeds = sorted({s for (v, s) in ra.clips if v == la} & {s for (v, s) in rb.clips if v == lb})
@@ -325,20 +425,48 @@ def build_items(
                     add("", spec.strip(), [(spec.strip(), run, label)], seed)
         if not items:
             raise StudyError("the chosen runs have no clips to rate")
-    # 2. Attention checks: an obvious answer, on noise matched in length and loudness to a real clip
+    # 2. The listening copies of the test clips
+    for source in sources:
+        copies.write(source)
+    # 3. Attention checks: an obvious answer, on noise matched in length and loudness to a real clip
     rng = random.Random(config.seed)
     tests = list(items)
     for k in range(config.checks):
         base = rng.choice(tests)
         shape, sr = copies.shapes[base.clip_a]
         noise = np.random.default_rng([config.seed, k]).standard_normal(shape).astype(np.float32) * 0.1
-        noise_rel = copies.add(f"noise-{k}", noise, sr)
+        noise_rel = copies.write(f"noise-{k}", noise, sr)
         if config.kind == "ab":
             items.append(StudyItem(len(items), "check", base.question, CHECK_CONDITION, "clip", base.label_a,
                                    base.clip_a, base.prompt, "noise", "noise", noise_rel, expected="a"))
         else:
             items.append(StudyItem(len(items), "check", "", CHECK_CONDITION, "noise", "noise", noise_rel,
                                    base.prompt, expected="low"))
-    # 3. The reference clip, matched like the rest
-    reference = copies.add(str(Path(config.reference).resolve())) if config.reference else None
+    # 4. The reference clip, matched like the rest
+    reference = copies.write(str(Path(config.reference).resolve())) if config.reference else None
     return items, reference, copies.log
+
+
+def rater_copy(source: Path, folder: Path) -> Path:
+    """A copy of a listening copy for one rater's page, under a random name, with unique bytes.
+
+    Gradio caches every file it hands to a browser in a folder named by the hash of the file's
+    bytes, so byte-identical copies would share a URL across raters and across items (and so
+    tell a rater that two items play the same clip). A chunk of random bytes after the audio,
+    which players skip as they skip any chunk they do not know (RIFF "JUNK"), makes every copy's
+    bytes, hence its URL, its own. The audio itself is untouched.
+
+    Raises:
+        StudyError: ``source`` is not a RIFF/WAVE file (every listening copy is one).
+    """
+    data = bytearray(Path(source).read_bytes())
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise StudyError(f"{Path(source).name} is not a WAV listening copy")
+    if len(data) % 2:
+        data += b"\0"  # RIFF chunks start on even offsets
+    data += b"JUNK" + struct.pack("<I", 16) + secrets.token_bytes(16)
+    data[4:8] = struct.pack("<I", len(data) - 8)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{secrets.token_hex(16)}.wav"
+    path.write_bytes(bytes(data))
+    return path

@@ -11,7 +11,8 @@
   rated above 2 on a scale; a repeated item fails when the two answers differ (A/B) or a rating
   moves by more than 1. Raters failing more than ``max_failed_checks`` are excluded.
 
-Summaries use test items only, first showings only, included raters only.
+Summaries use test items only, first showings only, included raters only. Raters are named by
+their pseudonym (``rater``) and typed name, never by their resume code, in every table and export.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class Agreement:
 
 @dataclass(frozen=True)
 class RaterCheck:
-    rater_id: str
+    rater: str  # the pseudonym (recap.study.pseudonym), never the resume code
     name: str | None
     answered: int
     checks: int
@@ -180,9 +181,9 @@ def attention(info: StudyInfo, answers: Sequence[dict]) -> list[RaterCheck]:
     items = {i.item_id: i for i in info.items}
     by_rater: dict[str, list[dict]] = defaultdict(list)
     for a in answers:
-        by_rater[a["rater_id"]].append(a)
+        by_rater[a["rater"]].append(a)
     out = []
-    for rater_id, rows in by_rater.items():
+    for rater, rows in by_rater.items():
         checks = failed = 0
         shown = {(a["item_id"], a["repeat"]): a for a in rows}
         for a in rows:
@@ -191,7 +192,7 @@ def attention(info: StudyInfo, answers: Sequence[dict]) -> list[RaterCheck]:
                 checks, failed = checks + 1, failed + (not _check_passed(item, a))
             elif a["repeat"] == 1 and (a["item_id"], 0) in shown:
                 checks, failed = checks + 1, failed + (not _consistent(shown[a["item_id"], 0], a))
-        out.append(RaterCheck(rater_id, rows[0]["rater_name"], len(rows), checks, failed,
+        out.append(RaterCheck(rater, rows[0]["rater_name"], len(rows), checks, failed,
                               failed > info.config.max_failed_checks))
     return out
 
@@ -199,9 +200,9 @@ def attention(info: StudyInfo, answers: Sequence[dict]) -> list[RaterCheck]:
 def summarize(info: StudyInfo, answers: Sequence[dict]) -> StudyResults:
     """Preference shares, mean ratings and agreement of a study's answers (see the module docstring)."""
     raters = attention(info, answers)
-    excluded = {r.rater_id for r in raters if r.excluded}
+    excluded = {r.rater for r in raters if r.excluded}
     items = {i.item_id: i for i in info.items}
-    used = [a for a in answers if a["rater_id"] not in excluded and a["repeat"] == 0
+    used = [a for a in answers if a["rater"] not in excluded and a["repeat"] == 0
             and items[a["item_id"]].role == "test"]
     preferences, ratings, agreement = [], [], []
     if info.config.kind == "ab":
@@ -246,7 +247,7 @@ def answer_table(info: StudyInfo, answers: Sequence[dict]) -> list[dict]:
         item = items[a["item_id"]]
         shown = [item.label_a, item.label_b][:: -1 if a["swapped"] else 1]
         names = {"a": item.name_a, "b": item.name_b, **ANSWER_NAMES}
-        row = {"study": info.code, "answer_id": a["answer_id"], "rater_id": a["rater_id"],
+        row = {"study": info.code, "answer_id": a["answer_id"], "rater": a["rater"],
                "rater_name": a["rater_name"] or "", "slot": a["slot"], "item_id": item.item_id, "role": item.role,
                "repeat": a["repeat"], "question": item.question, "condition": item.condition,
                "shown_a": shown[0], "shown_b": shown[1] or "", "choice": a["choice"] or "",

@@ -1,5 +1,6 @@
 """Listening studies end to end on real run folders and a real SQLite file: creation, blind
-shuffles, resuming, concurrent raters, schema migration, injection, the CLI and the UI handlers."""
+shuffles, resuming, concurrent raters, schema migration, injection, the CLI and the UI handlers.
+(Attacks on the served app — roles, blindness over HTTP, bounds — are in test_security_study.py.)"""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import soundfile as sf
 
 from recap import study
 from recap.audio_io import write_wav
-from recap.study import MIGRATIONS, StudyConfig, StudyError, StudyStore, plan_trials
+from recap.study import MIGRATIONS, StudyConfig, StudyError, StudyStore, plan_trials, pseudonym
 
 SR = 16000
 
@@ -82,7 +83,9 @@ def test_create_makes_loudness_matched_blind_copies_and_never_touches_the_run(st
             assert "baseline" not in clip and "reword" not in clip and "noise" not in clip  # names say nothing
             audio, sr = sf.read(info.folder / clip)
             assert abs(meter.integrated_loudness(audio) - (-23.0)) < 0.5  # the 2x louder variant is matched too
-    saved = json.loads((info.folder / "study.json").read_text())
+    # The answer key lives outside the study folder (which holds only the opaque copies).
+    assert {p.relative_to(info.folder).parts[0] for p in info.folder.rglob("*") if p.is_file()} == {"audio"}
+    saved = json.loads(store.key_path(info.code).read_text())
     assert saved["config"]["seed"] == info.config.seed is not None
     assert {i["label_a"] for i in saved["items"][:2]} == {"run1/baseline@seed0", "run1/baseline@seed1"}
     assert not list(store.studies_dir.glob(".tmp-*"))
@@ -107,6 +110,7 @@ def test_pairs_are_made_per_run_by_seed_or_across_runs_when_qualified(store, rec
     with pytest.raises(StudyError, match="no run"):
         store.create(StudyConfig(kind="ab", pairs=["baseline:ti"]), ["../run1"])
     assert len(store.studies()) == 2 and len(list(store.studies_dir.iterdir())) == 2  # failures left nothing
+    assert len(list(store.keys_dir.iterdir())) == 2
 
 
 def test_shuffle_is_reproducible_from_the_seed_and_answers_map_back_to_real_labels(store, ab_study):
@@ -127,7 +131,7 @@ def test_shuffle_is_reproducible_from_the_seed_and_answers_map_back_to_real_labe
             assert shown.clips == [ab_study.folder / c for c in real_sides[::-1 if trial.swapped else 1]]
             shown_first[trial.slot] = copy_to_label[str(shown.clips[0].relative_to(ab_study.folder))]
             assert store.submit(uuid.uuid4().hex, rater.rater_id, trial.slot, "A")  # always the clip shown first
-        rows = [a for a in store.answers(ab_study.code) if a["rater_id"] == rater.rater_id]
+        rows = [a for a in store.answers(ab_study.code) if a["rater"] == rater.pseudonym]
         assert len(rows) == len(plan) == len(ab_study.items) + 1  # one repeat
         for row in rows:
             item = items[row["item_id"]]
@@ -139,15 +143,18 @@ def test_shuffle_is_reproducible_from_the_seed_and_answers_map_back_to_real_labe
     assert any(swaps) and not all(swaps)
 
 
-def test_raters_resume_by_name_or_code_and_anonymous_raters_are_separate(store, ab_study):
+def test_raters_resume_only_by_their_code_and_a_name_makes_a_new_rater(store, ab_study):
     alice = store.join(ab_study.code, name="alice")
     for _ in range(3):
         trial = store.trial(alice.rater_id)
         store.submit(uuid.uuid4().hex, alice.rater_id, trial.slot, "B")
-    again = store.join(ab_study.code.upper(), name="  alice ")  # a restart, a reload, another device
-    assert again == alice
-    assert store.trial(again.rater_id).slot == 3
-    assert store.join(ab_study.code, rater_id=alice.rater_id) == alice
+    # A restart, a reload, another device: the resume code continues where alice stopped ...
+    assert store.join(ab_study.code.upper(), rater_id=f" {alice.rater_id} ") == alice
+    assert store.trial(alice.rater_id).slot == 3
+    # ... while anyone typing her name is a new rater, with nothing of hers
+    namesake = store.join(ab_study.code, name="  alice ")
+    assert namesake.rater_id != alice.rater_id and namesake.name == "alice"
+    assert store.trial(namesake.rater_id).slot == 0
     assert store.join(ab_study.code).rater_id != store.join(ab_study.code).rater_id
     with pytest.raises(StudyError, match="no rater"):
         store.join(ab_study.code, rater_id="not-a-rater")
@@ -155,8 +162,12 @@ def test_raters_resume_by_name_or_code_and_anonymous_raters_are_separate(store, 
         store.join("zzzz-zzzz")
     assert answer_all(store, alice.rater_id) == len(ab_study.items) + 1 - 3
     assert store.trial(alice.rater_id) is None
-    progress = {p.name: (p.answered, p.total) for p in store.progress(ab_study.code)}
-    assert progress["alice"] == (len(ab_study.items) + 1,) * 2
+    progress = {p.rater: (p.name, p.answered, p.total) for p in store.progress(ab_study.code)}
+    assert progress[alice.pseudonym] == ("alice", len(ab_study.items) + 1, len(ab_study.items) + 1)
+    assert progress[namesake.pseudonym] == ("alice", 0, len(ab_study.items) + 1)
+    # Progress and answers name raters by pseudonym only: no resume code in any of their values.
+    shown = json.dumps([vars(p) for p in store.progress(ab_study.code)] + store.answers(ab_study.code))
+    assert alice.rater_id not in shown and namesake.rater_id not in shown
 
 
 def test_bad_answers_are_refused_and_nothing_is_stored(store, ab_study, recap_home):
@@ -237,7 +248,7 @@ def test_the_same_answer_sent_twice_at_once_is_stored_once(store, ab_study):
 
 def test_schema_is_versioned_in_wal_mode_and_migrates_forward(store, ab_study, monkeypatch):
     with sqlite3.connect(store.db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     rater = store.join(ab_study.code, name="kept")
     store.submit("before-migration", rater.rater_id, 0, "A")
@@ -248,11 +259,50 @@ def test_schema_is_versioned_in_wal_mode_and_migrates_forward(store, ab_study, m
     monkeypatch.setattr(study, "MIGRATIONS", [*MIGRATIONS, add_device_column])
     assert [a["answer_id"] for a in store.answers(ab_study.code)] == ["before-migration"]
     with sqlite3.connect(store.db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
         assert "device" in [r[1] for r in conn.execute("PRAGMA table_info(answers)")]
     monkeypatch.setattr(study, "MIGRATIONS", MIGRATIONS)  # an older recap meets the newer file
     with pytest.raises(StudyError, match="newer than this recap"):
         store.get(ab_study.code)
+
+
+def test_a_study_made_before_answer_keys_left_its_folder_is_migrated(store, recap_home, monkeypatch):
+    """A version-1 database (raters unique by name) and ``studies/<code>/study.json``, as recap
+    made them before: the key moves out of the served tree, answers survive, names stop resuming."""
+    make_run(recap_home, "run1", ["baseline", "reword-1a"], [0, 1])
+    monkeypatch.setattr(study, "MIGRATIONS", MIGRATIONS[:1])
+    info = store.create(StudyConfig(kind="ab", pairs=["baseline:reword-1a"], checks=0), ["run1"])
+    store.key_path(info.code).rename(info.folder / "study.json")  # where version 1 kept it
+    alice = store.join(info.code, name="alice")
+    assert store.submit("answer-before", alice.rater_id, 0, "A")
+    with sqlite3.connect(store.db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+    monkeypatch.setattr(study, "MIGRATIONS", MIGRATIONS)
+
+    assert [a["answer_id"] for a in store.answers(info.code)] == ["answer-before"]  # migrates on first use
+    assert not (info.folder / "study.json").exists()
+    assert json.loads(store.key_path(info.code).read_text())["code"] == info.code
+    with sqlite3.connect(store.db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    namesake = store.join(info.code, name="alice")  # the old UNIQUE (code, name) is gone
+    assert namesake.rater_id != alice.rater_id and store.join(info.code, rater_id=alice.rater_id) == alice
+    with pytest.raises(sqlite3.IntegrityError):  # foreign keys are on again after the rebuild
+        with store.connect(write=True) as conn:
+            conn.execute("INSERT INTO answers (answer_id, rater_id, slot, item_id, repeat, swapped, created) "
+                         "VALUES ('orphan-answer', 'nobody', 0, 0, 0, 0, 'now')")
+
+
+def test_each_rater_copy_has_its_own_name_and_bytes_and_the_same_samples(ab_study, tmp_path):
+    source = ab_study.folder / ab_study.items[0].clip_a
+    copies = [study.rater_copy(source, tmp_path / "r") for _ in range(3)]
+    assert len({c.name for c in copies}) == len({c.read_bytes() for c in copies}) == 3
+    original, sr = sf.read(source)
+    for c in copies:  # a player reads exactly the listening copy's audio
+        audio, sr_c = sf.read(c)
+        assert sr_c == sr and np.array_equal(audio, original)
+    with pytest.raises(StudyError, match="not a WAV"):
+        study.rater_copy(ab_study.folder.parent / ".." / "study.sqlite", tmp_path)
 
 
 def test_names_and_comments_cannot_inject_sql_or_html(store, ab_study):
@@ -279,12 +329,14 @@ def test_ui_rater_flow_resumes_and_never_doubles(store, ab_study):
     assert code_from_query({"study": "<b>x</b>"}) == "" and code_from_query({}) == ""
     view = open_study(store.home, ab_study.code, name="dana")
     assert view.kind == "ab" and len(view.clips) == 2 and "item 1 of" in view.status
+    assert f"resume code is `{view.state['rater_id']}`" in view.status  # shown to dana, and only to her
     assert view.prompt == "Prompt: *rain, baseline*" and view.question.startswith("### Which")
     first = dict(view.state)
     view = submit_answer(store.home, view.state, "B", None, comment="nice", now=first["shown_at"] + 2.5)
     again = submit_answer(store.home, first, "B", None)  # a double click replays the same state
     assert "already answered" in again.status and again.state["slot"] == view.state["slot"]
-    resumed = open_study(store.home, ab_study.code, name="dana")  # a reload or a server restart
+    # a reload or a server restart: the resume code shown to dana continues her session
+    resumed = open_study(store.home, ab_study.code, resume_code=first["rater_id"])
     assert resumed.state["slot"] == view.state["slot"] != first["slot"]
     row = store.answers(ab_study.code)[0]
     assert (row["choice"], row["comment"], row["time_ms"]) == ("B", "nice", 2500)
@@ -314,13 +366,18 @@ def test_ui_experimenter_creates_rating_study_and_gets_results(store, recap_home
     view = open_study(recap_home, code)
     assert view.kind == "rating" and [s.key for s in view.scales] == ["OVL"] and len(view.clips) == 1
     info = StudyStore(recap_home).get(code)
-    condition_of = {str(info.folder / i.clip_a): i.condition for i in info.items}
+    condition_of = {info.folder / i.clip_a: i.condition for i in info.items}
+
+    def condition(view):  # the rater holds a copy under a random name; the store knows what it is
+        assert Path(view.clips[0]).parent == Path(view.state["folder"])
+        return condition_of[StudyStore(recap_home).trial(view.state["rater_id"], view.state["slot"]).clips[0]]
+
     # a scale left untouched (the radio buttons start empty) is refused, not stored as a default
     with pytest.raises(StudyError, match="rate the clip on OVL"):
         submit_answer(recap_home, view.state, None, {"OVL": None})
     assert progress_table(recap_home, code)[0][2] == 0
     while view.state["slot"] is not None:
-        ovl = {"baseline": 2.0, "reword-1a": 5.0}[condition_of[view.clips[0]]]  # floats, as the browser sends
+        ovl = {"baseline": 2.0, "reword-1a": 5.0}[condition(view)]  # floats, as the browser sends
         view = submit_answer(recap_home, view.state, None, {"OVL": ovl, "REL": 1.0})
     assert progress_table(recap_home, code)[0][2:4] == [4, 4]
     rows, figure, files = study_results(recap_home, code, export_dir=tmp_path)
@@ -372,6 +429,7 @@ def test_listen_tab_wires_handlers_into_blocks(store, ab_study):
 
     import gradio as gr
 
+    from recap.ui.context import SessionJobs
     from recap.ui.listen import build_listen_tab
 
     with gr.Blocks() as demo:
@@ -379,14 +437,17 @@ def test_listen_tab_wires_handlers_into_blocks(store, ab_study):
             build_listen_tab(types.SimpleNamespace(settings=types.SimpleNamespace(home=store.home)))
     fns = {f.api_name: f for f in demo.fns.values()}
     assert {"study_open", "study_submit"} <= set(fns)  # the public endpoints a client can drive
-    outputs = fns["study_open"].fn(ab_study.code, "<i>x</i>", "")
+    jobs = SessionJobs()
+    outputs = fns["study_open"].fn(jobs, ab_study.code, "<i>x</i>", "")
     assert len(outputs) == len(fns["study_open"].outputs)
     state, status = outputs[:2]
     assert state["slot"] is not None and "&lt;i&gt;" in status
+    assert Path(outputs[6]["value"]).parent == jobs.scratch / "study-clips"  # the session's own copies
     outputs = fns["study_submit"].fn(state, "A", "", 3, 3)
     assert outputs[0]["slot"] != state["slot"] and len(store.answers(ab_study.code)) == 1
     with pytest.raises(gr.Error) as err:
-        fns["study_open"].fn("<b>bad</b>", "", "")
+        fns["study_open"].fn(jobs, "<b>bad</b>", "", "")
     assert "<b>" not in err.value.message and "&lt;b&gt;" in err.value.message
-    runs, studies = fns["on_refresh"].fn()
+    runs, studies = fns["on_refresh"].fn(None)  # a local server without a password: open
     assert [v for _, v in runs["choices"]] == ["run1"] and [v for _, v in studies["choices"]] == [ab_study.code]
+    jobs.close()

@@ -1,8 +1,9 @@
 """A blind A/B study in a real browser (Debian's Chromium driven by Playwright).
 
 An experimenter builds an A/B study from a tiny run in the "Listen & rate" tab, two raters in two
-separate browser contexts (own cookies, own Gradio session) answer it blind, and the experimenter's
-results table shows the counts the stored answers imply. Leaves a screenshot of a rater's page in
+separate browser contexts (own cookies, own Gradio session) open its link — a page with nothing
+but the rater's view — and answer it blind, and the experimenter's results table shows the counts
+the stored answers imply. Leaves a screenshot of a rater's page in
 ``test-artifacts/study-rater.png``.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import socket
+import struct
 from collections import Counter
 from pathlib import Path
 
@@ -64,25 +66,36 @@ def browser():
         browser.close()
 
 
-def new_page(browser, url: str):
+def new_page(browser, url: str, tab: bool = True):
     """A page in a fresh browser context: its own cookies and storage, so its own Gradio session."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.goto(url)
-    page.get_by_role("tab", name="Listen & rate").click()
+    if tab:
+        page.get_by_role("tab", name="Listen & rate").click()
     return page
 
 
+# Each rater gets copies with bytes of their own (a random chunk after the audio), so a clip is
+# recognised by the SHA-256 of its WAV "data" chunk: the samples the player plays.
 SHA256_OF_SRC = """async (audio) => {
-    const data = await (await fetch(audio.src)).arrayBuffer();
-    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", data));
-    return Array.from(digest, b => b.toString(16).padStart(2, "0")).join("");
+    const buf = await (await fetch(audio.src)).arrayBuffer();
+    const view = new DataView(buf);
+    for (let at = 12; at + 8 <= buf.byteLength; ) {
+        const id = String.fromCharCode(...new Uint8Array(buf, at, 4)), size = view.getUint32(at + 4, true);
+        if (id === "data") {
+            const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", buf.slice(at + 8, at + 8 + size)));
+            return Array.from(digest, b => b.toString(16).padStart(2, "0")).join("");
+        }
+        at += 8 + size + (size % 2);
+    }
+    return "no data chunk";
 }"""
 
 
 def shown_clips(page, before: list[str | None]) -> tuple[list[str], list[str]]:
-    """What the rater's page plays at A and B: (SHA-256 of each clip's bytes, the players' sources).
+    """What the rater's page plays at A and B: (SHA-256 of each clip's samples, the players' sources).
 
     The player loads its clip as a ``blob:`` URL (inside the waveform's shadow root, which
     Playwright's CSS pierces) once the trial is drawn; waiting for URLs other than ``before``
@@ -102,7 +115,15 @@ def shown_clips(page, before: list[str | None]) -> tuple[list[str], list[str]]:
 
 
 def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """SHA-256 of a WAV file's "data" chunk (as SHA256_OF_SRC computes it in the page)."""
+    data = path.read_bytes()
+    at = 12
+    while at + 8 <= len(data):
+        size = struct.unpack("<I", data[at + 4:at + 8])[0]
+        if data[at:at + 4] == b"data":
+            return hashlib.sha256(data[at + 8:at + 8 + size]).hexdigest()
+        at += 8 + size + size % 2
+    raise AssertionError(f"{path} has no data chunk")
 
 
 def test_experimenter_creates_ab_study_two_raters_answer_blind_results_match(study_app, browser):
@@ -128,11 +149,16 @@ def test_experimenter_creates_ab_study_two_raters_answer_blind_results_match(stu
 
     # -- Two raters, each in a separate context, open the study from its link.
     raters = {"ann": "A", "bob": "B"}
-    pages, fetched = {}, []
+    pages, fetched = {}, {name: [] for name in raters}
     for name in raters:
-        page = new_page(browser, f"{url}?study={code}")
-        page.on("request", lambda request: fetched.append(request.url))
+        page = new_page(browser, f"{url}?study={code}", tab=False)
+        page.on("request", lambda request, name=name: fetched[name].append(request.url))
         expect(page.get_by_label("Study code")).to_have_value(code)  # prefilled from the link
+        # The link opens the rater's page: no other tab, model picker, banner or experimenter panel.
+        for other in ("Prompt", "Token", "Generate & compare", "About"):
+            expect(page.get_by_role("tab", name=other)).to_be_hidden()
+        for part in ("#model-picker", "#recap-banner", "#study-experimenter"):
+            expect(page.locator(part)).to_be_hidden()
         page.get_by_label("Your name (optional)").fill(name)
         page.get_by_role("button", name="Open study").click()
         expect(page.locator("#study-status")).to_contain_text(f"item 1 of {items}")
@@ -159,9 +185,12 @@ def test_experimenter_creates_ab_study_two_raters_answer_blind_results_match(stu
     for page in pages.values():
         expect(page.locator("#study-status")).to_contain_text("All done")
         expect(page.locator("#study-trial")).to_be_hidden()
-    # ... nor any address the raters' browsers fetched (the clips are served under opaque names).
-    assert sum(".wav" in u for u in fetched) >= 2 * items * len(raters)
-    assert not [u for u in fetched if any(label in u for label in LABELS)]
+    # ... nor any address the raters' browsers fetched (the clips are served under opaque names),
+    # and no two raters were handed the same address (each gets copies of their own).
+    wavs = {name: {u for u in urls if ".wav" in u} for name, urls in fetched.items()}
+    assert all(len(w) >= 2 * items for w in wavs.values())
+    assert not [u for w in wavs.values() for u in w if any(label in u for label in LABELS)]
+    assert not wavs["ann"] & wavs["bob"]
 
     # -- Stored answers: one per (rater, slot), and the shown sides map back to the real clips.
     answers = StudyStore(home).answers(code)

@@ -43,7 +43,7 @@ def make_run(home: Path, labels: list[str], seeds: list[int]) -> None:
             clips.append({"variant": label, "seed": seed, "audio": rel})
     (folder / "manifest.json").write_text(json.dumps({
         "format": "recap.run/1", "run_id": "run1", "kind": "generate", "created": "2026-01-01T00:00:00+00:00",
-        "model": {}, "config": {}, "seeds": seeds, "clips": clips,
+        "model": {"name": "tiny", "sample_rate": 16000, "channels": 1}, "config": {}, "seeds": seeds, "clips": clips,
         "variants": [{"label": lab, "prompt": "rain", "method": "baseline" if lab == "baseline" else "synonym",
                       "batch": 0} for lab in labels]}))
 

@@ -24,7 +24,7 @@ from recap.study_stats import (
 
 
 def answer(rater, item_id, preferred=None, ratings=None, repeat=0, swapped=False, choice=None, comment=""):
-    return {"answer_id": f"{rater}-{item_id}-{repeat}", "rater_id": rater, "rater_name": rater.upper(),
+    return {"answer_id": f"{rater}-{item_id}-{repeat}", "rater": rater, "rater_name": rater.upper(),
             "slot": item_id + 10 * repeat, "item_id": item_id, "repeat": repeat, "swapped": swapped,
             "choice": choice, "preferred": preferred, "ratings": ratings or {}, "comment": comment,
             "time_ms": 1000, "created": "2026-01-01T00:00:00+00:00"}
@@ -87,7 +87,7 @@ def test_krippendorff_alpha_by_hand():
 
 def test_preference_table_excludes_raters_failing_checks():
     info, answers = ab_info(), ab_answers()
-    checks = {r.rater_id: (r.checks, r.failed, r.excluded) for r in attention(info, answers)}
+    checks = {r.rater: (r.checks, r.failed, r.excluded) for r in attention(info, answers)}
     # r3 passed the check and answered its repeat the same; r4 chose noise; r5 changed its mind on a repeat.
     assert checks == {"r1": (1, 0, False), "r2": (1, 0, False), "r3": (2, 0, False),
                       "r4": (1, 1, True), "r5": (1, 1, True)}

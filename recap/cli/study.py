@@ -68,11 +68,13 @@ def run_create(args: argparse.Namespace) -> int:
         config.questions = args.question
     if args.scale:
         config.scales = args.scale
-    info = _store().create(config, args.run)
+    store = _store()
+    info = store.create(config, args.run)
     print(info.code)
     tests = sum(i.role == "test" for i in info.items)
     print(f"{tests} items + {len(info.items) - tests} checks, {config.repeats} repeated per rater; "
-          f"listening copies in {info.folder}", file=sys.stderr)
+          f"listening copies in {info.folder}, answer key in {store.key_path(info.code)}",
+          file=sys.stderr)
     return 0
 
 
@@ -84,7 +86,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_progress(args: argparse.Namespace) -> int:
-    rows = [[p.rater_id, p.name or "(anonymous)", f"{p.answered}/{p.total}", p.last_answer or ""]
+    rows = [[p.rater, p.name or "(anonymous)", f"{p.answered}/{p.total}", p.last_answer or ""]
             for p in _store().progress(args.study)]
     print_table(["rater", "name", "answered", "last answer"], rows)
     return 0
@@ -113,7 +115,7 @@ def run_results(args: argparse.Namespace) -> int:
                 [[g.name, "undefined" if g.alpha is None else f"{g.alpha:.3f}", g.units] for g in results.agreement])
     print()
     print_table(["rater", "name", "answered", "checks", "failed", "excluded"],
-                [[r.rater_id, r.name or "(anonymous)", r.answered, r.checks, r.failed, "yes" if r.excluded else ""]
+                [[r.rater, r.name or "(anonymous)", r.answered, r.checks, r.failed, "yes" if r.excluded else ""]
                  for r in results.raters])
     if args.csv:
         print(f"summaries -> {write_csv(summary_rows(results), args.csv)}", file=sys.stderr)

@@ -38,6 +38,14 @@ evaluation; D. Lawrence, *Resonating Visuals: Generative AI Strategies for Captu
 Music in Image Form* (MS thesis, UT Austin, 2024) — multi-turn LLM prompt pipelines.
 """
 
+# What the experimenter role is on this server (Settings.experimenter_access); raters need only a study link.
+STUDY_ACCESS = {
+    "open": "experimenter functions open to anyone at this machine (a local server without a password)",
+    "password": "experimenter functions behind the experimenter password; raters need only a study link",
+    "off": ("experimenter functions off (a public server without `RECAP_EXPERIMENTER_PASSWORD`); "
+            "raters need only a study link"),
+}
+
 _PACKAGES = ("recap", "torch", "diffusers", "transformers", "gradio", "openai", "librosa")
 
 
@@ -71,6 +79,7 @@ def server_text(ctx: AppContext) -> str:
     llm = "configured" if ctx.settings.llm_configured else "not configured (synonym rewording works offline)"
     lines.append(f"- LLM endpoint: {llm}")
     lines.append(f"- Data folder: {code_text(ctx.home)} (runs and saved tokens are shared by everyone using this server)")
+    lines.append(f"- Listening studies: {STUDY_ACCESS[ctx.settings.experimenter_access]}")
     lines.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))
     return "\n".join(lines)
 

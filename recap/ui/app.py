@@ -3,11 +3,17 @@
 ``build_app`` only lays out components and wires events; no model is loaded until a visitor
 first needs one, so the server is ready in seconds. ``launch_options`` holds what Gradio 6 takes
 at ``launch()``: theme, CSS, and the only folders it may serve.
+
+A study link (``?study=CODE``) opens the rater's page: the same app with everything but the
+rater's part of "Listen & rate" hidden when the page loads (no other tab, model picker, banner,
+experimenter panel or run browser). Hiding is for the rater's sake, not a lock: what must stay
+private is refused by the handlers themselves (see :mod:`recap.ui.listen`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import gradio as gr
@@ -24,7 +30,7 @@ from recap.ui.context import (
     close_session,
     model_info,
 )
-from recap.ui.listen import build_listen_tab
+from recap.ui.listen import build_listen_tab, code_from_query
 from recap.ui.prompt import build_prompt_tab
 from recap.ui.token import build_token_tab
 
@@ -37,6 +43,8 @@ CSS = """
 .recap-cell-spec { min-height: 190px; }
 .recap-grid-row { border-top: 1px solid var(--border-color-primary); padding-top: 6px; }
 #recap-banner { border-left: 4px solid #d97706; padding-left: 10px; }
+/* The rater's page: Gradio 6 keeps a hidden tab's button in the tab bar, so it is hidden here. */
+.recap-rater-page [role="tablist"] button[data-tab-id]:not([data-tab-id="listen"]) { display: none !important; }
 """
 
 
@@ -46,6 +54,11 @@ def model_choices(ctx: AppContext) -> list[tuple[str, str]]:
         if name not in {c[1] for c in choices}:
             choices.append((model_info(name).label, model_info(name).name))
     return choices
+
+
+def rater_page(params: Mapping[str, str]) -> bool:
+    """Whether a page's query asks for the rater's page (a well-formed ``?study=CODE``)."""
+    return bool(code_from_query(params))
 
 
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
@@ -63,7 +76,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         # Per-visitor values: each session gets its own deep copy (a SessionJobs copy is a fresh one).
         jobs = gr.State(SessionJobs(), delete_callback=close_session)
         tokens = gr.State({})
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=True, elem_id="recap-header") as header:
             gr.Markdown("## recap\nHow the wording of a prompt steers text-to-audio diffusion models.")
             model = gr.Dropdown(model_choices(ctx), value=ctx.start_model, label="Model (loads on first use)",
                                 elem_id="model-picker")
@@ -73,17 +86,26 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             return model_banner(name, ctx.failures().get(name) or choose_start_model(name)[1])
 
         model.change(on_model, model, banner, api_visibility="private")
-        with gr.Tabs():
-            with gr.Tab("Prompt", id="prompt"):
+        with gr.Tabs() as tabs:
+            with gr.Tab("Prompt", id="prompt") as prompt_tab:
                 prompt = build_prompt_tab(ctx, model, tokens)
-            with gr.Tab("Token", id="token"):
+            with gr.Tab("Token", id="token") as token_tab:
                 build_token_tab(ctx, model, jobs, tokens, prompt.table)
-            with gr.Tab("Generate & compare", id="compare"):
+            with gr.Tab("Generate & compare", id="compare") as compare_tab:
                 build_compare_tab(ctx, model, jobs, tokens, prompt.table, prompt.baseline, prompt.record)
             with gr.Tab("Listen & rate", id="listen"):
-                build_listen_tab(ctx)
+                listen = build_listen_tab(ctx, jobs)
             with gr.Tab("About", id="about") as about:
                 build_about_tab(ctx, about)
+
+        workbench = [header, banner, prompt_tab, token_tab, compare_tab, about, listen.experimenter]
+
+        def on_page(request: gr.Request) -> list:
+            rater = rater_page(request.query_params if request else {})
+            return [gr.update(visible=not rater) for _ in workbench] + [
+                gr.Tabs(selected="listen", elem_classes=["recap-rater-page"]) if rater else gr.update()]
+
+        demo.load(on_page, None, [*workbench, tabs], api_visibility="private")
     demo.queue(max_size=64, default_concurrency_limit=4)
     return demo
 

@@ -1,25 +1,41 @@
 """The "Listen & rate" tab: raters take blind studies; experimenters create and follow them.
 
+Roles (DESIGN.md, "Roles"): a **rater** needs only a study code or link and sees one study,
+blind, and resumes with their own secret resume code; the **experimenter** creates studies and
+reads progress and results. Who is an experimenter is decided in one place,
+:class:`ExperimenterGate`, from the owner's settings: on a local server without a password
+everyone at the machine is; with ``RECAP_EXPERIMENTER_PASSWORD`` set, a browser session that typed
+it is (a flag in a server-side ``gr.State``, never a value the client sends); on a public server
+without a password nobody is, and the panel says how the owner turns it on. Every experimenter
+handler asks the gate itself, so an event called straight through Gradio's queue is refused too.
+
+Raters are handed fresh copies of the listening copies under random names (the study folder is
+never served), so no file name, URL or byte tells a clip's condition or links two raters' clips.
+
 Pure handlers first (plain values in and out, testable without a browser), Blocks wiring after.
 Each rater's place in a study lives in a ``gr.State``; everything else is in the study database,
-so a reload or a server restart loses nothing: the rater opens the study again and continues.
+so a reload or a server restart loses nothing: the rater opens the study again with their code.
 """
 
 from __future__ import annotations
 
-import functools
-import html
+import hashlib
+import hmac
 import re
 import tempfile
+import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import gradio as gr
 import plotly.graph_objects as go
 
+from recap.errors import BadInput
+from recap.limits import LIMITS, text, whole
 from recap.runs import list_runs
 from recap.study import (
     AB_ANSWERS,
@@ -31,6 +47,7 @@ from recap.study import (
     StudyStore,
     normalize_code,
 )
+from recap.study_items import MAX_TITLE_CHARS, rater_copy
 from recap.study_stats import (
     answer_table,
     results_figure,
@@ -39,20 +56,124 @@ from recap.study_stats import (
     write_csv,
     write_json,
 )
+from recap.ui.common import md_text, user_errors
+from recap.ui.context import SessionJobs, close_session
+
+__all__ = ["ExperimenterGate", "Unlock", "RaterView", "open_study", "submit_answer", "code_from_query",
+           "run_choices", "create_study", "study_choices", "progress_table", "study_results", "md_text",
+           "build_listen_tab", "ListenTab"]
 
 RATER_CONCURRENCY = 16
 PROGRESS_HEADERS = ["rater", "name", "answered", "of", "last answer (UTC)"]
 RESULT_HEADERS = ["section", "question", "condition", "answer", "n", "count", "value", "low", "high"]
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+# A pairs, variants or questions box before it is split into lines (each line is bounded again
+# by StudyConfig.validate); generous for 500 pairs.
+MAX_LIST_CHARS = 64_000
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")  # a run id, never a path
 
 
-def md_text(text: object) -> str:
-    """Makes any user-supplied text display literally in Markdown/HTML (no tags, no links)."""
-    return html.escape(_MD_SPECIAL.sub(r"\\\1", str(text)), quote=True)
+# -- roles ---------------------------------------------------------------------------------
+
+OFF_TEXT = (
+    "Experimenter functions are **off** on this public server: no experimenter password is set. "
+    "The owner turns them on by setting `RECAP_EXPERIMENTER_PASSWORD` (on a Hugging Face Space: "
+    "*Settings → Variables and secrets → New secret*) and restarting; studies can always be made "
+    "with `recap study create` on the server itself.")
+LOCKED_TEXT = ("That is an experimenter function: type the experimenter password in the Experimenter panel "
+               "first (it unlocks this browser tab only).")
+# Wrong passwords a session may type before it must wait, the first wait (doubled by every further
+# wrong one, up to the cap), and how many wrong ones all sessions together may send in a window:
+# a new session costs a stranger nothing, so only the server-wide bound stops guessing.
+FREE_TRIES = 3
+FIRST_WAIT_S = 30.0
+MAX_WAIT_S = 900.0
+SERVER_FAILURES = 20
+SERVER_WINDOW_S = 600.0
+MAX_PASSWORD_CHARS = 1024
 
 
-def _home(ctx: Any) -> Path:
-    return Path(getattr(ctx, "settings", ctx).home)
+@dataclass(frozen=True)
+class Unlock:
+    """One browser session's standing with the experimenter gate (kept in a server-side gr.State).
+
+    Attributes:
+        unlocked: The session typed the right password.
+        failures: Wrong passwords typed in this session.
+        retry_at: No try is looked at before this time (seconds since the epoch).
+    """
+
+    unlocked: bool = False
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+class ExperimenterGate:
+    """Who may use the experimenter functions of one app: the only place that decides it.
+
+    Args:
+        mode: ``Settings.experimenter_access``: "open" (everyone: a local server without a
+            password), "password" (sessions that typed ``password``), "off" (nobody).
+        password: The owner's secret; only compared (by digest, in constant time), never shown.
+
+    The gate also counts wrong passwords from all sessions together (one gate per app, shared by
+    its sessions like the loaded models, never a module global).
+    """
+
+    def __init__(self, mode: str, password: str | None = None) -> None:
+        if mode not in ("open", "password", "off") or (mode == "password") != bool(password):
+            raise ValueError(f"experimenter access {mode!r} does not fit the password setting")
+        self.mode = mode
+        self._digest = hashlib.sha256(password.encode()).digest() if password else b""
+        self._lock = threading.Lock()
+        self._failures: deque[float] = deque()
+
+    def __repr__(self) -> str:  # never the password or its digest
+        return f"ExperimenterGate(mode={self.mode!r})"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ExperimenterGate:
+        """The gate for ``settings`` (anything without the attributes is a local, open server)."""
+        return cls(getattr(settings, "experimenter_access", "open"), getattr(settings, "experimenter_password", None))
+
+    def allowed(self, unlock: Unlock | None) -> bool:
+        """Whether a session in this standing may use experimenter functions."""
+        return self.mode == "open" or (self.mode == "password" and isinstance(unlock, Unlock) and unlock.unlocked)
+
+    def require(self, unlock: Unlock | None) -> None:
+        """Raises :class:`BadInput` with the sentence to show unless the session may."""
+        if self.allowed(unlock):
+            return
+        raise BadInput(LOCKED_TEXT if self.mode == "password" else "Experimenter functions are off on this server.")
+
+    def try_password(self, unlock: Unlock | None, password: Any, now: float | None = None) -> tuple[Unlock, str]:
+        """Checks a typed password; returns the session's new standing and a sentence for it.
+
+        A session that is waiting, or any session while the server has seen too many wrong
+        passwords lately, is told to wait and its password is not even compared.
+        """
+        now = time.time() if now is None else now
+        unlock = unlock if isinstance(unlock, Unlock) else Unlock()
+        if self.mode != "password":
+            return unlock, "" if self.mode == "open" else OFF_TEXT
+        if unlock.unlocked:
+            return unlock, "Unlocked."
+        if now < unlock.retry_at:
+            return unlock, f"Too many wrong passwords in this tab: try again in {unlock.retry_at - now:.0f} s."
+        with self._lock:
+            while self._failures and self._failures[0] <= now - SERVER_WINDOW_S:
+                self._failures.popleft()
+            if len(self._failures) >= SERVER_FAILURES:
+                wait = self._failures[0] + SERVER_WINDOW_S - now
+                return unlock, f"Too many wrong passwords on this server lately: try again in {wait / 60:.0f} min."
+            if not isinstance(password, str) or not password or len(password) > MAX_PASSWORD_CHARS:
+                return unlock, "Type the experimenter password."
+            if hmac.compare_digest(hashlib.sha256(password.encode()).digest(), self._digest):
+                return Unlock(unlocked=True), "Unlocked: the experimenter functions below work in this tab."
+            self._failures.append(now)
+        failures = unlock.failures + 1
+        wait = 0.0 if failures < FREE_TRIES else min(MAX_WAIT_S, FIRST_WAIT_S * 2 ** (failures - FREE_TRIES))
+        return Unlock(False, failures, now + wait), "Wrong password." + (
+            f" Wait {wait:.0f} s before the next try." if wait else "")
 
 
 # -- rater ---------------------------------------------------------------------------------
@@ -62,8 +183,9 @@ def _home(ctx: Any) -> Path:
 class RaterView:
     """What the rater section shows after an action.
 
-    ``state`` goes back into the rater's gr.State; ``kind`` is None when there is no trial to show
-    (nothing opened yet, or the study is finished); ``clips`` are in shown order (A, B).
+    ``state`` goes back into the rater's gr.State (server-side: the browser never sees it);
+    ``kind`` is None when there is no trial to show (nothing opened yet, or the study is
+    finished); ``clips`` are this rater's copies in shown order (A, B).
     """
 
     state: dict | None
@@ -76,23 +198,34 @@ class RaterView:
     scales: list[Scale] = field(default_factory=list)
 
 
-def _show(trial: ShownTrial | None, rater_id: str, code: str, status: str) -> RaterView:
-    state = {"code": code, "rater_id": rater_id, "slot": None, "answer_id": None, "shown_at": None, "scales": []}
+def _show(trial: ShownTrial | None, state: dict, status: str) -> RaterView:
+    # The previous trial's copies were handed to Gradio (which keeps its own) with the last
+    # answer; this rater's folder holds only the copies on screen.
+    for old in state.get("handed_out", []):
+        Path(old).unlink(missing_ok=True)
+    state = {**state, "slot": None, "answer_id": None, "shown_at": None, "scales": [], "handed_out": []}
     if trial is None:
         return RaterView(state, status + "\n\n**All done — thank you!** You can close this page.")
+    folder = Path(state["folder"])
+    clips = [str(rater_copy(c, folder)) for c in trial.clips]
+    reference = str(rater_copy(trial.reference, folder)) if trial.reference else None
     # One answer id per shown trial: a double click or a retry resubmits the same id.
     state.update(slot=trial.slot, answer_id=uuid.uuid4().hex, shown_at=time.time(),
-                 scales=[s.key for s in trial.scales])
+                 scales=[s.key for s in trial.scales], handed_out=clips + ([reference] if reference else []))
     title = f"**{md_text(trial.title)}** — " if trial.title else ""
     question = trial.question if trial.kind == "ab" else "Rate this clip on each scale."
     return RaterView(
-        state, f"{status}\n\n{title}item {trial.slot + 1} of {trial.total}", trial.kind,
-        [str(c) for c in trial.clips], str(trial.reference) if trial.reference else None,
+        state, f"{status}\n\n{title}item {trial.slot + 1} of {trial.total}", trial.kind, clips, reference,
         f"### {md_text(question)}", f"Prompt: *{md_text(trial.prompt)}*" if trial.prompt else "", trial.scales)
 
 
-def open_study(home: Path, code: str, name: str = "", resume_code: str = "") -> RaterView:
-    """Joins (or resumes) a study and shows the rater's first unanswered item.
+def open_study(home: Path, code: str, name: str = "", resume_code: str = "",
+               folder: Path | None = None) -> RaterView:
+    """Joins a study as a new rater, or resumes with a resume code, and shows the first unanswered item.
+
+    Args:
+        folder: Where this rater's copies of the clips go (the session's scratch folder in the
+            app); a fresh temporary folder when None.
 
     Raises:
         StudyError: unknown code, unknown resume code, bad name.
@@ -101,12 +234,14 @@ def open_study(home: Path, code: str, name: str = "", resume_code: str = "") -> 
     rater = store.join(code, name=name or None, rater_id=(resume_code or "").strip() or None)
     who = f"as **{md_text(rater.name)}**" if rater.name else "anonymously"
     # The code and resume code are made by recap from safe characters; shown raw inside code spans.
-    status = (f"Study `{rater.code}` opened {who}. Your resume code is `{rater.rater_id}` "
-              "— keep it to continue later from another device.")
-    return _show(store.trial(rater.rater_id), rater.rater_id, rater.code, status)
+    status = (f"Study `{rater.code}` opened {who}. Your resume code is `{rater.rater_id}` — keep it to "
+              "continue later, here or on another device (a name alone does not resume).")
+    folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="recap-rater-"))
+    state = {"code": rater.code, "rater_id": rater.rater_id, "folder": str(folder)}
+    return _show(store.trial(rater.rater_id), state, status)
 
 
-def submit_answer(home: Path, state: dict | None, choice: str | None, ratings: Mapping[str, float] | None,
+def submit_answer(home: Path, state: dict | None, choice: str | None, ratings: Mapping[str, Any] | None,
                   comment: str = "", now: float | None = None) -> RaterView:
     """Stores the answer to the shown item and shows the next one.
 
@@ -115,6 +250,9 @@ def submit_answer(home: Path, state: dict | None, choice: str | None, ratings: M
         choice: A/B answer as shown (one of AB_ANSWERS).
         ratings: 1-5 values by scale key; only the study's scales are used.
         now: Current time (seconds since the epoch) for the time taken; default time.time().
+
+    Raises:
+        StudyError, BadInput: nothing open, a scale left empty, a value out of range.
     """
     if not state or state.get("slot") is None:
         raise StudyError("open a study first (enter its code)")
@@ -124,13 +262,14 @@ def submit_answer(home: Path, state: dict | None, choice: str | None, ratings: M
         missing = [k for k in state["scales"] if (ratings or {}).get(k) is None]
         if missing:
             raise StudyError(f"rate the clip on {', '.join(missing)}")
-        ratings_in = {k: int(round(float(ratings[k]))) for k in state["scales"]}
+        # The radio buttons send 1..5 (as floats from some clients); anything else is refused, not rounded.
+        ratings_in = {k: whole(f"the {k} rating", ratings[k], 1, 5) for k in state["scales"]}
     elapsed = int(1000 * max(0.0, (now if now is not None else time.time()) - state["shown_at"]))
     stored = store.submit(state["answer_id"], state["rater_id"], state["slot"],
                           choice=None if ratings_in else choice, ratings=ratings_in, comment=comment or "",
                           time_ms=elapsed)
     status = "Saved." if stored else "That item was already answered (another window?) — moving on."
-    return _show(store.trial(state["rater_id"]), state["rater_id"], state["code"], status)
+    return _show(store.trial(state["rater_id"]), state, status)
 
 
 def code_from_query(params: Mapping[str, str]) -> str:
@@ -153,26 +292,37 @@ def run_choices(home: Path) -> list[tuple[str, str]]:
     return out
 
 
-def _lines(text: str | None) -> list[str]:
-    return [s.strip() for s in re.split(r"[\n,]", text or "") if s.strip()]
+def _lines(name: str, value: str | None) -> list[str]:
+    value = text(name, value, MAX_LIST_CHARS)
+    return [s.strip() for s in re.split(r"[\n,]", value) if s.strip()]
+
+
+def _count(value: Any) -> Any:
+    # An emptied number box arrives as None: 0. Anything else goes to StudyConfig.validate as sent,
+    # so 2.5, -1, NaN or 10**9 are refused there with a sentence rather than silently rounded.
+    return 0 if value is None or value == "" else value
 
 
 def create_study(home: Path, run_ids: list[str] | None, kind: str, pairs: str = "", items: str = "",
                  questions: str = "", scales: list[str] | None = None, reference: str | None = None,
-                 prompt: str = "", hide_prompt: bool = False, repeats: int = 1, checks: int = 1,
-                 max_failed_checks: int = 0, name: str = "") -> tuple[str, str]:
+                 prompt: str = "", hide_prompt: bool = False, repeats: Any = 1, checks: Any = 1,
+                 max_failed_checks: Any = 0, name: str = "") -> tuple[str, str]:
     """Creates a study; returns (message in Markdown, study code).
 
     ``pairs`` and ``items`` are comma- or line-separated ("baseline:reword-1a"); ``questions``
-    one per line.
+    one per line. Runs are given by id (never by path: a path is for the owner's CLI).
     """
     if not run_ids:
         raise StudyError("choose at least one run")
-    config = StudyConfig(kind=kind, name=(name or "").strip(), pairs=_lines(pairs), items=_lines(items),
-                         reference=reference or None, prompt=(prompt or "").strip() or None,
-                         hide_prompt=bool(hide_prompt), repeats=int(repeats or 0), checks=int(checks or 0),
-                         max_failed_checks=int(max_failed_checks or 0))
-    question_list = [q.strip() for q in (questions or "").splitlines() if q.strip()]
+    if not isinstance(run_ids, list) or not all(isinstance(r, str) and _RUN_ID.match(r) for r in run_ids):
+        raise StudyError("choose runs from the list")
+    config = StudyConfig(kind=kind, name=text("the title", name, MAX_TITLE_CHARS).strip(),
+                         pairs=_lines("the pairs", pairs), items=_lines("the variants", items),
+                         reference=reference or None,
+                         prompt=text("the prompt", prompt, LIMITS.text_chars).strip() or None,
+                         hide_prompt=bool(hide_prompt), repeats=_count(repeats), checks=_count(checks),
+                         max_failed_checks=_count(max_failed_checks))
+    question_list = [q.strip() for q in text("the questions", questions, MAX_LIST_CHARS).splitlines() if q.strip()]
     if question_list:
         config.questions = question_list
     if scales:
@@ -192,8 +342,8 @@ def study_choices(home: Path) -> list[tuple[str, str]]:
 
 
 def progress_table(home: Path, code: str) -> list[list]:
-    """One row per rater: resume code, name, answered, total, last answer time."""
-    return [[p.rater_id, p.name or "(anonymous)", p.answered, p.total, p.last_answer or ""]
+    """One row per rater: pseudonym (never the resume code), name, answered, total, last answer time."""
+    return [[p.rater, p.name or "(anonymous)", p.answered, p.total, p.last_answer or ""]
             for p in StudyStore(home).progress(code)]
 
 
@@ -211,7 +361,7 @@ def study_results(home: Path, code: str, export_dir: Path | None = None) -> tupl
              write_csv(answer_table(info, answers), out / f"study-{info.code}-answers.csv"),
              write_json(info, results, answers, out / f"study-{info.code}.json")]
     rows = [[r.get(h, "") for h in RESULT_HEADERS] for r in summary_rows(results)]
-    rows += [["rater", r.rater_id, r.name or "(anonymous)",
+    rows += [["rater", r.rater, r.name or "(anonymous)",
               f"{'excluded' if r.excluded else 'included'}: failed {r.failed} of {r.checks} checks", r.answered,
               "", "", "", ""] for r in results.raters]
     return rows, results_figure(results), [str(f) for f in files]
@@ -220,26 +370,27 @@ def study_results(home: Path, code: str, export_dir: Path | None = None) -> tupl
 # -- wiring --------------------------------------------------------------------------------
 
 
-def _user_errors(fn: Callable) -> Callable:
-    """Shows bad input as a Gradio error with the message escaped (it can echo what was typed)."""
+@dataclass(frozen=True)
+class ListenTab:
+    """What the page around the tab needs: the experimenter panel (hidden on a rater's page)."""
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ValueError as exc:  # StudyError, AudioError
-            raise gr.Error(html.escape(str(exc))) from exc
-
-    return wrapper
+    experimenter: gr.Accordion
+    gate: ExperimenterGate
 
 
-def build_listen_tab(ctx: Any) -> None:
+def build_listen_tab(ctx: Any, jobs: gr.State | None = None) -> ListenTab:
     """Adds the tab's components and events to the open Blocks/Tab context.
 
     Args:
-        ctx: Anything with ``settings.home`` (or ``home``): the RECAP_HOME folder.
+        ctx: Anything with ``settings.home`` (or ``home``): the RECAP_HOME folder; its
+            ``settings.experimenter_access`` decides the experimenter role (open when absent).
+        jobs: The page's per-session :class:`SessionJobs` state (its scratch folder holds the
+            rater's clip copies and the exports); the tab makes its own when None.
     """
-    home = _home(ctx)
+    settings = getattr(ctx, "settings", ctx)
+    home = Path(settings.home)
+    gate = ExperimenterGate.from_settings(settings)
+    jobs = jobs if jobs is not None else gr.State(SessionJobs(), delete_callback=close_session)
     scale_keys = list(SCALES)
 
     gr.Markdown("Blind listening studies. Clips are loudness-matched; labels are hidden and the order and "
@@ -247,9 +398,9 @@ def build_listen_tab(ctx: Any) -> None:
     rater_state = gr.State(None)
     with gr.Accordion("Rate a study", open=True, elem_id="study-rater"):
         with gr.Row():
-            code_box = gr.Textbox(label="Study code", placeholder="abcd-2345")
+            code_box = gr.Textbox(label="Study code", placeholder="abcd-2345", max_length=20)
             name_box = gr.Textbox(label="Your name (optional)", max_length=80)
-            resume_box = gr.Textbox(label="Resume code (optional)")
+            resume_box = gr.Textbox(label="Resume code (optional)", max_length=64)
             open_btn = gr.Button("Open study", variant="primary")
         status_md = gr.Markdown(elem_id="study-status")
         with gr.Group(visible=False, elem_id="study-trial") as trial_group:
@@ -265,7 +416,7 @@ def build_listen_tab(ctx: Any) -> None:
             # where a slider would silently store its starting value.
             sliders = {k: gr.Radio([(f"{i + 1} {a}", i + 1) for i, a in enumerate(SCALES[k].anchors)], value=None,
                                    label=f"{k}: {SCALES[k].question}") for k in scale_keys}
-            comment_box = gr.Textbox(label="Comment (optional)", lines=2, max_length=4000)
+            comment_box = gr.Textbox(label="Comment (optional)", lines=2, max_length=LIMITS.text_chars)
             submit_btn = gr.Button("Submit", variant="primary")
 
     rater_outputs = [rater_state, status_md, trial_group, question_md, prompt_md, reference_audio, audio_a,
@@ -284,17 +435,17 @@ def build_listen_tab(ctx: Any) -> None:
             "",
         ]
 
-    @_user_errors
-    def on_open(code, name, resume):
-        return render(open_study(home, code, name, resume))
+    @user_errors
+    def on_open(jobs_: SessionJobs, code, name, resume):
+        return render(open_study(home, code, name, resume, folder=_rater_folder(jobs_)))
 
-    @_user_errors
+    @user_errors
     def on_submit(state, choice_value, comment, *slider_values):
         return render(submit_answer(home, state, choice_value, dict(zip(scale_keys, slider_values)), comment))
 
     # Raters never wait on each other or on GPU jobs: SQLite (WAL, busy timeout) takes concurrent
     # writers, and each answer is idempotent by its id.
-    open_btn.click(on_open, [code_box, name_box, resume_box], rater_outputs, api_name="study_open",
+    open_btn.click(on_open, [jobs, code_box, name_box, resume_box], rater_outputs, api_name="study_open",
                    concurrency_limit=RATER_CONCURRENCY)
     submit_btn.click(on_submit, [rater_state, choice, comment_box, *sliders.values()], rater_outputs,
                      api_name="study_submit", concurrency_limit=RATER_CONCURRENCY)
@@ -304,13 +455,40 @@ def build_listen_tab(ctx: Any) -> None:
 
     gr.on(triggers=None, fn=on_load, inputs=None, outputs=[code_box], api_visibility="private")
 
-    with gr.Accordion("Experimenter", open=False):
+    with gr.Accordion("Experimenter", open=False, elem_id="study-experimenter") as experimenter:
+        if gate.mode == "off":
+            # Nothing else is built: no experimenter event exists to be called.
+            gr.Markdown(OFF_TEXT, elem_id="study-experimenter-off")
+        else:
+            _build_experimenter(home, gate, jobs, scale_keys)
+    return ListenTab(experimenter, gate)
+
+
+def _rater_folder(jobs: Any) -> Path | None:
+    return jobs.scratch / "study-clips" if isinstance(jobs, SessionJobs) else None
+
+
+def _export_folder(jobs: Any) -> Path:
+    base = jobs.scratch if isinstance(jobs, SessionJobs) else None
+    return Path(tempfile.mkdtemp(prefix="study-", dir=base))
+
+
+def _build_experimenter(home: Path, gate: ExperimenterGate, jobs: gr.State, scale_keys: list[str]) -> None:
+    """The experimenter panel: behind the password when there is one; every handler asks the gate."""
+    unlock_state = gr.State(Unlock())
+    if gate.mode == "password":
+        with gr.Row() as login_row:
+            password_box = gr.Textbox(label="Experimenter password", type="password",
+                                      max_length=MAX_PASSWORD_CHARS, elem_id="study-password")
+            unlock_btn = gr.Button("Unlock")
+        unlock_md = gr.Markdown(elem_id="study-unlock")
+    with gr.Column(visible=gate.mode == "open") as controls:
         with gr.Row():
             runs_dd = gr.Dropdown(label="Runs", multiselect=True, choices=[])
             refresh_btn = gr.Button("Refresh lists")
         with gr.Row():
             kind_radio = gr.Radio([("A/B preference", "ab"), ("Ratings 1-5", "rating")], value="ab", label="Type")
-            title_box = gr.Textbox(label="Title shown to raters")
+            title_box = gr.Textbox(label="Title shown to raters", max_length=MAX_TITLE_CHARS)
         pairs_box = gr.Textbox(label="A/B pairs (one per line, e.g. baseline:reword-1a or RUN/label:RUN2/label)",
                                lines=2)
         questions_box = gr.Textbox(label="A/B questions (one per line)", lines=2,
@@ -318,13 +496,16 @@ def build_listen_tab(ctx: Any) -> None:
         items_box = gr.Textbox(label="Variants to rate (one per line; empty = all)", lines=2)
         scales_cb = gr.CheckboxGroup(scale_keys, value=scale_keys, label="Rating scales")
         with gr.Row():
-            prompt_box = gr.Textbox(label="Prompt shown (empty = the run's baseline prompt)")
+            prompt_box = gr.Textbox(label="Prompt shown (empty = the run's baseline prompt)",
+                                    max_length=LIMITS.text_chars)
             hide_cb = gr.Checkbox(label="Hide the prompt")
         reference_in = gr.Audio(label="Reference clip (optional)", type="filepath", sources=["upload"])
         with gr.Row():
-            repeats_n = gr.Number(1, precision=0, minimum=0, label="Repeated items")
-            checks_n = gr.Number(1, precision=0, minimum=0, label="Obvious-answer checks")
-            fails_n = gr.Number(0, precision=0, minimum=0, label="Failed checks allowed")
+            # No bounds on the boxes themselves: the study's own check refuses out-of-range
+            # values with a sentence, for the web page, its queue and the CLI alike.
+            repeats_n = gr.Number(1, label=f"Repeated items (0-{LIMITS.study_repeats})")
+            checks_n = gr.Number(1, label=f"Obvious-answer checks (0-{LIMITS.study_checks})")
+            fails_n = gr.Number(0, label="Failed checks allowed")
         create_btn = gr.Button("Create study", variant="primary")
         create_md = gr.Markdown(elem_id="study-created")
         with gr.Row():
@@ -336,26 +517,52 @@ def build_listen_tab(ctx: Any) -> None:
         results_plot = gr.Plot()
         downloads = gr.File(label="Downloads (CSV, JSON)", file_count="multiple", interactive=False)
 
-    def on_refresh():
+    def lists() -> tuple[Any, Any]:
         return gr.update(choices=run_choices(home)), gr.update(choices=study_choices(home))
 
-    @_user_errors
-    def on_create(*args):
+    @user_errors
+    def on_refresh(unlock):
+        gate.require(unlock)
+        return lists()
+
+    def on_page_load():
+        # A page that has just opened has unlocked nothing yet; silent: a page that may not see the
+        # lists just gets none.
+        return lists() if gate.allowed(None) else (gr.update(), gr.update())
+
+    @user_errors
+    def on_create(unlock, *args):
+        gate.require(unlock)
         message, code = create_study(home, *args)
         return message, gr.update(choices=study_choices(home), value=code)
 
-    @_user_errors
-    def on_progress(code):
+    @user_errors
+    def on_progress(unlock, code):
+        gate.require(unlock)
         return progress_table(home, code or "")
 
-    @_user_errors
-    def on_results(code):
-        return study_results(home, code or "")
+    @user_errors
+    def on_results(unlock, jobs_, code):
+        gate.require(unlock)
+        return study_results(home, code or "", export_dir=_export_folder(jobs_))
 
-    refresh_btn.click(on_refresh, None, [runs_dd, study_dd], api_visibility="private")
-    create_btn.click(on_create, [runs_dd, kind_radio, pairs_box, items_box, questions_box, scales_cb, reference_in,
-                                 prompt_box, hide_cb, repeats_n, checks_n, fails_n, title_box],
+    refresh_btn.click(on_refresh, unlock_state, [runs_dd, study_dd], api_visibility="private")
+    create_btn.click(on_create, [unlock_state, runs_dd, kind_radio, pairs_box, items_box, questions_box, scales_cb,
+                                 reference_in, prompt_box, hide_cb, repeats_n, checks_n, fails_n, title_box],
                      [create_md, study_dd], api_visibility="private")
-    progress_btn.click(on_progress, study_dd, progress_df, api_visibility="private")
-    results_btn.click(on_results, study_dd, [results_df, results_plot, downloads], api_visibility="private")
-    gr.on(triggers=None, fn=on_refresh, inputs=None, outputs=[runs_dd, study_dd], api_visibility="private")
+    progress_btn.click(on_progress, [unlock_state, study_dd], progress_df, api_visibility="private")
+    results_btn.click(on_results, [unlock_state, jobs, study_dd], [results_df, results_plot, downloads],
+                      api_visibility="private")
+    gr.on(triggers=None, fn=on_page_load, inputs=None, outputs=[runs_dd, study_dd], api_visibility="private")
+
+    if gate.mode == "password":
+        def on_unlock(unlock, password):
+            # Returns (never raises) on a wrong password, so the count of wrong tries is kept.
+            unlock, message = gate.try_password(unlock, password)
+            runs, studies = lists() if gate.allowed(unlock) else (gr.update(), gr.update())
+            return (unlock, message, "", gr.update(visible=not unlock.unlocked),
+                    gr.update(visible=unlock.unlocked), runs, studies)
+
+        unlock_outputs = [unlock_state, unlock_md, password_box, login_row, controls, runs_dd, study_dd]
+        unlock_btn.click(on_unlock, [unlock_state, password_box], unlock_outputs, api_visibility="private")
+        password_box.submit(on_unlock, [unlock_state, password_box], unlock_outputs, api_visibility="private")
