@@ -28,15 +28,21 @@ from recap import metrics
 from recap.audio_io import load_audio
 from recap.clap import DEFAULT_CLAP_MODEL
 from recap.clap import is_cached as clap_is_cached
+from recap.errors import BadInput
+from recap.limits import finite, whole
 from recap.metrics import ClipKey, PairRecord, SummaryRow, group_items, summary_rows
 from recap.paths import atomic_write_bytes, safe_name, sha256_file
-from recap.runs import RunManifest, load_run
+from recap.runs import RunManifest, json_bytes, load_run, read_json
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "recap.metrics/1"
 CACHE_DIR = "analysis_cache"
 RECONSTRUCTION_METRICS = ("latent_mse", "latent_l2_raw", "latent_l2", "latent_cosine", "audio_mse")
+# Bounds of the settings (the bootstrap's memory is n_boot × clips; references are all loaded).
+MAX_N_BOOT = 100_000
+MAX_BATCH_SIZE = 256
+MAX_REFERENCES = 64
 
 
 @dataclass(frozen=True)
@@ -346,8 +352,8 @@ def _load_cached(path: Path, key: str, config: AnalysisConfig) -> RunAnalysis | 
     if not path.is_file() or not path.with_suffix(".csv").is_file():
         return None
     try:
-        data = json.loads(path.read_text())
-        if data.get("format") != FORMAT or data.get("cache_key") != key:
+        data = read_json(path)
+        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("cache_key") != key:
             return None
         cached = RunAnalysis.from_json(data)
     except (ValueError, TypeError, KeyError) as exc:
@@ -357,6 +363,19 @@ def _load_cached(path: Path, key: str, config: AnalysisConfig) -> RunAnalysis | 
     if config.clap and not cached.clap and clap_is_cached(config.clap_model):
         return None
     return cached
+
+
+def check_config(config: AnalysisConfig) -> None:
+    """Raises :class:`BadInput` naming the first setting out of its bounds."""
+    if not isinstance(config.baseline, str) or safe_name(config.baseline) != config.baseline:
+        raise BadInput(f"baseline must be a variant label, got {str(config.baseline)[:40]!r}")
+    whole("batch_size", config.batch_size, 1, MAX_BATCH_SIZE)
+    whole("n_boot", config.n_boot, 1, MAX_N_BOOT)
+    confidence = finite("confidence", config.confidence, 0.0, 1.0)
+    if not 0 < confidence < 1:
+        raise BadInput(f"confidence must be strictly between 0 and 1, got {confidence}")
+    if len(config.references) > MAX_REFERENCES:
+        raise BadInput(f"{len(config.references):,} reference clips is too many; the limit is {MAX_REFERENCES}")
 
 
 def analyze_run(run_dir: str | Path, backend: Any | None = None, config: AnalysisConfig = AnalysisConfig()) -> RunAnalysis:
@@ -380,9 +399,7 @@ def analyze_run(run_dir: str | Path, backend: Any | None = None, config: Analysi
     labels = [v["label"] for v in run.variants]
     if config.baseline not in labels:
         raise ValueError(f"baseline variant {config.baseline!r} is not in run {run.run_id} (variants: {labels})")
-    if config.batch_size < 1 or config.n_boot < 1 or not 0 < config.confidence < 1:
-        raise ValueError(f"bad analysis settings: batch_size={config.batch_size}, n_boot={config.n_boot}, "
-                         f"confidence={config.confidence}")
+    check_config(config)
     for ref in config.references:
         if not Path(ref).is_file():
             raise ValueError(f"reference clip {ref!r} does not exist")
@@ -441,7 +458,7 @@ def analyze_run(run_dir: str | Path, backend: Any | None = None, config: Analysi
     _optional_scores(a, run, keys, lazy)
     a.summaries = _summaries(a, run)
     # 7. Write (only what changed)
-    _write_if_changed(json_path, (json.dumps(a.to_json(), indent=2) + "\n").encode())
+    _write_if_changed(json_path, json_bytes(a.to_json()))
     _write_if_changed(run_dir / "metrics.csv", _csv(a))
     logger.info("wrote %s and metrics.csv", json_path)
     return a

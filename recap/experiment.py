@@ -48,7 +48,8 @@ from recap.experiment_config import (  # noqa: F401  (ExperimentConfig and frien
     write_prompts,
 )
 from recap.generation import GenerationConfig, Variant
-from recap.paths import atomic_write_bytes, atomic_write_json, safe_name
+from recap.paths import atomic_write_bytes, safe_name
+from recap.runs import read_json, write_json
 
 if TYPE_CHECKING:
     from accelerate import PartialState
@@ -105,10 +106,10 @@ def read_unit(out_dir: Path, prompt_id: str, label: str, seed: int) -> dict[str,
     """The unit's record, or None when it is not finished (missing, partial or foreign file)."""
     path = unit_dir(out_dir, prompt_id) / f"{unit_stem(label, seed)}.json"
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = read_json(path)
     except (OSError, ValueError):
         return None
-    return record if record.get("format") == UNIT_FORMAT else None
+    return record if isinstance(record, dict) and record.get("format") == UNIT_FORMAT else None
 
 
 def recaption_path(out_dir: Path, prompt_id: str) -> Path:
@@ -127,8 +128,9 @@ def rewordings_for(row: PromptRow, config: ExperimentConfig, out_dir: Path, back
     key = _digest([row.prompt, config.distances, _rewording_settings(config)])
     path = recaption_path(out_dir, row.id)
     try:
-        cached = json.loads(path.read_text(encoding="utf-8"))
-        if cached.get("format") == RECAPTION_FORMAT and cached.get("key") == key:
+        cached = read_json(path)
+        if isinstance(cached, dict) and cached.get("format") == RECAPTION_FORMAT and cached.get("key") == key \
+                and isinstance(cached.get("variants"), list):
             return cached["variants"]
     except (OSError, ValueError):
         pass
@@ -141,7 +143,7 @@ def rewordings_for(row: PromptRow, config: ExperimentConfig, out_dir: Path, back
                      for v in result.to_variants()[1:]]
     if not variants:
         log.warning("prompt %s: no rewording could be made of %r", row.id, row.prompt)
-    atomic_write_json(path, {"format": RECAPTION_FORMAT, "prompt_id": row.id, "key": key, "baseline": row.prompt,
+    write_json(path, {"format": RECAPTION_FORMAT, "prompt_id": row.id, "key": key, "baseline": row.prompt,
                              "variants": variants, "recaptions": records})
     return variants
 
@@ -197,9 +199,9 @@ def read_config_json(out_dir: Path) -> dict[str, Any] | None:
     path = Path(out_dir) / "config.json"
     if not path.is_file():
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if data.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an experiment config (format {data.get('format')!r})")
+    data = read_json(path)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{path}: not an experiment config")
     return data
 
 
@@ -274,6 +276,7 @@ def run_experiment(
     source = config.path(config.prompts.file)
     all_rows = load_prompts(source)
     rows = select_prompts(all_rows, config.prompts)
+    config.check_size(len(rows))
     token_files = [config.path(p) for p in config.tokens.files]
     for p in token_files:
         if not p.is_file():
@@ -299,7 +302,7 @@ def run_experiment(
     # 3. The main process records the setup (the first run's creation time is kept)
     if state.is_main_process:
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        atomic_write_json(out_dir / "config.json", {
+        write_json(out_dir / "config.json", {
             "format": FORMAT, "config": _saved_config(config), "identity": identity,
             "prompts": {"source": str(source), "selected": len(rows), "of": len(all_rows)},
             "model": backend.describe(), "generation": asdict(gen), "seeds": config.seeds,
@@ -357,7 +360,9 @@ def _run_prompt(backend: AudioBackend, row: PromptRow, variants: list[Variant], 
         if progress is not None:
             progress(done + len(units) * clips_done / max(clips, 1), total, f"generating: prompt {row.id}: {message}")
 
-    grid = generate_grid(backend, variants, gen, tokens=vectors, progress=on_grid, stop=stop)
+    # No per-request bound here: an experiment is a batch job, bounded by its own counts
+    # (ExperimentConfig.check_size); each grid is at most LIMITS.variants × LIMITS.seeds clips.
+    grid = generate_grid(backend, variants, gen, tokens=vectors, progress=on_grid, stop=stop, limit=None)
     scores = _score_grid(backend, grid, variants, config, vectors)
     for v, seed in units:
         _write_unit(out_dir, row, v, seed, grid.clip(v.label, seed).audio, scores[(v.label, seed)], backend, config)
@@ -421,5 +426,5 @@ def _write_unit(out_dir: Path, row: PromptRow, v: Variant, seed: int, audio: Any
         "latent_shape": list(z.shape),
         **{m: score[m] for m in PAIR_METRICS}, "reconstruction": score["reconstruction"],
     }
-    atomic_write_json(folder / f"{stem}.json", record)
+    write_json(folder / f"{stem}.json", record)
     log.info("unit %s/%s written", row.id, stem)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import math
 import random
 import tomllib
 from collections.abc import Sequence
@@ -18,7 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recap.generation import MAX_PROMPT_CHARS
+from recap.errors import BadInput
+from recap.generation import MAX_BATCH, MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_SECONDS, MAX_SEED, check_prompt
+from recap.limits import LIMITS
 from recap.paths import atomic_write_bytes, safe_name
 from recap.recaption import DISTANCES, RecaptionConfig
 
@@ -30,6 +33,12 @@ DEFAULT_TEMPLATE = "{prompt}, in the style of {token}"
 # Fields that do not change what a unit holds (titles, summaries, memory use): a resumed run may
 # change them. Every other field must match the experiment folder's config.
 MAY_CHANGE_ON_RESUME = ("name", "confidence", "n_boot", "base_dir", "max_batch")
+# Bounds of one experiment: generous for a thesis-sized study, finite for a config from anywhere.
+MAX_PROMPTS = 5000
+MAX_UNITS = 200_000  # prompts × variants × seeds: clips generated, scored and written
+MAX_TOKEN_FILES = 16
+MAX_TEMPLATES = 16
+MAX_N_BOOT = 100_000
 
 
 @dataclass
@@ -119,6 +128,24 @@ class ExperimentConfig:
     def seeds(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.seeds_per_prompt))
 
+    @property
+    def max_variants(self) -> int:
+        """Most variants one prompt can have: the baseline and ``n`` rewordings per distance, each
+        also in every (token, template) form."""
+        forms = 1 + len(self.tokens.files) * len(self.tokens.templates)
+        n = self.recaption.n if isinstance(self.recaption.n, int) else 0
+        return (1 + n * len(self.distances)) * forms
+
+    def check_size(self, n_prompts: int) -> None:
+        """Refuses an experiment over :data:`MAX_PROMPTS` prompts or :data:`MAX_UNITS` units."""
+        if n_prompts > MAX_PROMPTS:
+            raise BadInput(f"the selection holds {n_prompts:,} prompts; an experiment takes at most {MAX_PROMPTS:,} "
+                           "(use [prompts] n, categories or ids)")
+        units = n_prompts * self.max_variants * self.seeds_per_prompt
+        if units > MAX_UNITS:
+            raise BadInput(f"{n_prompts:,} prompts × up to {self.max_variants} variants × {self.seeds_per_prompt} seeds "
+                           f"= {units:,} units; an experiment makes at most {MAX_UNITS:,}")
+
     def path(self, relative: str) -> Path:
         """A path of the config resolved against ``base_dir``."""
         p = Path(relative).expanduser()
@@ -164,16 +191,16 @@ class ExperimentConfig:
         return d
 
     def validate(self) -> None:
-        """Raises ValueError naming the first bad value."""
+        """Raises :class:`BadInput` (a ValueError) naming the first bad value."""
         def need(ok: bool, message: str) -> None:
             if not ok:
-                raise ValueError(message)
+                raise BadInput(message)
 
         def is_int(x: Any) -> bool:
             return isinstance(x, int) and not isinstance(x, bool)
 
-        def is_num(x: Any) -> bool:
-            return isinstance(x, (int, float)) and not isinstance(x, bool)
+        def is_num(x: Any) -> bool:  # TOML reads nan and inf: they are not numbers here
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
         def strings(name: str, x: Any) -> None:
             need(isinstance(x, list) and all(isinstance(v, str) for v in x),
@@ -185,16 +212,27 @@ class ExperimentConfig:
                             ("[recaption] distances", self.distances), ("[tokens] files", self.tokens.files),
                             ("[tokens] templates", self.tokens.templates), ("metrics", self.metrics)):
             strings(name, value)
-        need(isinstance(self.name, str) and bool(self.name.strip()), f"name must be a non-empty string; got {self.name!r}")
-        need(self.model is None or (isinstance(self.model, str) and bool(self.model)), f"model must be a name; got {self.model!r}")
-        need(is_int(self.seeds_per_prompt) and 1 <= self.seeds_per_prompt <= 1000,
-             f"seeds_per_prompt must be an integer 1..1000; got {self.seeds_per_prompt!r}")
-        need(is_int(self.first_seed) and self.first_seed >= 0, f"first_seed must be an integer >= 0; got {self.first_seed!r}")
-        need(self.seconds is None or (is_num(self.seconds) and self.seconds > 0), f"seconds must be > 0; got {self.seconds!r}")
-        need(self.steps is None or (is_int(self.steps) and self.steps >= 1), f"steps must be an integer >= 1; got {self.steps!r}")
-        need(self.guidance is None or is_num(self.guidance), f"guidance must be a number; got {self.guidance!r}")
-        need(self.max_batch is None or (is_int(self.max_batch) and self.max_batch >= 1),
-             f"max_batch must be an integer >= 1; got {self.max_batch!r}")
+        need(isinstance(self.name, str) and bool(self.name.strip()) and len(self.name) <= 200,
+             f"name must be a non-empty string of at most 200 characters; got {str(self.name)[:40]!r}")
+        need(self.model is None or (isinstance(self.model, str) and 0 < len(self.model) <= 200),
+             f"model must be a name; got {str(self.model)[:40]!r}")
+        need(is_int(self.seeds_per_prompt) and 1 <= self.seeds_per_prompt <= LIMITS.seeds,
+             f"seeds_per_prompt must be an integer 1..{LIMITS.seeds}; got {self.seeds_per_prompt!r}")
+        need(is_int(self.first_seed) and 0 <= self.first_seed <= MAX_SEED - self.seeds_per_prompt + 1,
+             f"first_seed must be an integer from 0 to {MAX_SEED - self.seeds_per_prompt + 1}; got {self.first_seed!r}")
+        need(self.seconds is None or (is_num(self.seconds) and 0 < self.seconds <= MAX_SECONDS),
+             f"seconds must be in (0, {MAX_SECONDS:g}]; got {self.seconds!r}")
+        need(self.steps is None or (is_int(self.steps) and 1 <= self.steps <= LIMITS.steps),
+             f"steps must be an integer 1..{LIMITS.steps}; got {self.steps!r}")
+        need(self.guidance is None or (is_num(self.guidance) and 0 <= self.guidance <= MAX_GUIDANCE),
+             f"guidance must be a number from 0 to {MAX_GUIDANCE:g}; got {self.guidance!r}")
+        need(self.max_batch is None or (is_int(self.max_batch) and 1 <= self.max_batch <= MAX_BATCH),
+             f"max_batch must be an integer 1..{MAX_BATCH}; got {self.max_batch!r}")
+        check_prompt("negative_prompt", self.negative_prompt, allow_empty=True)
+        need(len(self.tokens.files) <= MAX_TOKEN_FILES and len(self.tokens.templates) <= MAX_TEMPLATES,
+             f"[tokens] takes at most {MAX_TOKEN_FILES} files and {MAX_TEMPLATES} templates")
+        need(len(sel.ids) <= MAX_PROMPTS and len(sel.categories) <= MAX_PROMPTS,
+             f"[prompts] ids and categories take at most {MAX_PROMPTS:,} entries")
         need(all(d in DISTANCES for d in self.distances) and len(set(self.distances)) == len(self.distances),
              f"distances must be distinct values of {DISTANCES}; got {self.distances!r}")
         for d in self.distances:
@@ -211,13 +249,21 @@ class ExperimentConfig:
              f"metrics must be a non-empty list of {METRICS}; got {self.metrics!r}")
         need(self.wav_subtype in ("PCM_16", "FLOAT"), f"wav_subtype must be PCM_16 or FLOAT; got {self.wav_subtype!r}")
         need(is_num(self.confidence) and 0 < self.confidence < 1, f"confidence must be in (0, 1); got {self.confidence!r}")
-        need(is_int(self.n_boot) and self.n_boot >= 1, f"n_boot must be an integer >= 1; got {self.n_boot!r}")
-        need(sel.n is None or (is_int(sel.n) and sel.n >= 1), f"[prompts] n must be an integer >= 1; got {sel.n!r}")
+        need(is_int(self.n_boot) and 1 <= self.n_boot <= MAX_N_BOOT,
+             f"n_boot must be an integer 1..{MAX_N_BOOT:,}; got {self.n_boot!r}")
+        need(sel.n is None or (is_int(sel.n) and 1 <= sel.n <= MAX_PROMPTS),
+             f"[prompts] n must be an integer 1..{MAX_PROMPTS:,}; got {sel.n!r}")
         need(all(c in COMPLEXITIES for c in sel.complexities),
              f"[prompts] complexities must be among {COMPLEXITIES}; got {sel.complexities!r}")
         need(is_int(sel.sample_seed), f"[prompts] sample_seed must be an integer; got {sel.sample_seed!r}")
         need(isinstance(self.save_audio, bool) and isinstance(self.fast_preview, bool),
              f"save_audio and fast_preview must be true or false; got {self.save_audio!r}, {self.fast_preview!r}")
+        need(self.max_variants <= LIMITS.variants,
+             f"one prompt could have {self.max_variants} variants (the baseline and [recaption] n = {self.recaption.n} "
+             f"per distance, in {1 + len(self.tokens.files) * len(self.tokens.templates)} token forms); "
+             f"the limit is {LIMITS.variants}")
+        if sel.n is not None:
+            self.check_size(sel.n)
 
 
 def _build(cls: type, table: Any, where: str, skip: Sequence[str] = ()) -> Any:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -32,7 +31,8 @@ from recap.experiment import (
     recaption_path,
     unit_dir,
 )
-from recap.paths import atomic_write_bytes
+from recap.paths import atomic_write_bytes, inside
+from recap.runs import read_json
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,9 @@ def collect_units(out_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], 
     units, missing, not_started, expected = [], [], [], 0
     for row in rows:
         try:
-            cached = json.loads(recaption_path(out_dir, row.id).read_text(encoding="utf-8"))
+            cached = read_json(recaption_path(out_dir, row.id))
+            if not isinstance(cached, dict) or not isinstance(cached.get("variants"), list):
+                raise ValueError("not a recaption cache")
         except (OSError, ValueError):
             not_started.append(row.id)
             continue
@@ -167,7 +169,11 @@ def _seed_pairs(out_dir: Path, units: Sequence[dict[str, Any]], names: Sequence[
     by_prompt: dict[str, dict[tuple[str, int], Any]] = {}
     info = {}
     for u in units:
-        path = unit_dir(out_dir, u["prompt_id"]) / u["latent"]
+        try:  # a unit record names its latent file; one that leads out of its folder is not read
+            path = inside(unit_dir(out_dir, u["prompt_id"]), str(u["latent"]))
+        except ValueError:
+            log.warning("unit %s/%s names a latent outside its folder; skipped", u.get("prompt_id"), u.get("variant"))
+            continue
         if path.is_file():
             by_prompt.setdefault(u["prompt_id"], {})[(u["variant"], u["seed"])] = load_file(str(path))["z"]
             info[(u["prompt_id"], u["variant"])] = u

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,8 +25,10 @@ from safetensors.torch import save_file
 from recap.audio_io import write_wav
 from recap.backends import AudioBackend
 from recap.backends.speed import clips_per_batch, free_memory
-from recap.paths import atomic_write_json, safe_name, sha256_file
-from recap.runs import ClipRecord, RunManifest, clip_stem, new_run_id, versions
+from recap.errors import BadInput
+from recap.limits import LIMITS, finite, whole
+from recap.paths import safe_name, sha256_file
+from recap.runs import ClipRecord, RunManifest, clip_stem, new_run_id, versions, write_json
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,34 @@ log = logging.getLogger(__name__)
 Progress = Callable[[float, int, str], None]
 METHODS = ("baseline", "manual", "synonym", "llm", "multi-turn", "token")
 MAX_PROMPT_CHARS = 1000
+MAX_LABEL_CHARS = 64
+# Seeds seed numpy-compatible generators (32 bits) and are written into file names.
+MAX_SEED = 2**32 - 1
+# Classifier-free guidance past this only saturates the audio; the UI's slider stops at 15.
+MAX_GUIDANCE = 30.0
+# No model recap knows makes longer clips; each backend's own maximum is checked once it is loaded.
+MAX_SECONDS = 600.0
+MAX_BATCH = 1024
+WAV_SUBTYPES = ("FLOAT", "PCM_16")
+
+
+@dataclass(frozen=True)
+class WorkLimit:
+    """How much accelerator work one request may ask for (a public server has one GPU slot for everyone).
+
+    Attributes:
+        clips: Clips of one grid or sweep (each is also audio and latents on the disk).
+        clip_steps: Clips × denoising steps that run: what holds the GPU. 6,400 is the full
+            64-clip grid at Stable Audio Open's 100 steps, or 12 clips at the 500-step maximum.
+    """
+
+    clips: int = 64
+    clip_steps: int = 6400
+
+
+# The bound every grid and sweep is held to unless its caller says otherwise (a batch experiment,
+# bounded by its own counts, passes None).
+REQUEST_LIMIT = WorkLimit()
 
 
 @dataclass
@@ -79,15 +110,36 @@ class GenerationConfig:
     wav_subtype: str = "FLOAT"
     fast_preview: bool = False
 
+    def check(self, max_seconds: float | None = None, model: str = "") -> GenerationConfig:
+        """This config with every value checked and normalised; :class:`BadInput` names the first bad one.
+
+        Args:
+            max_seconds: The model's longest clip; None checks against :data:`MAX_SECONDS` only
+                (what the command line can do before the model is loaded).
+            model: The model's name, for the message.
+        """
+        return replace(
+            self,
+            seconds=None if self.seconds is None else check_seconds(self.seconds, max_seconds, model),
+            steps=None if self.steps is None else whole("steps", self.steps, 1, LIMITS.steps),
+            guidance=None if self.guidance is None else finite("guidance", self.guidance, 0.0, MAX_GUIDANCE),
+            negative_prompt=check_prompt("negative prompt", self.negative_prompt, allow_empty=True),
+            seeds=check_seeds(self.seeds),
+            max_batch=None if self.max_batch is None else whole("max_batch", self.max_batch, 1, MAX_BATCH),
+            wav_subtype=_one_of("wav_subtype", self.wav_subtype, WAV_SUBTYPES),
+            fast_preview=_flag("fast_preview", self.fast_preview),
+        )
+
     def resolved(self, backend: AudioBackend) -> GenerationConfig:
+        """The model's defaults filled in, and every value checked against the model."""
         d = backend.defaults
         return replace(
             self,
-            seconds=float(self.seconds if self.seconds is not None else d.seconds),
-            steps=int(self.steps if self.steps is not None else d.steps),
-            guidance=float(self.guidance if self.guidance is not None else d.guidance),
+            seconds=self.seconds if self.seconds is not None else d.seconds,
+            steps=self.steps if self.steps is not None else d.steps,
+            guidance=self.guidance if self.guidance is not None else d.guidance,
             negative_prompt=self.negative_prompt if self.negative_prompt is not None else d.negative_prompt,
-        )
+        ).check(backend.max_seconds, backend.name)
 
 
 @dataclass
@@ -121,29 +173,115 @@ def make_variants(baseline: str, others: Sequence[str], method: str = "manual", 
     ]
 
 
+def _short(value: Any) -> str:
+    """A rejected value as a message shows it: its repr, cut short (it may be a megabyte of text)."""
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def _one_of(name: str, value: Any, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise BadInput(f"{name} must be one of {', '.join(choices)}, got {_short(value)}")
+    return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise BadInput(f"{name} must be true or false, got {_short(value)}")
+    return value
+
+
+def check_prompt(name: str, value: Any, *, allow_empty: bool = False) -> str | None:
+    """A prompt of at most :data:`MAX_PROMPT_CHARS` printable characters (None passes when
+    ``allow_empty``); :class:`BadInput` naming ``name`` otherwise."""
+    if value is None and allow_empty:
+        return None
+    if not isinstance(value, str):
+        raise BadInput(f"{name} must be text, got {type(value).__name__}")
+    if not value.strip() and not allow_empty:
+        raise BadInput(f"{name} is empty")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise BadInput(f"{name} is {len(value):,} characters; the limit is {MAX_PROMPT_CHARS}")
+    if any(not (c.isprintable() or c in "\t\n\r") for c in value):
+        raise BadInput(f"{name} contains control characters")
+    return value
+
+
+def check_seconds(value: Any, max_seconds: float | None = None, model: str = "") -> float:
+    """Clip length in seconds: finite, > 0 and at most the model's maximum (:data:`MAX_SECONDS`
+    when the model is not known yet); :class:`BadInput` otherwise."""
+    top = float(max_seconds) if max_seconds is not None else MAX_SECONDS
+    where = f" for {model}" if model else ""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise BadInput(f"seconds must be in (0, {top:.2f}]{where}, got {_short(value)}") from None
+    if isinstance(value, bool) or not (math.isfinite(seconds) and 0 < seconds <= top + 1e-6):
+        raise BadInput(f"seconds must be in (0, {top:.2f}]{where}, got {_short(value)}")
+    return min(seconds, top)
+
+
+def check_seeds(seeds: Any, name: str = "seeds") -> list[int]:
+    """1 to ``LIMITS.seeds`` distinct whole numbers in 0..2^32-1; :class:`BadInput` otherwise."""
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence):
+        raise BadInput(f"{name} must be a list of whole numbers, got {_short(seeds)}")
+    if not seeds:
+        raise BadInput(f"no {name} given")
+    if len(seeds) > LIMITS.seeds:
+        raise BadInput(f"{len(seeds):,} {name} is too many for one grid; the limit is {LIMITS.seeds}")
+    out = [whole("seed", s, 0, MAX_SEED) for s in seeds]
+    if len(set(out)) != len(out):
+        raise BadInput(f"{name} repeat: {out}")
+    return out
+
+
+def check_work(clips: int, clip_steps: int, limit: WorkLimit | None = REQUEST_LIMIT, what: str = "this grid") -> None:
+    """Refuses a request that would hold the accelerator too long (``limit`` None: no bound).
+
+    Args:
+        clips: Clips it makes.
+        clip_steps: Denoising steps it runs, summed over clips.
+        limit: The bound; the sentence says it.
+        what: How the message names the request.
+    """
+    if limit is None:
+        return
+    if clips > limit.clips:
+        raise BadInput(f"{what} makes {clips:,} clips; one request makes at most {limit.clips:,} here "
+                       "(use fewer variants, seeds or strengths)")
+    if clip_steps > limit.clip_steps:
+        raise BadInput(f"{what} runs {clip_steps:,} denoising steps in all (clips × steps); one request runs at most "
+                       f"{limit.clip_steps:,} here, e.g. {limit.clips} clips at {limit.clip_steps // limit.clips} steps "
+                       "(use fewer steps, seeds or variants)")
+
+
 def check_variants(variants: Sequence[Variant]) -> None:
-    """Raises ValueError for empty or over-long prompts, unsafe or repeated labels, unknown methods."""
+    """Raises :class:`BadInput` (a ValueError) for too many variants, empty, over-long or
+    non-text prompts, unsafe or repeated labels, unknown methods."""
+    if isinstance(variants, (str, bytes)) or not isinstance(variants, Sequence):
+        raise BadInput(f"variants must be a list, got {_short(variants)}")
     if not variants:
-        raise ValueError("no prompts to generate")
+        raise BadInput("no prompts to generate")
+    if len(variants) > LIMITS.variants:
+        raise BadInput(f"{len(variants):,} variants is too many for one grid; the limit is {LIMITS.variants}")
     seen = set()
     for v in variants:
-        if not v.prompt or not v.prompt.strip():
-            raise ValueError(f"variant {v.label!r} has an empty prompt")
-        if len(v.prompt) > MAX_PROMPT_CHARS:
-            raise ValueError(f"variant {v.label!r}: prompt is {len(v.prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
-        if safe_name(v.label) != v.label:
-            raise ValueError(f"label {v.label!r} is not file-name safe; try {safe_name(v.label)!r}")
+        if not isinstance(v.label, str) or len(v.label) > MAX_LABEL_CHARS or safe_name(v.label) != v.label:
+            raise BadInput(f"label {_short(v.label)} is not file-name safe; try {safe_name(str(v.label))!r}")
+        if isinstance(v.prompt, str) and not v.prompt.strip():
+            raise BadInput(f"variant {v.label!r} has an empty prompt")
+        check_prompt(f"the prompt of variant {v.label!r}", v.prompt)
         if v.label in seen:
-            raise ValueError(f"label {v.label!r} is used twice")
+            raise BadInput(f"label {v.label!r} is used twice")
         if v.method not in METHODS:
-            raise ValueError(f"variant {v.label!r}: unknown method {v.method!r} (one of {', '.join(METHODS)})")
+            raise BadInput(f"variant {v.label!r}: unknown method {_short(v.method)} (one of {', '.join(METHODS)})")
+        if not isinstance(v.batch, int) or isinstance(v.batch, bool) or not 0 <= v.batch <= 99:
+            raise BadInput(f"variant {v.label!r}: batch must be a whole number from 0 to 99, got {_short(v.batch)}")
         seen.add(v.label)
 
 
 def _initial_batch(backend: AudioBackend, n_items: int, config: GenerationConfig) -> int:
     if config.max_batch is not None:
-        if config.max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {config.max_batch}")
         return min(config.max_batch, n_items)
     # As many clips per call as free memory holds (fewer calls is what makes a grid fast); the
     # estimate may be off, so an out-of-memory error still halves the batch.
@@ -163,6 +301,7 @@ def generate_grid(
     tokens: Mapping[str, torch.Tensor] | None = None,
     progress: Progress | None = None,
     stop: threading.Event | None = None,
+    limit: WorkLimit | None = REQUEST_LIMIT,
 ) -> GridResult:
     """Generates every (variant, seed) clip; same seed -> same starting noise for every variant.
 
@@ -173,14 +312,16 @@ def generate_grid(
         tokens: Learned tokens (placeholder -> vectors) applied to these prompts only.
         progress: Called as clips complete (fractionally within a batch).
         stop: Set it to stop at the next denoising step (raises ``Cancelled``).
+        limit: The most work the grid may be (:data:`REQUEST_LIMIT`); None for no bound.
+
+    Raises:
+        BadInput: a value out of its bounds, or a grid over ``limit``; the message names it.
     """
-    # 1. Check inputs
+    # 1. Check inputs (before any work: a refused request costs nothing)
     check_variants(variants)
-    if not config.seeds:
-        raise ValueError("no seeds given")
-    if len(set(config.seeds)) != len(config.seeds):
-        raise ValueError(f"seeds repeat: {config.seeds}")
-    config = config.resolved(backend)
+    config = config.check(backend.max_seconds, backend.name).resolved(backend)
+    n_clips = len(variants) * len(config.seeds)
+    check_work(n_clips, n_clips * config.steps, limit)
     # 2. Noise once per seed: the fairness guarantee lives here
     noise = {s: backend.initial_noise([s], config.seconds, full_window=not config.fast_preview)[0] for s in config.seeds}
     items = [(v, s) for v in variants for s in config.seeds]
@@ -261,5 +402,5 @@ def save_run(
         extra=dict(extra or {}),
         path=run_dir,
     )
-    atomic_write_json(run_dir / "manifest.json", manifest.to_json())
+    write_json(run_dir / "manifest.json", manifest.to_json())
     return manifest

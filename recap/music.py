@@ -167,8 +167,9 @@ def compare_to_references(
     """
     if not references:
         raise ValueError("no reference clips to compare with")
-    if tempo_tolerance < 0 or loudness_tolerance < 0:
-        raise ValueError(f"tolerances must be >= 0; got {tempo_tolerance} BPM, {loudness_tolerance} LU")
+    if not (math.isfinite(tempo_tolerance) and math.isfinite(loudness_tolerance)) \
+            or tempo_tolerance < 0 or loudness_tolerance < 0:
+        raise ValueError(f"tolerances must be finite and >= 0; got {tempo_tolerance} BPM, {loudness_tolerance} LU")
     tempi = [r.tempo_bpm for r in references if r.tempo_bpm is not None]
     louds = [r.loudness_lufs for r in references if r.loudness_lufs is not None]
     keys = Counter(r.key for r in references if r.key is not None)

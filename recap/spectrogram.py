@@ -8,7 +8,6 @@ different sample rates; :func:`hz_to_bins` converts a band in Hz to rows.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -20,6 +19,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from recap.errors import BadInput
+from recap.limits import finite, whole
 from recap.metrics import ClipKey
 from recap.paths import atomic_write_bytes
 
@@ -27,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 N_FFT = 1022  # 1 + n_fft // 2 = 512 frequency bins, as in the thesis figures
 DEFAULT_BINS = (100, 150)
+MAX_N_FFT = 16384
+MAX_FIGURE_FRAMES = 20_000
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,37 @@ class SpectrogramConfig:
     hz: tuple[float, float] | None = None
     amin: float = 1e-5
     max_frames: int | None = 800
+
+    def __post_init__(self) -> None:
+        # Checked where the config is made, so the CLI and the UI refuse a bad range before any work.
+        n_fft = whole("n_fft", self.n_fft, 2, MAX_N_FFT)
+        rows = n_fft // 2 + 1
+        object.__setattr__(self, "n_fft", n_fft)
+        object.__setattr__(self, "hop_length", whole("hop_length", self.hop_length, 1, n_fft))
+        if self.bins is not None:
+            lo, hi = _pair("bins", self.bins)
+            lo, hi = whole("lowest bin", lo, 0, rows - 1), whole("highest bin", hi, 1, rows)
+            if lo >= hi:
+                raise BadInput(f"bin range [{lo}, {hi}) is empty: the lowest bin must be below the highest")
+            object.__setattr__(self, "bins", (lo, hi))
+        if self.hz is not None:
+            lo_hz, hi_hz = _pair("hz", self.hz)
+            lo_hz, hi_hz = finite("lowest Hz", lo_hz, 0.0, 1e6), finite("highest Hz", hi_hz, 0.0, 1e6)
+            if lo_hz >= hi_hz:
+                raise BadInput(f"band {lo_hz:g}-{hi_hz:g} Hz is empty: the lowest frequency must be below the highest")
+            object.__setattr__(self, "hz", (lo_hz, hi_hz))
+        amin = finite("amin", self.amin, 0.0, 1.0)
+        if amin <= 0:
+            raise BadInput(f"amin must be above 0, got {amin}")
+        object.__setattr__(self, "amin", amin)
+        if self.max_frames is not None:
+            object.__setattr__(self, "max_frames", whole("max_frames", self.max_frames, 1, MAX_FIGURE_FRAMES))
+
+
+def _pair(name: str, value: Any) -> tuple[Any, Any]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise BadInput(f"{name} must be two numbers (low, high), got {str(value)[:40]!r}")
+    return value[0], value[1]
 
 
 @dataclass(frozen=True)
@@ -329,7 +363,7 @@ def write_run_figures(
         The paths written or confirmed up to date.
     """
     from recap.audio_io import load_audio
-    from recap.runs import load_run
+    from recap.runs import json_bytes, load_run
 
     run = load_run(run_dir)
     folder = Path(run.path) / "figures"
@@ -347,5 +381,5 @@ def write_run_figures(
                                config.max_frames)
         written += save_figure(diff, folder / "difference", png)
     meta = {"run_id": run.run_id, "baseline": baseline, "config": asdict(config)}
-    _write_if_changed(folder / "figures.json", (json.dumps(meta, indent=2) + "\n").encode())
+    _write_if_changed(folder / "figures.json", json_bytes(meta))
     return written + [folder / "figures.json"]

@@ -32,11 +32,25 @@ import torch
 
 from recap.audio_io import Clip, fit_length, resample, to_channels, validate
 from recap.backends import AudioBackend
-from recap.generation import GenerationConfig, GridClip, GridResult, Progress, Variant, check_variants
+from recap.errors import BadInput
+from recap.generation import (
+    REQUEST_LIMIT,
+    GenerationConfig,
+    GridClip,
+    GridResult,
+    Progress,
+    Variant,
+    WorkLimit,
+    check_variants,
+    check_work,
+)
+from recap.limits import LIMITS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STRENGTHS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+# The token's training clips are encoded in one batch with the source: a few, not a folder.
+MAX_REFERENCES = 16
 
 
 @dataclass
@@ -67,6 +81,14 @@ class TransferConfig:
         """The generation settings in the layout every run manifest records."""
         return GenerationConfig(self.seconds, self.steps, self.guidance, self.negative_prompt, list(self.seeds),
                                 self.max_batch, self.wav_subtype)
+
+    def check(self, max_seconds: float | None = None, model: str = "") -> TransferConfig:
+        """This config with every value checked (the generation settings as
+        :meth:`GenerationConfig.check` checks them); :class:`BadInput` names the first bad one."""
+        g = self.generation().check(max_seconds, model)
+        return replace(self, strengths=check_strengths(self.strengths), seeds=g.seeds, seconds=g.seconds,
+                       steps=g.steps, guidance=g.guidance, negative_prompt=g.negative_prompt, max_batch=g.max_batch,
+                       wav_subtype=g.wav_subtype)
 
 
 @dataclass(frozen=True)
@@ -122,19 +144,27 @@ def strength_label(strength: float) -> str:
 
 
 def check_strengths(strengths: Sequence[float]) -> list[float]:
-    """Floats in [0, 1] with distinct labels; ValueError naming the bad value otherwise."""
+    """1 to ``LIMITS.strengths`` finite floats in [0, 1] with distinct labels; :class:`BadInput`
+    (a ValueError) naming the bad value otherwise."""
+    if isinstance(strengths, (str, bytes)) or not isinstance(strengths, Sequence):
+        raise BadInput(f"transfer strengths must be a list of numbers in [0, 1], got {type(strengths).__name__}")
     if not strengths:
-        raise ValueError("no transfer strengths given")
+        raise BadInput("no transfer strengths given")
+    if len(strengths) > LIMITS.strengths:
+        raise BadInput(f"{len(strengths):,} transfer strengths is too many for one sweep; the limit is {LIMITS.strengths}")
     out = []
     for s in strengths:
-        s = float(s)
-        if not (math.isfinite(s) and 0.0 <= s <= 1.0):
-            raise ValueError(f"transfer strength must be in [0, 1], got {s}")
-        out.append(s)
+        try:
+            value = float(s)
+        except (TypeError, ValueError):
+            raise BadInput(f"transfer strength must be in [0, 1], got {str(s)[:40]!r}") from None
+        if isinstance(s, bool) or not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise BadInput(f"transfer strength must be in [0, 1], got {value}")
+        out.append(value)
     labels = [strength_label(s) for s in out]
     repeated = sorted({lb for lb in labels if labels.count(lb) > 1})
     if repeated:
-        raise ValueError(f"strengths repeat (to two decimals): {', '.join(repeated)}")
+        raise BadInput(f"strengths repeat (to two decimals): {', '.join(repeated)}")
     return out
 
 
@@ -256,27 +286,24 @@ def content_latents(backend: AudioBackend, latents: torch.Tensor, seconds: float
 
 # ----------------------------------------------------------------------------- the sweep
 def resolve(backend: AudioBackend, config: TransferConfig, source_seconds: float) -> TransferConfig:
-    """``config`` with the model's defaults filled in and every value checked."""
+    """``config`` with the model's defaults filled in and every value checked (:class:`BadInput`)."""
     d = backend.defaults
+    config = config.check(backend.max_seconds, backend.name)
     seconds = config.seconds if config.seconds is not None else min(source_seconds, backend.max_seconds)
-    cfg = replace(
+    return replace(
         config,
-        strengths=check_strengths(config.strengths),
-        seeds=[int(s) for s in config.seeds],
-        seconds=backend.check_seconds(seconds),
-        steps=int(config.steps if config.steps is not None else d.steps),
-        guidance=float(config.guidance if config.guidance is not None else d.guidance),
+        seconds=seconds,
+        steps=config.steps if config.steps is not None else d.steps,
+        guidance=config.guidance if config.guidance is not None else d.guidance,
         negative_prompt=config.negative_prompt if config.negative_prompt is not None else d.negative_prompt,
-    )
-    if cfg.steps < 1:
-        raise ValueError(f"steps must be >= 1, got {cfg.steps}")
-    if not cfg.seeds:
-        raise ValueError("no seeds given")
-    if len(set(cfg.seeds)) != len(cfg.seeds):
-        raise ValueError(f"seeds repeat: {cfg.seeds}")
-    if cfg.max_batch is not None and cfg.max_batch < 1:
-        raise ValueError(f"max_batch must be >= 1, got {cfg.max_batch}")
-    return cfg
+    ).check(backend.max_seconds, backend.name)
+
+
+def sweep_work(config: TransferConfig) -> tuple[int, int]:
+    """(clips, denoising steps summed over clips) of a resolved sweep: strength t runs round(t·steps)."""
+    steps = int(config.steps or 0)
+    n = len(config.seeds)
+    return len(config.strengths) * n, sum(steps_to_run(s, steps) for s in config.strengths) * n
 
 
 @torch.no_grad()
@@ -289,6 +316,7 @@ def transfer(
     references: Sequence[Clip] = (),
     progress: Progress | None = None,
     stop: threading.Event | None = None,
+    limit: WorkLimit | None = REQUEST_LIMIT,
 ) -> TransferResult:
     """Transfers ``source`` towards ``prompt`` at every strength of ``config`` and every seed.
 
@@ -301,15 +329,24 @@ def transfer(
         references: The token's training clips, for the "similarity to the target" curve.
         progress: ``progress(done_clips, total_clips, message)``.
         stop: Set it to stop at the next denoising step (raises ``Cancelled``).
+        limit: The most work the sweep may be (:data:`recap.generation.REQUEST_LIMIT`); None for no bound.
 
     Returns:
         A :class:`TransferResult`; strength s, seed k is ``result.grid.clip(strength_label(s), k)``.
+
+    Raises:
+        BadInput: a value out of its bounds, or a sweep over ``limit``; the message names it.
     """
-    # 1. Check inputs
+    # 1. Check inputs (before any work: a refused request costs nothing)
+    if len(references) > MAX_REFERENCES:
+        raise BadInput(f"{len(references):,} target clips is too many; the limit is {MAX_REFERENCES}")
+    if not isinstance(prompt, str):
+        raise BadInput(f"the prompt must be text, got {type(prompt).__name__}")
     method = "token" if tokens and any(p in prompt for p in tokens) else "manual"
     variants = [Variant(strength_label(s), prompt, method, 1) for s in check_strengths(config.strengths)]
     check_variants(variants)
     cfg = resolve(backend, config, source.seconds)
+    check_work(*sweep_work(cfg), limit, what="this sweep")
     # 2. Source (and references) at the model's rate, fitted to the length, encoded once
     src = fit_clip(backend, source, cfg.seconds)
     refs = [fit_clip(backend, r, cfg.seconds) for r in references]

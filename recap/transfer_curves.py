@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import html
 import io
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, astuple, dataclass, field, fields
@@ -23,10 +22,9 @@ from recap import metrics
 from recap.audio_io import write_wav
 from recap.backends import AudioBackend
 from recap.generation import save_run
-from recap.paths import atomic_write_bytes, atomic_write_json
-from recap.runs import RunManifest
+from recap.paths import atomic_write_bytes
+from recap.runs import RunManifest, read_json, write_json
 from recap.spectrogram import save_figure
-
 from recap.transfer import TransferResult, content_latents, strength_label
 
 log = logging.getLogger(__name__)
@@ -216,14 +214,14 @@ def save_transfer(
         write_wav(run_dir / rel, ref.audio, sr, subtype)
         meta["references"].append({"file": rel, "name": ref.source})
     if curves is not None:
-        atomic_write_json(run_dir / "transfer.json", curves.to_json())
+        write_json(run_dir / "transfer.json", curves.to_json())
         atomic_write_bytes(run_dir / "transfer.csv", _curves_csv(curves))
         # plotly reads tags in titles: a prompt's "<oud>" must be escaped to show at all
         save_figure(curves_figure(curves, f"Style transfer run {manifest.run_id}: {html.escape(result.prompt)}"),
                     run_dir / "transfer", png=False)
         meta["curves"] = {"json": "transfer.json", "csv": "transfer.csv", "figure": "transfer.html"}
     manifest.extra["transfer"] = meta
-    atomic_write_json(run_dir / "manifest.json", manifest.to_json())
+    write_json(run_dir / "manifest.json", manifest.to_json())
     return manifest
 
 
@@ -232,7 +230,10 @@ def load_transfer_curves(run_dir: str | Path) -> TransferCurves:
     path = Path(run_dir) / "transfer.json"
     if not path.is_file():
         raise ValueError(f"{run_dir} holds no transfer curves (no transfer.json)")
-    data = json.loads(path.read_text())
-    if data.get("format") != CURVES_FORMAT:
-        raise ValueError(f"{path}: unknown format {data.get('format')!r}")
-    return TransferCurves.from_json(data)
+    data = read_json(path)
+    if not isinstance(data, dict) or data.get("format") != CURVES_FORMAT:
+        raise ValueError(f"{path}: not a transfer curves file")
+    try:
+        return TransferCurves.from_json(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a transfer curves file ({exc})") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recap.analysis import AnalysisConfig, RunAnalysis, analyze_run
+from recap.analysis import AnalysisConfig, RunAnalysis, analyze_run, check_config
 from recap.clap import DEFAULT_CLAP_MODEL
 from recap.cli.common import print_table
 from recap.metrics import SummaryRow
@@ -59,9 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _fmt(v: float) -> str:
+def _fmt(v: float | None) -> str:
     # Six significant digits: cosines of 0.999996 must not print as 1, MSEs of 1e-8 not as 0.
-    return f"{v:.6g}"
+    # A value that was not a number is stored as null (strict JSON) and printed as such.
+    return "n/a" if v is None else f"{v:.6g}"
 
 
 def _rows(rows: list[SummaryRow]) -> list[list[object]]:
@@ -91,8 +92,14 @@ def print_report(a: RunAnalysis, out=None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The figure settings are checked before any analysis runs (a bad bin range costs nothing).
+    bins = None if args.all_bins else (args.bins[0], args.bins[1])
+    hz = (args.hz[0], args.hz[1]) if args.hz else None
+    figures = SpectrogramConfig(bins=bins, hz=hz)
     if args.baseline is None:
         labels = [v["label"] for v in load_run(args.run_dir).variants]
+        if not labels:
+            raise ValueError(f"{args.run_dir} holds no variants to analyse")
         args.baseline = "baseline" if "baseline" in labels else labels[0]
         if args.baseline != "baseline":
             print(f"note: this run has no 'baseline' variant; comparing against {args.baseline!r} (--baseline to choose)")
@@ -100,14 +107,13 @@ def run(args: argparse.Namespace) -> int:
         baseline=args.baseline, reconstruction=not args.no_reconstruction, clap=args.clap,
         clap_model=args.clap_model, music=args.music, references=tuple(args.references),
     )
+    check_config(config)
     analysis = analyze_run(args.run_dir, config=config)
     print_report(analysis)
     if not analysis.recomputed:
         print("\n(metrics unchanged since the last analysis: nothing recomputed)")
     if not args.no_figures:
-        bins = None if args.all_bins else (int(args.bins[0]), int(args.bins[1]))
-        hz = (float(args.hz[0]), float(args.hz[1])) if args.hz else None
-        written = write_run_figures(args.run_dir, SpectrogramConfig(bins=bins, hz=hz), baseline=args.baseline)
+        written = write_run_figures(args.run_dir, figures, baseline=args.baseline)
         print("\nfigures:")
         for path in written:
             print(f"  {path}")

@@ -8,7 +8,7 @@ import numpy as np
 
 from recap.backends import list_backends
 from recap.cli.common import add_model_args, open_backend, print_table, progress_bar, runs_dir
-from recap.generation import GenerationConfig, generate_grid, make_variants, save_run
+from recap.generation import GenerationConfig, check_variants, check_work, generate_grid, make_variants, save_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Every bound the core applies that does not need the model, checked before loading it (seconds)
+    variants = make_variants(args.prompt, args.variant)
+    check_variants(variants)
+    config = GenerationConfig(
+        seconds=args.seconds, steps=args.steps, guidance=args.guidance, negative_prompt=args.negative_prompt,
+        seeds=args.seeds, max_batch=args.max_batch, wav_subtype="PCM_16" if args.pcm16 else "FLOAT", fast_preview=args.fast_preview,
+    ).check()
+    n_clips = len(variants) * len(config.seeds)
+    check_work(n_clips, n_clips * (config.steps or 1))
     backend = open_backend(args)
     token_vectors, token_info = {}, []
     if args.token:
@@ -43,15 +52,10 @@ def run(args: argparse.Namespace) -> int:
             tok = load_token(backend, path)
             token_vectors[tok.placeholder] = tok.vectors
             token_info.append(tok.summary())
-    variants = make_variants(args.prompt, args.variant)
     if token_vectors:
         for v in variants:
             if any(p in v.prompt for p in token_vectors):
                 v.method = "token" if v.label != "baseline" else v.method
-    config = GenerationConfig(
-        seconds=args.seconds, steps=args.steps, guidance=args.guidance, negative_prompt=args.negative_prompt,
-        seeds=args.seeds, max_batch=args.max_batch, wav_subtype="PCM_16" if args.pcm16 else "FLOAT", fast_preview=args.fast_preview,
-    )
     with progress_bar("generating") as progress:
         result = generate_grid(backend, variants, config, tokens=token_vectors or None, progress=progress)
     manifest = save_run(result, backend, runs_dir(args.out), token_info=token_info)

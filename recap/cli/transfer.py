@@ -89,10 +89,22 @@ def _clap(args: argparse.Namespace):
 
 def run_transfer(args: argparse.Namespace) -> int:
     from recap.audio_io import load_audio
+    from recap.errors import BadInput
+    from recap.generation import check_prompt, check_work
     from recap.learned_tokens import load_token
-    from recap.transfer import TransferConfig, transfer
+    from recap.transfer import MAX_REFERENCES, TransferConfig, sweep_work, transfer
     from recap.transfer_curves import save_transfer, similarity_curves
 
+    # Every bound the core applies that does not need the model or the audio, checked first
+    check_prompt("the prompt", args.prompt)
+    config = TransferConfig(
+        strengths=args.strengths, seeds=args.seeds, seconds=args.seconds, steps=args.steps, guidance=args.guidance,
+        negative_prompt=args.negative_prompt, max_batch=args.max_batch, wav_subtype="PCM_16" if args.pcm16 else "FLOAT",
+    ).check()
+    if config.steps is not None:
+        check_work(*sweep_work(config), what="this sweep")
+    if len(args.references) > MAX_REFERENCES:
+        raise BadInput(f"{len(args.references)} reference clips is too many; the limit is {MAX_REFERENCES}")
     if args.token:
         _model_from_token(args, args.token[0])
     source = load_audio(args.source)
@@ -105,10 +117,6 @@ def run_transfer(args: argparse.Namespace) -> int:
         token_info.append(tok.summary())
         if tok.placeholder not in args.prompt:
             print(f"note: the prompt does not use {tok.placeholder}", file=sys.stderr)
-    config = TransferConfig(
-        strengths=args.strengths, seeds=args.seeds, seconds=args.seconds, steps=args.steps, guidance=args.guidance,
-        negative_prompt=args.negative_prompt, max_batch=args.max_batch, wav_subtype="PCM_16" if args.pcm16 else "FLOAT",
-    )
     with progress_bar("transfer") as progress:
         result = transfer(backend, source, args.prompt, config, tokens=tokens or None, references=references,
                           progress=progress)
@@ -137,6 +145,10 @@ def run_battery(args: argparse.Namespace) -> int:
     from recap.generation import GenerationConfig
     from recap.learned_tokens import load_token
 
+    generation = GenerationConfig(  # checked before anything loads
+        seconds=args.seconds, steps=args.steps, guidance=args.guidance, negative_prompt=args.negative_prompt,
+        seeds=args.seeds, max_batch=args.max_batch, wav_subtype="PCM_16" if args.pcm16 else "FLOAT",
+    ).check()
     _model_from_token(args, args.token)
     templates = load_templates(args.templates)
     references = _references(args.references)
@@ -144,10 +156,6 @@ def run_battery(args: argparse.Namespace) -> int:
     token = load_token(backend, args.token)
     config = BatteryConfig(templates=templates, class_word=args.class_word, with_class_prompts=args.with_class_prompts,
                            templates_file=str(args.templates) if args.templates else "assets/battery_templates.txt")
-    generation = GenerationConfig(
-        seconds=args.seconds, steps=args.steps, guidance=args.guidance, negative_prompt=args.negative_prompt,
-        seeds=args.seeds, max_batch=args.max_batch, wav_subtype="PCM_16" if args.pcm16 else "FLOAT",
-    )
     with progress_bar("edit battery") as progress:
         result = run_battery(backend, token, generation, config, progress=progress)
     scorer, why = _clap(args)

@@ -3,17 +3,26 @@
 Rows are variants, columns seeds; each cell has its player, its clipped spectrogram (the bin
 range changes live, from the saved audio, without generating again) and its cosine / L2 to the
 baseline of the same seed. The tables are those of :func:`recap.analysis.analyze_run`.
+
+Every value of a request is checked before anything loads or runs, with a sentence that names
+it: the Generate event takes the page's raw values (``preprocess=False``), so a value sent past
+the form (a step count of a million, NaN guidance, a model that is not in the picker) meets the
+core's bounds (:mod:`recap.generation`), not a message that does not say which field it was.
+On a public server the run browser shows only the runs made in this browser session (their ids
+are kept in a ``gr.State``) and opens no other.
 """
 
 from __future__ import annotations
 
-import tempfile
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from recap.errors import BadInput
+from recap.limits import LIMITS, text
 from recap.ui import runview
 from recap.ui.common import (
     code_text,
@@ -26,7 +35,11 @@ from recap.ui.common import (
 from recap.ui.context import AppContext, SessionJobs, model_info
 from recap.ui.runview import PAIR_HEADERS, SUMMARY_HEADERS
 
-MAX_CLIPS = 64
+# Cells of the prompt table: label, method, batch, prompt, text cosine, word edits, flags.
+TABLE_COLUMNS = ("label", "method", "batch", "prompt", "text cosine", "word edits", "flags")
+MAX_CELL_CHARS = 1000  # recap.generation.MAX_PROMPT_CHARS (not imported: it loads the model libraries)
+MAX_SEEDS_TEXT = 200
+RUNS_SHOWN = 200  # a local run browser lists the newest this many
 TABLE_CHOICES = (("vs baseline (same seed)", "vs_baseline"), ("seed variance", "seed_variance"),
                  ("text cosine", "text"), ("reconstruction", "reconstruction"), ("CLAP", "clap"), ("music", "music"))
 
@@ -44,13 +57,99 @@ def chosen_variants(rows: Any, selected: list[str] | None, baseline_text: str = 
     rows = check_rows(set_baseline(rows, baseline_text) if not table_rows(rows) else rows)
     if not rows:
         raise ValueError("type a baseline prompt first (Prompt tab)")
+    if selected is not None and (not isinstance(selected, list) or len(selected) > LIMITS.variants
+                                 or not all(isinstance(s, str) for s in selected)):
+        raise BadInput(f"the ticked variants must be a list of at most {LIMITS.variants} labels")
     selected = [s for s in (selected or []) if s]
     if selected and "baseline" not in selected:
         raise ValueError("keep the baseline ticked: every clip is compared with the baseline of its seed")
     unknown = sorted(set(selected) - {r[0] for r in rows})
     if unknown:
-        raise ValueError(f"ticked variants {unknown} are no longer in the table")
+        shown = ", ".join(repr(u[:40]) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise BadInput(f"ticked variants {shown} are not in the table")
     return [Variant(r[0], r[3], r[1], int(r[2])) for r in rows if not selected or r[0] in selected]
+
+
+def raw_table(payload: Any) -> list[list[Any]]:
+    """The prompt table's rows from the page's raw value (a ``{"headers", "data"}`` dict or a list
+    of rows), each cell checked for type and length before anything reads it.
+
+    Raises:
+        BadInput: not a table, more than ``LIMITS.variants`` rows, or a cell too long.
+    """
+    if payload is None:
+        return []
+    data = payload.get("data") if isinstance(payload, dict) else payload
+    if not isinstance(data, list) or not all(isinstance(r, list) and len(r) <= 2 * len(TABLE_COLUMNS) for r in data):
+        raise BadInput("the variant table must be a list of rows (label, method, batch, prompt, ...)")
+    rows = [r for r in data if any(c not in (None, "") for c in r)]  # the page sends blank rows too
+    if len(rows) > LIMITS.variants:
+        raise BadInput(f"the variant table has {len(rows):,} rows; one grid takes at most {LIMITS.variants}")
+    for i, row in enumerate(rows, 1):
+        for j, cell in enumerate(row):
+            column = TABLE_COLUMNS[j] if j < len(TABLE_COLUMNS) else f"column {j + 1}"
+            if not isinstance(cell, (str, int, float, bool, type(None))):
+                raise BadInput(f"row {i}, {column}: {type(cell).__name__} is not a table value")
+            if isinstance(cell, str) and len(cell) > MAX_CELL_CHARS:
+                raise BadInput(f"row {i}, {column}: the text is {len(cell):,} characters; the limit is {MAX_CELL_CHARS}")
+    return rows
+
+
+def model_name(name: Any, choices: list[str]) -> str:
+    """``name`` when it is one of the picker's models; :class:`BadInput` naming it otherwise."""
+    if not isinstance(name, str) or name not in choices:
+        raise BadInput(f"model {str(name)[:60]!r} is not one of this server's models ({', '.join(choices)})")
+    return name
+
+
+def seeds_of(value: Any) -> list[int]:
+    """Seeds from the seeds field ("0, 1, 2" or "0-3"), each in 0..2^32-1, at most ``LIMITS.seeds``."""
+    from recap.generation import check_seeds
+
+    if value is not None and not isinstance(value, str):
+        raise BadInput(f"seeds must be text such as 0, 1, 2 or 0-3, got {type(value).__name__}")
+    return check_seeds(parse_seeds(text("seeds", value, MAX_SEEDS_TEXT)))
+
+
+@dataclass
+class GridRequest:
+    """One checked Generate request: the model to load, the rows to generate, the settings."""
+
+    model: str
+    variants: list[Any]
+    config: Any
+    reconstruction: bool
+    music: bool
+
+
+def grid_request(model: Any, rows: Any, selected: Any, baseline_text: Any, seeds_text: Any, seconds: Any,
+                 steps: Any, guidance: Any, negative: Any, reconstruction: Any, music: Any,
+                 choices: list[str]) -> GridRequest:
+    """Checks every field of the Generate form (raw page values) before any model loads.
+
+    The model-independent bounds and the work bound (:func:`recap.generation.check_work`) are
+    those the core applies again once the model is loaded; the clip length is checked against
+    the model's maximum as the registry knows it.
+
+    Raises:
+        BadInput: the first bad field, named.
+    """
+    from recap.generation import GenerationConfig, check_prompt, check_work
+
+    name = model_name(model, choices)
+    info = model_info(name)
+    check_prompt("baseline prompt", baseline_text, allow_empty=True)
+    negative = check_prompt("negative prompt", negative, allow_empty=True)
+    for label, flag in (("reconstruction check", reconstruction), ("music metrics", music)):
+        if flag is not None and not isinstance(flag, bool):
+            raise BadInput(f"{label} must be true or false, got {str(flag)[:20]!r}")
+    config = GenerationConfig(seconds=seconds, steps=steps, guidance=guidance,
+                              negative_prompt=(negative or "").strip() or None, seeds=seeds_of(seeds_text))
+    config = config.check(info.max_seconds, name)
+    variants = chosen_variants(raw_table(rows), selected, baseline_text or "")
+    clips = len(variants) * len(config.seeds)
+    check_work(clips, clips * (config.steps or info.steps))
+    return GridRequest(name, variants, config, bool(reconstruction), bool(music))
 
 
 def generate_and_analyze(backend: Any, variants: list[Any], config: Any, tokens: dict[str, Any],
@@ -66,19 +165,27 @@ def generate_and_analyze(backend: Any, variants: list[Any], config: Any, tokens:
 
 
 def open_and_analyze(backend: Any, run_dir: Path, analysis: Any) -> tuple[Any, Any]:
+    """Reads a saved run and measures it (cached), against its first variant when it has no baseline."""
+    import dataclasses
+
     from recap.analysis import analyze_run
     from recap.runs import load_run
 
-    return load_run(run_dir), analyze_run(run_dir, backend, analysis)
+    manifest = load_run(run_dir)
+    labels = [v["label"] for v in manifest.variants]
+    if analysis.baseline not in labels and labels:  # e.g. a transfer sweep: strength-0.00 is the reference
+        analysis = dataclasses.replace(analysis, baseline=labels[0])
+    return manifest, analyze_run(run_dir, backend, analysis)
 
 
 def status_text(view: dict[str, Any], note: str | None = None) -> str:
     model = view["model"]
     n = len(view["labels"]) * len(view["seeds"])
     t = view.get("timings") or {}
+    timed = isinstance(t.get("generate_s"), (int, float)) and isinstance(t.get("denoising_calls"), int)
     lines = [f"Run `{view['run_id']}`: {len(view['labels'])} variant(s) × {len(view['seeds'])} seed(s) = {n} clips"
-             + (f" in {t['denoising_calls']} denoising call(s), {t['generate_s']:.1f} s" if "generate_s" in t else "")
-             + f" · model {code_text(model.get('name'))} on {model.get('device')}."]
+             + (f" in {t['denoising_calls']} denoising call(s), {t['generate_s']:.1f} s" if timed else "")
+             + f" · model {code_text(model.get('name'))} on {code_text(model.get('device'))}."]
     if model.get("random_weights"):
         lines.append("⚠️ **Random weights: this audio is noise and the numbers say nothing about wording.**")
     if note:
@@ -102,6 +209,8 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
 
     run = gr.State(None)
     known = gr.State([])
+    # Ids of the runs this browser session made: on a public server, the only ones it may list and open.
+    mine = gr.State([])
     # The bin range last drawn. The cells created inside the render listen to this, not to the
     # sliders: a listener made inside a render on the sliders would replace the one made here.
     drawn_bins = gr.State(None)
@@ -110,7 +219,7 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
         seeds = gr.Textbox("0, 1", label="Seeds (one column each; e.g. 0, 1, 2 or 0-3)", scale=1, elem_id="seeds")
     with gr.Row():
         seconds = gr.Slider(0.5, start.max_seconds, value=start.seconds, step=0.5, label="Seconds")
-        steps = gr.Slider(1, 250, value=start.steps, step=1, label="Steps")
+        steps = gr.Slider(1, LIMITS.steps, value=start.steps, step=1, label="Steps")
         guidance = gr.Slider(0, 15, value=start.guidance, step=0.5, label="Guidance (<= 1: off)")
     with gr.Row():
         negative = gr.Textbox(label="Negative prompt (optional)", scale=3)
@@ -167,14 +276,16 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
     summaries = gr.Dataframe(headers=list(SUMMARY_HEADERS), type="array", interactive=False, label="Summary")
     with gr.Row():
         zip_btn = gr.Button("Download the run (.zip)")
-        runs_dd = gr.Dropdown(label="Saved runs (shared)", choices=[], scale=3)
+        runs_dd = gr.Dropdown(label=("Your runs (made in this browser session)" if ctx.settings.public
+                                     else "Saved runs (everyone's on this machine)"), choices=[], scale=3)
         refresh_btn = gr.Button("Refresh")
         open_btn = gr.Button("Open")
     with gr.Column(visible=False) as zip_box:  # shown once there is an archive
         zip_file = gr.File(label="Run archive", interactive=False)
 
     def sync(rows, selected, known_):
-        labels = [str(r[0]) for r in table_rows(rows) if r and str(r[0]).strip()]
+        # At most a grid's worth of rows: a larger table is refused at Generate, not listed here.
+        labels = [str(r[0])[:80] for r in table_rows(rows)[:LIMITS.variants] if r and str(r[0]).strip()]
         value = [x for x in labels if x in (selected or []) or x not in (known_ or [])]
         return gr.update(choices=labels, value=value), labels
 
@@ -187,99 +298,107 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
 
     model.change(on_model, model, [seconds, steps, guidance], api_visibility="private")
 
+    def refresh_runs(mine_):
+        return gr.update(choices=runview.visible_runs(ctx.settings.runs_dir, mine_, ctx.settings.public, RUNS_SHOWN))
+
+    choices = [value for _, value in model.choices]
+
     @user_errors
     def generate(model_name, rows, selected, baseline_text, seeds_text, seconds_, steps_, guidance_, negative_,
-                 recon, music_, jobs_: SessionJobs, session: dict, record_: dict | None,
+                 recon, music_, jobs_: SessionJobs, session: dict, record_: dict | None, mine_: list[str] | None,
                  progress=gr.Progress()):
         from recap.analysis import AnalysisConfig
-        from recap.generation import GenerationConfig
         from recap.ui.token import check_token_use, usable_tokens
 
-        variants = chosen_variants(rows, selected, baseline_text)
-        seed_list = parse_seeds(seeds_text)
-        if len(variants) * len(seed_list) > MAX_CLIPS:
-            raise ValueError(f"{len(variants)} variants × {len(seed_list)} seeds = {len(variants) * len(seed_list)} "
-                             f"clips; one grid holds at most {MAX_CLIPS} here")
+        # 1. Every field, before anything loads (the raw page values: see the module docstring)
+        req = grid_request(model_name, rows, selected, baseline_text, seeds_text, seconds_, steps_, guidance_,
+                           negative_, recon, music_, choices)
         progress(0, desc="loading the model…")
-        backend, note = ctx.backend(model_name)
-        check_token_use([v.prompt for v in variants], backend, session)
+        backend, note = ctx.backend(req.model)
+        check_token_use([v.prompt for v in req.variants], backend, session)
         tokens_ = usable_tokens(backend, session)
-        used = [session[p] for p in tokens_ if any(p in v.prompt for v in variants)]
-        config = GenerationConfig(seconds=float(seconds_), steps=int(steps_), guidance=float(guidance_),
-                                  negative_prompt=(negative_ or "").strip() or None, seeds=seed_list)
+        used = [session[p] for p in tokens_ if any(p in v.prompt for v in req.variants)]
         extra = {"source": "app"}
-        if record_ and record_.get("baseline") == next(v.prompt for v in variants if v.label == "baseline"):
+        if record_ and record_.get("baseline") == next(v.prompt for v in req.variants if v.label == "baseline"):
             extra["recaption"] = record_
         stop = jobs_.begin()
         try:
             manifest, analysis = gpu_generate(
-                backend, variants, config, {p: tokens_[p] for p in (t.placeholder for t in used)},
+                backend, req.variants, req.config, {p: tokens_[p] for p in (t.placeholder for t in used)},
                 [t.summary() for t in used], ctx.settings.runs_dir,
-                AnalysisConfig(reconstruction=bool(recon), music=bool(music_), n_boot=1000), extra,
+                AnalysisConfig(reconstruction=req.reconstruction, music=req.music, n_boot=1000), extra,
                 progress=lambda done, total, msg: progress(done / max(total, 1), desc=msg), stop=stop)
         except Exception as exc:
             if warn_if_stopped(exc):
-                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             raise
         view = runview.run_view(manifest, analysis)
-        return view, status_text(view, note), view["pairs"], runview.summary_rows(view, "vs_baseline")
+        return (view, status_text(view, note), view["pairs"], runview.summary_rows(view, "vs_baseline"),
+                runview.remember_run(mine_, manifest.run_id))
 
     outputs = [run, status, pairs, summaries]
     figure_outputs = [grid_plot, diff_plot, bins_md, drawn_bins]
+    # preprocess=False: the handler gets the raw values and checks each one itself (grid_request),
+    # so a value past the form's own bounds is refused with a sentence that names the field.
     generate_btn.click(_arm, jobs, None, concurrency_limit=None, api_visibility="private").then(
         generate, [model, prompt_table, chosen, baseline, seeds, seconds, steps, guidance, negative, reconstruction,
-                   music, jobs, tokens, record], outputs, api_name="generate", concurrency_limit=1,
-        concurrency_id="gpu").success(
-        _figures, [run, lo, hi], figure_outputs, api_visibility="private")
+                   music, jobs, tokens, record, mine], outputs + [mine], api_name="generate", concurrency_limit=1,
+        concurrency_id="gpu", preprocess=False).success(
+        _figures, [run, lo, hi], figure_outputs, api_visibility="private").then(
+        refresh_runs, mine, runs_dd, api_visibility="private")
     stop_btn.click(_stop, jobs, None, concurrency_limit=None, api_name="stop")
 
-    gr.on([lo.change, hi.change], _figures, [run, lo, hi], figure_outputs, api_name="spectrograms")
+    # The bin range is checked by runview.check_bins (raw values, as for Generate), with its name.
+    gr.on([lo.change, hi.change], _figures, [run, lo, hi], figure_outputs, api_name="spectrograms",
+          preprocess=False)
     table_pick.change(lambda view, t: runview.summary_rows(view, t), [run, table_pick], summaries,
                       api_name="summary_table")
 
     @user_errors
     def download(view, lo_v, hi_v, jobs_: SessionJobs):
+        runview.check_bins(lo_v, hi_v)
         if not view:
             raise ValueError("generate or open a run first")
-        path = runview.zip_run(view, Path(tempfile.mkdtemp(dir=jobs_.scratch, prefix="zip-")), lo_v, hi_v)
+        # One archive per session at a time: clicking again replaces it instead of adding a copy.
+        folder = jobs_.scratch / "run-archive"
+        shutil.rmtree(folder, ignore_errors=True)
+        path = runview.zip_run(view, folder, lo_v, hi_v)
         return str(path), gr.update(visible=True)
 
-    zip_btn.click(download, [run, lo, hi, jobs], [zip_file, zip_box], api_name="download_run")
-    def refresh_runs():
-        return gr.update(choices=runview.run_choices(ctx.settings.runs_dir))
+    zip_btn.click(download, [run, lo, hi, jobs], [zip_file, zip_box], api_name="download_run", preprocess=False)
 
-    refresh_btn.click(refresh_runs, None, runs_dd, api_name="list_runs")
-    gr.on(triggers=None, fn=refresh_runs, outputs=runs_dd, api_visibility="private")  # on page load
+    refresh_btn.click(refresh_runs, mine, runs_dd, api_name="list_runs")
+    gr.on(triggers=None, fn=refresh_runs, inputs=mine, outputs=runs_dd, api_visibility="private")  # on page load
 
     @user_errors
-    def open_run(run_id, recon):
+    def open_run(run_id, recon, mine_):
         from recap.analysis import AnalysisConfig
-        from recap.paths import inside
         from recap.runs import load_run
 
         if not run_id:
             raise ValueError("choose a saved run first")
-        run_dir = inside(ctx.settings.runs_dir, Path(str(run_id)).name)
-        backend, note = ctx.backend(str(load_run(run_dir).model.get("name")))
+        run_dir = runview.session_run_dir(ctx.settings.runs_dir, run_id, mine_, ctx.settings.public)
+        backend, note = ctx.backend(model_info(load_run(run_dir).model["name"]).name)
         manifest, analysis = gpu_open(backend, run_dir, AnalysisConfig(reconstruction=bool(recon), n_boot=1000))
         view = runview.run_view(manifest, analysis)
         return view, status_text(view, note), view["pairs"], runview.summary_rows(view, "vs_baseline")
 
-    open_btn.click(open_run, [runs_dd, reconstruction], outputs, api_name="open_run", concurrency_limit=1,
+    open_btn.click(open_run, [runs_dd, reconstruction, mine], outputs, api_name="open_run", concurrency_limit=1,
                    concurrency_id="gpu").success(
         _figures, [run, lo, hi], figure_outputs, api_visibility="private")
-    _maybe_transfer(ctx, model, jobs, tokens)
+    _maybe_transfer(ctx, model, jobs, tokens, mine)
     return CompareTab(run=run)
 
 
 @user_errors
 def _figures(view: dict | None, lo: float, hi: float) -> tuple[Any, Any, str, Any]:
     """The whole-grid figures and caption for a bin range, and the range (which redraws the cells)."""
+    lo_i, hi_i = runview.check_bins(lo, hi)
     if not view:
         return None, None, "", gr.skip()  # nothing generated yet: the sliders just set the range to use
-    specs = runview.spectrograms(view, lo, hi)
+    specs = runview.spectrograms(view, lo_i, hi_i)
     grid, diff = runview.grid_figures(view, specs)
-    return grid, diff, runview.bins_caption(view, lo, hi), [int(lo), int(hi)]
+    return grid, diff, runview.bins_caption(view, lo_i, hi_i), [lo_i, hi_i]
 
 
 def _arm(jobs: SessionJobs) -> None:
@@ -291,12 +410,13 @@ def _stop(jobs: SessionJobs) -> None:
     gr.Info("Stopping at the next step…")
 
 
-def _maybe_transfer(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens: gr.State) -> None:
-    """The style-transfer panel, when ``recap.transfer`` is installed in this checkout."""
+def _maybe_transfer(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens: gr.State, mine: gr.State) -> None:
+    """The style-transfer panel, when ``recap.transfer`` is installed in this checkout (its runs
+    join the session's list ``mine``)."""
     import importlib.util
 
     if importlib.util.find_spec("recap.transfer") is None:
         return
     from recap.ui.transfer import build_transfer_panel
 
-    build_transfer_panel(ctx, model, jobs, tokens)
+    build_transfer_panel(ctx, model, jobs, tokens, mine)

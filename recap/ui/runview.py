@@ -1,15 +1,21 @@
 """Turning a run folder into what the compare tab shows: the grid, spectrograms, tables, a zip.
 
 Pure functions of files on disk: no Gradio here, so they are tested directly. The run a visitor
-is looking at is kept as a small JSON-ready dict (:func:`run_view`) in their ``gr.State``.
+is looking at is kept as a small JSON-ready dict (:func:`run_view`) in their ``gr.State``, and
+so are the ids of the runs their session made (:func:`remember_run`): on a public server those
+are the only runs its run browser lists (:func:`visible_runs`) or opens (:func:`session_run_dir`).
 """
 
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from recap.errors import BadInput
+from recap.limits import whole
+from recap.paths import inside
 from recap.spectrogram import (
     SpectrogramConfig,
     difference_grid,
@@ -64,10 +70,11 @@ def summary_rows(view: dict[str, Any] | None, table: str) -> list[list[Any]]:
 
 
 def check_bins(lo: float, hi: float) -> tuple[int, int]:
-    """A valid half-open bin range [lo, hi) of the 512 rows; ValueError names the bad one."""
-    lo_i, hi_i = int(lo), int(hi)
-    if not 0 <= lo_i < hi_i <= N_BINS:
-        raise ValueError(f"bin range {lo_i}-{hi_i} must satisfy 0 <= low < high <= {N_BINS}")
+    """A valid half-open bin range [lo, hi) of the 512 rows; :class:`BadInput` names the bad one."""
+    lo_i = whole("lowest bin shown", lo, 0, N_BINS - 1)
+    hi_i = whole("highest bin shown", hi, 1, N_BINS)
+    if not lo_i < hi_i:
+        raise BadInput(f"bin range {lo_i}-{hi_i} must satisfy 0 <= low < high <= {N_BINS}")
     return lo_i, hi_i
 
 
@@ -128,7 +135,9 @@ def cell_caption(view: dict[str, Any], label: str, seed: int) -> str:
     if label == "baseline":
         return "the reference of this column"
     s = view["scores"].get(f"{label}|{seed}")
-    return f"vs baseline seed {seed}: cos {s['cosine']:.4g} · L2 {s['l2']:.4g}" if s else ""
+    if not s or s.get("cosine") is None or s.get("l2") is None:  # a score that was not a number is stored as null
+        return ""
+    return f"vs baseline seed {seed}: cos {s['cosine']:.4g} · L2 {s['l2']:.4g}"
 
 
 def zip_run(view: dict[str, Any], folder: Path, lo: float, hi: float) -> Path:
@@ -144,15 +153,55 @@ def zip_run(view: dict[str, Any], folder: Path, lo: float, hi: float) -> Path:
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(run_dir.rglob("*")):
             rel = path.relative_to(run_dir)
-            if path.is_file() and rel.parts[0] != "analysis_cache":
+            # Only the run's own files: a link inside the folder could point anywhere on the server.
+            if path.is_file() and not path.is_symlink() and rel.parts[0] != "analysis_cache":
                 zf.write(path, Path(view["run_id"]) / rel)
     tmp.replace(target)
     return target
 
 
-def run_choices(runs_dir: Path) -> list[tuple[str, str]]:
-    """(label, run id) of every saved run, newest first."""
+def run_choices(runs_dir: Path, only: Sequence[str] | None = None, limit: int | None = None) -> list[tuple[str, str]]:
+    """(label, run id) of the saved runs (``only`` these ids, when given), newest first; a folder
+    that is not a readable run is skipped (and logged by :func:`recap.runs.list_runs`)."""
     from recap.runs import list_runs
 
-    return [(f"{r.run_id} — {r.model.get('name')}: {', '.join(v['label'] for v in r.variants)} × seeds "
-             f"{', '.join(map(str, r.seeds))}", r.run_id) for r in list_runs(runs_dir)]
+    def label(r: Any) -> str:
+        names = ", ".join(v["label"] for v in r.variants[:6]) + (", …" if len(r.variants) > 6 else "")
+        seeds = ", ".join(map(str, r.seeds[:8])) + (", …" if len(r.seeds) > 8 else "")
+        return f"{r.run_id} — {r.kind} · {r.model['name']}: {names} × seeds {seeds}"
+
+    return [(label(r), r.run_id) for r in list_runs(runs_dir, only=only, limit=limit)]
+
+
+def remember_run(mine: Sequence[str] | None, run_id: str) -> list[str]:
+    """The session's run ids with ``run_id`` added (a new list: the value goes back into ``gr.State``)."""
+    return [r for r in (mine or []) if r != run_id] + [run_id]
+
+
+def visible_runs(runs_dir: Path, mine: Sequence[str] | None, public: bool, limit: int | None = None
+                 ) -> list[tuple[str, str]]:
+    """The run browser's choices: on a public server only the runs this session made (``mine``),
+    locally every run (the newest ``limit``)."""
+    if public:
+        return run_choices(runs_dir, only=list(mine or []))
+    return run_choices(runs_dir, limit=limit)
+
+
+def session_run_dir(runs_dir: Path, run_id: Any, mine: Sequence[str] | None, public: bool) -> Path:
+    """The folder of run ``run_id`` when this session may open it: on a public server only a run
+    it made; locally any run under ``runs_dir``.
+
+    Raises:
+        BadInput: not a run id, or (public) a run of another session, said without telling
+            whether such a run exists.
+    """
+    from recap.runs import load_run
+
+    if not isinstance(run_id, str) or not run_id or len(run_id) > 120:
+        raise BadInput("choose a saved run first")
+    if public and run_id not in (mine or []):
+        raise BadInput(f"run {run_id[:40]!r} was not made in this browser session; on this server each "
+                       "visitor sees only their own runs")
+    run_dir = inside(Path(runs_dir), Path(run_id).name)
+    load_run(run_dir)  # refuses a folder that is not a readable run, with a sentence
+    return run_dir

@@ -3,42 +3,97 @@
 Calls :func:`recap.transfer.transfer` (partial noising, paper 001): strength 0 gives the source
 back, 1 is plain generation, and every strength of a seed starts from that seed's noise. The
 result is saved as a run folder (``kind="transfer"``) and shown as players (rows = strengths,
-columns = seeds) with the similarity curves.
+columns = seeds) with the similarity curves; its id joins the session's runs (the compare tab's
+run browser).
+
+Every field is checked (:func:`transfer_request`) before the model or any audio is loaded, with
+the core's bounds (:meth:`recap.transfer.TransferConfig.check`, the work bound of
+:func:`recap.generation.check_work`) and a sentence that names the field.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from recap.errors import BadInput
+from recap.limits import LIMITS, text
+from recap.ui import runview
 from recap.ui.common import (
     code_text,
     md_text,
-    parse_seeds,
     user_errors,
     warn_if_stopped,
 )
-from recap.ui.context import AppContext, SessionJobs
+from recap.ui.compare import model_name, seeds_of
+from recap.ui.context import AppContext, SessionJobs, model_info
 
 CURVE_HEADERS = ("strength", "steps run", "seeds", "cosine to source", "L2 to source", "cosine to target clips",
                  "CLAP-A source", "CLAP-A target")
 
 
-def parse_strengths(text: str) -> list[float]:
-    """Strengths from "0, 0.2, 0.4" (ValueError names anything that is not a number)."""
-    parts = [p for p in re.split(r"[,\s;]+", (text or "").strip()) if p]
+MAX_STRENGTHS_TEXT = 200
+
+
+def parse_strengths(value: str) -> list[float]:
+    """Strengths from "0, 0.2, 0.4" (:class:`BadInput` names anything that is not a number, or too many)."""
+    parts = [p for p in re.split(r"[,\s;]+", text("strengths", value, MAX_STRENGTHS_TEXT).strip()) if p]
+    if len(parts) > LIMITS.strengths:
+        raise BadInput(f"{len(parts)} transfer strengths is too many for one sweep; the limit is {LIMITS.strengths}")
     out = []
     for p in parts:
         try:
             out.append(float(p))
         except ValueError:
-            raise ValueError(f"strength {p!r} is not a number between 0 and 1") from None
+            raise BadInput(f"strength {p!r} is not a number between 0 and 1") from None
     if not out:
-        raise ValueError("give at least one strength between 0 (the source) and 1 (plain generation)")
+        raise BadInput("give at least one strength between 0 (the source) and 1 (plain generation)")
     return out
+
+
+@dataclass
+class TransferRequest:
+    """One checked Transfer request."""
+
+    model: str
+    source: str
+    references: list[str]
+    prompt: str
+    config: Any
+
+
+def transfer_request(model: Any, source: Any, references: Any, prompt: Any, strengths: Any, seeds: Any,
+                     steps: Any, choices: list[str]) -> TransferRequest:
+    """Checks every field of the transfer panel before the model or any clip is loaded.
+
+    Raises:
+        BadInput: the first bad field, named (the source clip last, so every other field is
+            checked even without one).
+    """
+    from recap.generation import check_prompt, check_work
+    from recap.transfer import MAX_REFERENCES, TransferConfig, sweep_work
+
+    name = model_name(model, choices)
+    info = model_info(name)
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise BadInput("type the prompt to transfer towards")
+    prompt = check_prompt("the prompt", prompt.strip())
+    config = TransferConfig(strengths=parse_strengths(strengths), seeds=seeds_of(seeds),
+                            steps=None if steps in (None, "") else steps).check(info.max_seconds, name)
+    check_work(*sweep_work(config if config.steps else TransferConfig(config.strengths, config.seeds, steps=info.steps)),
+               what="this sweep")
+    refs = list(references or [])
+    if len(refs) > MAX_REFERENCES:
+        raise BadInput(f"{len(refs)} target clips is too many; the limit is {MAX_REFERENCES}")
+    if not all(isinstance(r, str) for r in refs):
+        raise BadInput("the target clips must be uploaded audio files")
+    if not source or not isinstance(source, str):
+        raise BadInput("upload a source clip first")
+    return TransferRequest(name, source, refs, prompt, config)
 
 
 def run_transfer(backend: Any, source: str, prompt: str, config: Any, tokens: dict[str, Any],
@@ -46,9 +101,11 @@ def run_transfer(backend: Any, source: str, prompt: str, config: Any, tokens: di
                  stop: Any = None) -> tuple[Any, Any]:
     """Loads the clips, runs the sweep, measures the curves and saves the run (the GPU-bound part)."""
     from recap.audio_io import load_audio
-    from recap.transfer import transfer
+    from recap.transfer import MAX_REFERENCES, transfer
     from recap.transfer_curves import save_transfer, similarity_curves
 
+    if len(references) > MAX_REFERENCES:  # counted before a single one is read
+        raise BadInput(f"{len(references)} target clips is too many; the limit is {MAX_REFERENCES}")
     src = load_audio(source)
     refs = [load_audio(p) for p in references]
     result = transfer(backend, src, prompt, config, tokens=tokens or None, references=refs, progress=progress,
@@ -77,9 +134,12 @@ def _r(x: Any) -> Any:
     return None if x is None else round(float(x), 4)
 
 
-def build_transfer_panel(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens: gr.State) -> None:
-    """Adds the accordion to the open Blocks/Tab context."""
+def build_transfer_panel(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens: gr.State,
+                         mine: gr.State | None = None) -> None:
+    """Adds the accordion to the open Blocks/Tab context; the runs it makes join ``mine``."""
     gpu_transfer = ctx.gpu(run_transfer, duration=300)
+    mine = mine if mine is not None else gr.State([])
+    choices = [value for _, value in model.choices]
     with gr.Accordion("Style transfer", open=False):
         gr.Markdown("Push a source clip towards a prompt (often one with a learned token). Strength 0 returns the "
                     "source, 1 is plain generation; the paper found 0.4–0.6 keeps the source's structure with the "
@@ -92,7 +152,9 @@ def build_transfer_panel(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, to
             prompt = gr.Textbox(label="Prompt", value="a recording of <my-sound>", scale=3)
             strengths = gr.Textbox("0, 0.2, 0.4, 0.6, 0.8, 1.0", label="Strengths", scale=2)
             seeds = gr.Textbox("0", label="Seeds")
-            steps = gr.Number(None, precision=0, minimum=1, label="Steps (empty: the model's)")
+            # No bounds on the field itself: the core checks the value and says which field it was
+            # (the page's own bound check would refuse it with a sentence that does not).
+            steps = gr.Number(None, label=f"Steps (1–{LIMITS.steps}; empty: the model's)")
         with gr.Row():
             go_btn = gr.Button("Transfer", variant="primary")
             stop_btn = gr.Button("Stop", variant="stop")
@@ -115,29 +177,23 @@ def build_transfer_panel(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, to
 
     @user_errors
     def on_transfer(model_name, source_path, refs, prompt_text, strengths_text, seeds_text, steps_, jobs_: SessionJobs,
-                    session: dict, progress=gr.Progress()):
-        from recap.transfer import TransferConfig
+                    session: dict, mine_: list[str] | None, progress=gr.Progress()):
         from recap.transfer_curves import curves_figure
         from recap.ui.token import check_token_use, usable_tokens
 
-        if not source_path:
-            raise ValueError("upload a source clip first")
-        if not (prompt_text or "").strip():
-            raise ValueError("type the prompt to transfer towards")
-        config = TransferConfig(strengths=parse_strengths(strengths_text), seeds=parse_seeds(seeds_text),
-                                steps=int(steps_) if steps_ else None)
-        backend, note = ctx.backend(model_name)
-        check_token_use([prompt_text], backend, session)
-        toks = {p: v for p, v in usable_tokens(backend, session).items() if p in prompt_text}
+        req = transfer_request(model_name, source_path, refs, prompt_text, strengths_text, seeds_text, steps_, choices)
+        backend, note = ctx.backend(req.model)
+        check_token_use([req.prompt], backend, session)
+        toks = {p: v for p, v in usable_tokens(backend, session).items() if p in req.prompt}
         stop = jobs_.begin()
         try:
             manifest, curves = gpu_transfer(
-                backend, source_path, prompt_text.strip(), config, toks, list(refs or []), ctx.settings.runs_dir,
+                backend, req.source, req.prompt, req.config, toks, req.references, ctx.settings.runs_dir,
                 [session[p].summary() for p in toks],
                 progress=lambda done, total, msg: progress(done / max(total, 1), desc=msg), stop=stop)
         except Exception as exc:
             if warn_if_stopped(exc):
-                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             raise
         view = transfer_view(manifest, curves)
         lines = [f"Run {code_text(manifest.run_id)} (kind transfer): {len(view['labels'])} strength(s) × "
@@ -145,9 +201,11 @@ def build_transfer_panel(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, to
         if note:
             lines.append(f"⚠️ {note}")
         lines += [md_text(n) for n in curves.notes]
-        return view, "\n\n".join(lines), curves_figure(curves), view["rows"]
+        return (view, "\n\n".join(lines), curves_figure(curves), view["rows"],
+                runview.remember_run(mine_, manifest.run_id))
 
     go_btn.click(lambda j: j.arm(), jobs, None, concurrency_limit=None, api_visibility="private").then(
-        on_transfer, [model, source, references, prompt, strengths, seeds, steps, jobs, tokens],
-        [view_state, status, curves_plot, table], api_name="transfer", concurrency_limit=1, concurrency_id="gpu")
+        on_transfer, [model, source, references, prompt, strengths, seeds, steps, jobs, tokens, mine],
+        [view_state, status, curves_plot, table, mine], api_name="transfer", concurrency_limit=1,
+        concurrency_id="gpu")
     stop_btn.click(lambda j: j.stop(), jobs, None, concurrency_limit=None, api_visibility="private")
