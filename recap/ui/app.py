@@ -30,6 +30,7 @@ from recap.ui.context import (
     close_session,
     model_info,
 )
+from recap.ui.guard import guard_middleware
 from recap.ui.listen import build_listen_tab, code_from_query
 from recap.ui.prompt import build_prompt_tab
 from recap.ui.token import build_token_tab
@@ -117,9 +118,13 @@ def launch_options(ctx: AppContext) -> dict[str, Any]:
         "css": CSS,
         "allowed_paths": ctx.allowed_paths(),
         "blocked_paths": ctx.blocked_paths(),
-        "show_error": True,
-        # Refused while it streams in, before it reaches the disk in full.
+        # recap's own errors are always shown (as sentences); on a public server a library's
+        # unexpected exception is not, since its text can hold server paths.
+        "show_error": not ctx.settings.public,
+        # Refused while it streams in, before it reaches the disk in full; whole request bodies
+        # are bounded by the guard.
         "max_file_size": f"{LIMITS.upload_mb}mb",
+        "app_kwargs": {"middleware": guard_middleware()},
     }
 
 
