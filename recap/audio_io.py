@@ -30,6 +30,9 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 DEFAULT_MAX_SECONDS = 600.0
 # Below this peak a clip carries nothing a model or a listener can use.
 SILENCE_PEAK = 1e-4
+# Above this peak a clip is not audio in the nominal [-1, 1] range (a float file can hold 1e30,
+# whose square overflows float32); a little above 1 is ordinary inter-sample overshoot.
+LOUD_PEAK = 1.5
 
 
 class AudioError(BadInput):
@@ -179,6 +182,27 @@ def validate(clip: Clip, allow_silent: bool = False) -> None:
         raise AudioError(f"{name}: contains NaN or infinite samples")
     if not allow_silent and float(np.abs(clip.audio).max()) < SILENCE_PEAK:
         raise AudioError(f"{name}: is silent (peak below {SILENCE_PEAK:g})")
+
+
+def tame_peak(clip: Clip, max_peak: float = LOUD_PEAK) -> tuple[Clip, str | None]:
+    """``clip`` scaled to peak 1.0 when its peak is above ``max_peak``, with a sentence saying so.
+
+    Returns:
+        (the clip, None) when it is within range; else (the normalised copy, the sentence to show).
+
+    Raises:
+        AudioError: NaN or infinite samples (nothing to scale).
+    """
+    if not np.isfinite(clip.audio).all():
+        raise AudioError(f"{clip.source or 'audio'}: contains NaN or infinite samples")
+    # float64: the peak of a float32 clip is finite, but arithmetic on it in float32 may not be
+    peak = float(np.max(np.abs(clip.audio.astype(np.float64)))) if clip.audio.size else 0.0
+    if peak <= max_peak:
+        return clip, None
+    audio = (clip.audio.astype(np.float64) / peak).astype(np.float32)
+    note = (f"{clip.source or 'a clip'} peaks at {peak:.3g}, far outside the [-1, 1] range of audio; "
+            "it was scaled down to peak 1.0")
+    return Clip(np.ascontiguousarray(audio), clip.sample_rate, clip.source), note
 
 
 def to_channels(clip: Clip, channels: int) -> Clip:

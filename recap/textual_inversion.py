@@ -8,10 +8,16 @@ epsilon on AudioLDM's DDPM schedule. Training latents are encoded once, before t
 
 Recipe after diffusers' ``examples/textual_inversion`` and Plitsis et al. (2023): init from the
 class word, lr 2e-2 for one vector, batch 4, 150+ steps, optional mixing with noise at 20 dB SNR.
+
+Every setting is bounded in :func:`check_config` (the web form, its API and the CLI all pass
+through it), clips are checked and far-too-loud ones normalised in :func:`load_clips`, and a loss
+or vector that stops being finite ends training with a sentence; nothing non-finite is ever
+checkpointed or returned.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -27,11 +33,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
-from recap.audio_io import AudioError, Clip, fit_length, load_audio
+from recap.audio_io import AudioError, Clip, fit_length, load_audio, tame_peak
 from recap.backends import AudioBackend
-from recap.backends.base import expand_placeholder
 from recap.config import settings
+from recap.errors import BadInput, RecapError
 from recap.learned_tokens import LearnedToken, load_token, save_token  # noqa: F401  (re-exported)
+from recap.limits import LIMITS, finite, text, whole
 from recap.paths import atomic_write_bytes, atomic_write_json, safe_name
 from recap.runs import versions
 
@@ -48,6 +55,20 @@ TEMPLATES = [
     "a {} sound",
 ]
 INITS = ("word", "mean", "random")
+SLOT = "{}"
+# Bounds of the settings that LIMITS does not hold (one request must not hold the GPU or memory).
+MAX_CLIPS = 32
+MAX_CLIP_SECONDS = 60.0  # per training clip, read from the header before decoding
+MAX_BATCH = 64
+MAX_COPIES = 16
+MAX_TEMPLATES = 64
+MAX_TEMPLATE_CHARS = 200
+MAX_LEARNING_RATE = 1.0  # AdamW steps of ~lr per coordinate; above 1 the token leaves the vocabulary's scale
+MAX_SEED = 2**32 - 1
+
+
+class TrainingDiverged(RecapError, RuntimeError):
+    """The loss or the vectors stopped being finite; nothing was saved from that point on."""
 
 
 @dataclass
@@ -69,7 +90,7 @@ class TIConfig:
         gain_db: Random gain in [-gain_db, +gain_db] per copy; 0 = off.
         random_crop: Crop long clips at random offsets (per copy) instead of from the start.
         augment_copies: Encoded copies per clip when augmenting/cropping (latents are encoded once).
-        seed: Seeds augmentation, batches, timesteps and noise; same seed -> same token.
+        seed: Seeds augmentation, batches, timesteps and noise; same seed -> same token (0..2^32-1).
         checkpoint_every: Save a resumable checkpoint every N steps (and always on stop and at the end).
         preview_every: Generate a preview clip of the token prompt every N steps; 0 = never.
         preview_seconds: Preview length (default: the training length).
@@ -112,45 +133,76 @@ class TIStep:
     cos_to_init: float
     preview: np.ndarray | None = None  # [C, T] at the backend's rate, on preview steps
     checkpointed: bool = False
+    notes: tuple[str, ...] = ()  # sentences about the clips (normalised levels), on the first step of a call
 
 
 # ----------------------------------------------------------------------------- checks
 def init_token_id(backend: AudioBackend, word: str) -> int:
-    """The single token id of ``word``; ValueError when it splits into several tokens."""
+    """The single token id of ``word``; BadInput when it splits into several tokens."""
     tok = backend.tokenizer
     pieces = [i for i in tok(word, add_special_tokens=False).input_ids if tok.convert_ids_to_tokens(i) not in ("▁", "Ġ")]
     if len(pieces) != 1:
-        names = tok.convert_ids_to_tokens(pieces)
-        raise ValueError(
+        names = tok.convert_ids_to_tokens(pieces)[:8]
+        raise BadInput(
             f"init word {word!r} splits into {len(pieces)} tokens {names} for this model; pick a word that is one "
             "token (try a simpler class word) or use init='mean'"
         )
     return pieces[0]
 
 
-def check_config(backend: AudioBackend, config: TIConfig) -> None:
-    """Raises ValueError naming whatever makes ``config`` unusable for ``backend``."""
-    ph = config.placeholder
-    if not ph or any(c.isspace() for c in ph) or len(ph) > 40:
-        raise ValueError(f"placeholder {ph!r} must be 1-40 characters without spaces, e.g. <my-bell>")
-    vocab = backend.tokenizer.get_vocab()
-    for piece in expand_placeholder(ph, config.n_vectors):
-        if piece in vocab:
-            raise ValueError(f"placeholder piece {piece!r} is already in the vocabulary; choose another, e.g. <{safe_name(ph)}-x>")
-    if not 1 <= config.n_vectors <= 16:
-        raise ValueError(f"n_vectors must be 1..16, got {config.n_vectors}")
-    if config.steps < 1 or config.batch_size < 1 or config.learning_rate <= 0:
-        raise ValueError("steps and batch_size must be >= 1 and learning_rate > 0")
-    if config.init_weight < 0:
-        raise ValueError(f"init_weight must be >= 0, got {config.init_weight}")
-    if config.init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {config.init!r}")
-    if config.init == "word":
-        if not config.init_word:
-            raise ValueError("init='word' needs init_word (the class word, e.g. 'bell')")
-        init_token_id(backend, config.init_word)
-    if not config.templates or any("{}" not in t for t in config.templates):
-        raise ValueError("every template must contain {} where the token goes")
+def fill(template: str, placeholder: str) -> str:
+    """The template with the placeholder in its ``{}`` (literal: ``str.format`` would read fields)."""
+    return template.replace(SLOT, placeholder)
+
+
+def check_config(backend: AudioBackend, config: TIConfig) -> TIConfig:
+    """Checks every setting of ``config`` against its bound and ``backend``; returns it normalised.
+
+    The one check the web form, its API and the CLI share, so a value no interface would offer
+    (inf steps, a NaN rate, a million vectors) is refused with a sentence that names it.
+
+    Raises:
+        BadInput: the first unusable setting, named.
+    """
+    templates = config.templates
+    if not isinstance(templates, (list, tuple)) or not 1 <= len(templates) <= MAX_TEMPLATES:
+        raise BadInput(f"give a list of 1 to {MAX_TEMPLATES} prompt templates with {{}} where the token goes")
+    c = dataclasses.replace(config, templates=list(templates))  # the caller's config stays as it was
+    c.n_vectors = whole("vectors", c.n_vectors, 1, LIMITS.vectors)
+    backend.check_placeholder(c.placeholder, c.n_vectors)
+    c.steps = whole("steps", c.steps, 1, LIMITS.train_steps)
+    c.learning_rate = finite("learning rate", c.learning_rate, 0.0, MAX_LEARNING_RATE)
+    if c.learning_rate <= 0:
+        raise BadInput(f"learning rate must be above 0 (the paper: 2e-2), got {c.learning_rate:g}")
+    c.batch_size = whole("batch size", c.batch_size, 1, MAX_BATCH)
+    if c.seconds is not None:
+        c.seconds = backend.check_seconds(finite("clip seconds", c.seconds, 0.0, backend.max_seconds))
+    if c.mix_snr_db is not None:
+        c.mix_snr_db = finite("noise SNR (dB)", c.mix_snr_db, -20.0, 100.0)
+    c.gain_db = finite("gain (dB)", c.gain_db, 0.0, 40.0)
+    c.augment_copies = whole("augmented copies", c.augment_copies, 1, MAX_COPIES)
+    c.seed = whole("seed", c.seed, 0, MAX_SEED)
+    c.checkpoint_every = whole("checkpoint every", c.checkpoint_every, 0, LIMITS.train_steps)
+    c.preview_every = whole("preview every", c.preview_every, 0, LIMITS.train_steps)
+    if c.preview_seconds is not None:
+        c.preview_seconds = backend.check_seconds(finite("preview seconds", c.preview_seconds, 0.0, backend.max_seconds))
+    if c.preview_steps is not None:
+        c.preview_steps = whole("preview steps", c.preview_steps, 1, LIMITS.steps)
+    c.init_weight = finite("init_weight", c.init_weight, 0.0, 1e4)
+    if not isinstance(c.random_crop, bool) or c.gradient_checkpointing not in (None, True, False):
+        raise BadInput("random_crop and gradient_checkpointing must be true or false")
+    if c.init not in INITS:
+        raise BadInput(f"init must be one of {INITS}, got {str(c.init)[:40]!r}")
+    if c.init == "word":
+        if not c.init_word:
+            raise BadInput("init='word' needs init_word (the class word, e.g. 'bell')")
+        c.init_word = text("init word", c.init_word, 40, allow_newlines=False)
+        init_token_id(backend, c.init_word)
+    for i, t in enumerate(c.templates, 1):
+        text(f"template {i}", t, MAX_TEMPLATE_CHARS, allow_newlines=False)
+        if SLOT not in t:
+            raise BadInput(f"template {i} ({t!r}) must contain {{}} where the token goes")
+    return c
 
 
 # ----------------------------------------------------------------------------- data
@@ -158,18 +210,39 @@ def _clip_hash(clip: Clip) -> str:
     return hashlib.sha256(clip.audio.tobytes()).hexdigest()[:16]
 
 
-def load_clips(backend: AudioBackend, clips: Sequence[str | Path | Clip], min_seconds: float = 0.25) -> list[Clip]:
-    """Loads and checks training clips at the model's rate and channel count."""
+def load_clips(backend: AudioBackend, clips: Sequence[str | Path | Clip], min_seconds: float = 0.25,
+               notes: list[str] | None = None) -> list[Clip]:
+    """Loads and checks training clips at the model's rate and channel count.
+
+    Clips with NaN or infinite samples are refused; clips far outside [-1, 1] (a float file
+    peaking at 1e30 would overflow the noise mixing and the encoder) are scaled to peak 1 and
+    a sentence saying so is logged and appended to ``notes``.
+
+    Raises:
+        AudioError: no clips, too many, or an unusable one (named).
+    """
     if not clips:
-        raise ValueError("no training clips given: Textual Inversion needs 1 or more clips of the sound")
+        raise AudioError("no training clips given: Textual Inversion needs 1 or more clips of the sound")
+    if len(clips) > MAX_CLIPS:
+        raise AudioError(f"{len(clips)} training clips; at most {MAX_CLIPS} are accepted (a few are enough)")
+    from recap.audio_io import resample, to_channels, validate
+
     out = []
     for c in clips:
-        clip = c if isinstance(c, Clip) else load_audio(c, target_sr=backend.sample_rate, channels=backend.channels)
         if isinstance(c, Clip):
-            from recap.audio_io import resample, to_channels, validate
-
-            validate(clip)
-            clip = resample(to_channels(clip, backend.channels), backend.sample_rate)
+            validate(c)
+            if c.seconds > MAX_CLIP_SECONDS:
+                raise AudioError(f"{c.source or 'clip'}: {c.seconds:.0f} s long; training clips may be at most "
+                                 f"{MAX_CLIP_SECONDS:.0f} s")
+            clip = c
+        else:
+            clip = load_audio(c, max_seconds=MAX_CLIP_SECONDS)
+        clip, note = tame_peak(clip)
+        if note:
+            log.warning("%s", note)
+            if notes is not None:
+                notes.append(note)
+        clip = resample(to_channels(clip, backend.channels), backend.sample_rate)
         if clip.seconds < min_seconds:
             raise AudioError(f"{clip.source or 'clip'}: {clip.seconds:.2f} s is too short; clips need at least {min_seconds} s")
         out.append(clip)
@@ -195,6 +268,8 @@ def training_latents(backend: AudioBackend, clips: list[Clip], config: TIConfig,
                 audio += noise * np.sqrt(power)
             batch.append(audio)
     latents = torch.cat([backend.encode_audio(a, backend.sample_rate) for a in batch])
+    if not torch.isfinite(latents).all():
+        raise AudioError("the training clips encode to NaN or infinite latents; check the clips (levels, content)")
     return backend.training_latents(latents)
 
 
@@ -216,6 +291,8 @@ def default_checkpoint_dir(placeholder: str) -> Path:
 
 
 def _save_checkpoint(path: Path, vectors, init, optimizer, generator, step, losses, meta) -> None:
+    if not torch.isfinite(vectors.detach()).all():  # a resumable NaN token is still a NaN token
+        raise TrainingDiverged(f"training reached non-finite vectors at step {step}; no checkpoint was written")
     state = optimizer.state.get(vectors, {})
     tensors = {"vectors": vectors.detach().cpu(), "init": init, "rng": generator.get_state()}
     for k in ("exp_avg", "exp_avg_sq"):
@@ -234,7 +311,10 @@ def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
         return None
     with safe_open(str(file), framework="pt") as f:
         info = json.loads(f.metadata()["info"])
-    return load_file(str(file)), info
+    tensors = load_file(str(file))
+    if not torch.isfinite(tensors["vectors"]).all():
+        raise TrainingDiverged(f"the checkpoint in {path} holds non-finite vectors; train again instead")
+    return tensors, info
 
 
 # ----------------------------------------------------------------------------- training
@@ -259,11 +339,19 @@ def train_token(
         resume: Continue from the checkpoint in ``checkpoint_dir`` exactly where it stopped.
 
     Returns:
-        The :class:`LearnedToken` (save it with :func:`recap.learned_tokens.save_token`).
+        The :class:`LearnedToken` (save it with :func:`recap.learned_tokens.save_token`);
+        ``meta['notes']`` holds sentences about the clips (e.g. normalised levels), which the
+        first :class:`TIStep` of the call carries too.
+
+    Raises:
+        BadInput: a setting or clip that cannot be used.
+        TrainingDiverged: the loss or the vectors became NaN or infinite (nothing is saved
+            from that step on; an earlier checkpoint stays as it was).
     """
     # 1. Check inputs and load clips
-    check_config(backend, config)
-    loaded = load_clips(backend, clips)
+    config = check_config(backend, config)
+    notes: list[str] = []
+    loaded = load_clips(backend, clips, notes=notes)
     seconds = float(config.seconds or min(max(c.seconds for c in loaded), backend.max_seconds, 10.0))
     seconds = backend.check_seconds(seconds)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(config.placeholder)
@@ -273,7 +361,7 @@ def train_token(
         "placeholder": config.placeholder, "init": config.init, "init_word": config.init_word,
         "n_vectors": config.n_vectors, "steps": config.steps, "train_seconds": seconds,
         "clip_hashes": [_clip_hash(c) for c in loaded], "clip_names": [c.source for c in loaded],
-        "config": asdict(config), "versions": versions(), "device": str(backend.device),
+        "config": asdict(config), "versions": versions(), "device": str(backend.device), "notes": notes,
     }
     # 2. Encode the training clips once
     latents = training_latents(backend, loaded, config, seconds)
@@ -286,12 +374,12 @@ def train_token(
     if resume:
         ckpt = _load_checkpoint(checkpoint_dir)
         if ckpt is None:
-            raise ValueError(f"nothing to resume: no checkpoint in {checkpoint_dir}")
+            raise BadInput(f"nothing to resume: no checkpoint in {checkpoint_dir}")
         tensors, info = ckpt
         if info.get("model_id") != backend.model_id or info.get("placeholder") != config.placeholder:
-            raise ValueError(f"checkpoint in {checkpoint_dir} is for {info.get('placeholder')} on {info.get('model_id')}")
+            raise BadInput(f"checkpoint in {checkpoint_dir} is for {info.get('placeholder')} on {info.get('model_id')}")
         if tensors["vectors"].shape != vectors.shape:
-            raise ValueError(f"checkpoint vectors {tuple(tensors['vectors'].shape)} do not match config {tuple(vectors.shape)}")
+            raise BadInput(f"checkpoint vectors {tuple(tensors['vectors'].shape)} do not match config {tuple(vectors.shape)}")
         with torch.no_grad():
             vectors.copy_(tensors["vectors"].to(vectors.device))
         init = tensors["init"]
@@ -314,15 +402,18 @@ def train_token(
         _save_checkpoint(checkpoint_dir, vectors, init, optimizer, generator, step, losses, meta)
 
     # 4. Train
+    reported = False  # the clip notes ride on the first step this call reports
     try:
         while step < config.steps:
             if stop is not None and stop.is_set():
                 break
             idx = torch.randint(latents.shape[0], (config.batch_size,), generator=generator)
             which = torch.randint(len(config.templates), (config.batch_size,), generator=generator)
-            prompts = [config.templates[int(j)].format(config.placeholder) for j in which]
+            prompts = [fill(config.templates[int(j)], config.placeholder) for j in which]
             enc = backend.tokenize(prompts, tokens={config.placeholder: vectors})
             loss = backend.ti_loss(latents[idx], enc, generator, seconds=seconds)
+            if not torch.isfinite(loss.detach()):
+                raise TrainingDiverged(_diverged(step + 1, f"the loss became {float(loss.detach())}", checkpoint_dir))
             objective = loss
             if config.init_weight > 0:
                 drift = (vectors - init_dev).pow(2).sum() / init_dev.pow(2).sum().clamp(min=1e-12)
@@ -333,6 +424,8 @@ def train_token(
             scaler.update()
             step += 1
             losses.append(round(float(loss.detach()), 6))
+            if not torch.isfinite(vectors.detach()).all():
+                raise TrainingDiverged(_diverged(step, "the token's vectors became NaN or infinite", checkpoint_dir))
             with torch.no_grad():
                 norm = float(vectors.norm(dim=1).mean())
                 cos = float(torch.nn.functional.cosine_similarity(vectors, init_dev, dim=1).mean())
@@ -343,7 +436,9 @@ def train_token(
             if config.preview_every > 0 and (step % config.preview_every == 0 or step == config.steps):
                 preview = _preview(backend, config, vectors.detach(), seconds)
             if on_step is not None:
-                on_step(TIStep(step, config.steps, losses[-1], norm, cos, preview, saved))
+                on_step(TIStep(step, config.steps, losses[-1], norm, cos, preview, saved,
+                               () if reported else tuple(notes)))
+                reported = True
     finally:
         backend.set_gradient_checkpointing(False)
     # 5. Checkpoint where it ended (a stop can be resumed), return the token
@@ -353,9 +448,23 @@ def train_token(
     return LearnedToken(config.placeholder, vectors.detach().float().cpu().clone(), meta)
 
 
+def _diverged(step: int, what: str, checkpoint_dir: Path) -> str:
+    kept = _checkpoint_note(checkpoint_dir)
+    return (f"Training stopped at step {step}: {what}. Nothing from this training was saved{kept}. "
+            "Try a lower learning rate, fewer vectors or other clips.")
+
+
+def _checkpoint_note(checkpoint_dir: Path) -> str:
+    try:
+        info = json.loads((checkpoint_dir / "checkpoint.json").read_text())
+        return f" (the checkpoint of step {int(info['step'])} is kept as it was)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 def _preview(backend: AudioBackend, config: TIConfig, vectors: torch.Tensor, seconds: float) -> np.ndarray:
     out = backend.generate(
-        [config.templates[0].format(config.placeholder)], [config.seed],
+        [fill(config.templates[0], config.placeholder)], [config.seed],
         seconds=config.preview_seconds or seconds, steps=config.preview_steps,
         tokens={config.placeholder: vectors},
     )

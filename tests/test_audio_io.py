@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from recap.audio_io import AudioError, Clip, fit_length, load_audio, to_channels, write_wav
+from recap.audio_io import AudioError, Clip, fit_length, load_audio, tame_peak, to_channels, write_wav
 
 
 def _sine(sr=16_000, seconds=0.5, freq=440.0, channels=1):
@@ -101,3 +101,15 @@ def test_fit_length_loops_pads_and_crops():
 def test_clip_properties():
     c = Clip(np.zeros((2, 32_000), np.float32), 16_000, "x")
     assert c.channels == 2 and c.seconds == 2.0
+
+
+def test_a_far_too_loud_clip_is_scaled_to_peak_one_with_a_sentence(tmp_path):
+    """A float WAV may hold 1e30 (its square overflows float32): it is scaled, and the user is told."""
+    loud = load_audio(write_wav(tmp_path / "loud.wav", _sine() * 2e30, 16_000))
+    tamed, note = tame_peak(loud)
+    assert np.abs(tamed.audio).max() == pytest.approx(1.0) and np.isfinite(tamed.audio ** 2).all()
+    assert note == "loud.wav peaks at 1e+30, far outside the [-1, 1] range of audio; it was scaled down to peak 1.0"
+    ordinary = Clip(_sine() * 2.4, 16_000, "hot.wav")  # 1.2: overshoot, kept as it is
+    assert tame_peak(ordinary) == (ordinary, None)
+    with pytest.raises(AudioError, match="NaN"):
+        tame_peak(Clip(np.full((1, 10), np.inf, np.float32), 16_000, "inf.wav"))

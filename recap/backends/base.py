@@ -13,6 +13,7 @@ import copy
 import logging
 import re
 import threading
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import torch
 
 from recap.backends.speed import TextCache, clips_per_batch, free_memory
 
-from recap.errors import Cancelled
+from recap.errors import BadInput, Cancelled
 from recap.errors import ModelUnavailable as BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,11 @@ TOKENIZER_CACHE = 16
 TEXT_CACHE_ROWS = 256
 # on_step(step_index, total_steps)
 StepCallback = Callable[[int, int], None]
+# Longest placeholder accepted (the web form's text box holds as many).
+MAX_PLACEHOLDER_CHARS = 40
+# Word-start marks of SentencePiece (T5) and byte-level BPE (RoBERTa/CLAP): a piece that is only
+# the mark carries no word.
+_WORD_MARKS = ("▁", "Ġ")
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,34 @@ class GenerationOutput:
 def expand_placeholder(placeholder: str, n_vectors: int) -> list[str]:
     """The sub-token strings a multi-vector token is written as (diffusers' convention)."""
     return [placeholder] + [f"{placeholder}_{i}" for i in range(1, n_vectors)]
+
+
+def _shown(text: str) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 50 else shown[:47] + "..."
+
+
+def check_placeholder_text(placeholder: object) -> str:
+    """``placeholder`` when it can be written in a prompt as one new word, else :class:`BadInput`.
+
+    The model-independent part of :meth:`AudioBackend.check_placeholder`: text, not empty, at
+    most :data:`MAX_PLACEHOLDER_CHARS` characters, no spaces, control or invisible characters (a
+    learned token is added to the tokenizer as this exact string, so an empty one would replace
+    ``<unk>`` and an invisible one could never be typed or seen).
+    """
+    if not isinstance(placeholder, str):
+        raise BadInput(f"a token's placeholder must be text, got {type(placeholder).__name__}")
+    if not placeholder.strip():
+        raise BadInput("the token's placeholder is empty; name the new word, e.g. <my-bell>")
+    if len(placeholder) > MAX_PLACEHOLDER_CHARS:
+        raise BadInput(f"placeholder {_shown(placeholder)} is {len(placeholder)} characters long; "
+                       f"at most {MAX_PLACEHOLDER_CHARS} are accepted")
+    if any(c.isspace() for c in placeholder):
+        raise BadInput(f"placeholder {_shown(placeholder)} contains spaces; write it as one word, e.g. <my-bell>")
+    # isprintable() is False for control, format (zero-width), private-use and unassigned characters
+    if any(not c.isprintable() or unicodedata.category(c) in ("Co", "Cn") for c in placeholder):
+        raise BadInput(f"placeholder {_shown(placeholder)} contains control or invisible characters")
+    return placeholder
 
 
 def seed_generators(seeds: Sequence[int]) -> list[torch.Generator]:
@@ -169,14 +203,52 @@ class AudioBackend(ABC):
         }
 
     # ------------------------------------------------------------------ text
+    def check_placeholder(self, placeholder: str, n_vectors: int = 1) -> None:
+        """Raises :class:`BadInput` unless ``placeholder`` is a new word for this model's tokenizer.
+
+        A learned token is added to a copy of the tokenizer as an exact string, and added tokens
+        are matched before the model's own pieces, in every prompt of the call (the baseline
+        too). So a placeholder that the tokenizer already reads as one token (``bell`` is T5's
+        ``▁bell``, ``the``, ``▁bell`` itself, ``<unk>``) or that is an ordinary word would
+        silently take that word over; both are refused. The check asks the tokenizer how it
+        splits the text, alone and after a space, as a prompt would hold it.
+        """
+        check_placeholder_text(placeholder)
+        hint = f"e.g. <{re.sub(r'[^0-9A-Za-z-]+', '', placeholder)[:20] or 'my-sound'}-x>"
+        tok = self.tokenizer
+        vocab = tok.get_vocab()
+        specials = set(tok.all_special_tokens)
+        for piece in expand_placeholder(placeholder, n_vectors):
+            if piece in vocab or piece in specials:
+                raise BadInput(f"placeholder piece {_shown(piece)} is already in the vocabulary of {self.name}; "
+                               f"choose another, {hint}")
+            for text in (piece, " " + piece):
+                ids = [i for i in tok(text, add_special_tokens=False).input_ids
+                       if tok.convert_ids_to_tokens(i) not in _WORD_MARKS]
+                if len(ids) == 1:
+                    raise BadInput(f"placeholder {_shown(piece)} is already in the vocabulary of {self.name}: its "
+                                   f"tokenizer reads it as the token {_shown(tok.convert_ids_to_tokens(ids[0]))}; "
+                                   f"choose another, {hint}")
+        if placeholder.replace("'", "").isalnum():
+            raise BadInput(f"placeholder {_shown(placeholder)} is an ordinary word: it would take over that word "
+                           f"in every prompt (the baseline's too); mark it as new, {hint}")
+
     def tokenizer_for(self, tokens: TokenVectors | None) -> Any:
-        """The tokenizer extended with ``tokens``' placeholders (a cached copy; the shared one is never touched)."""
+        """The tokenizer extended with ``tokens``' placeholders (a cached copy; the shared one is never touched).
+
+        Raises:
+            BadInput: a placeholder that would take over an existing word (see :meth:`check_placeholder`).
+        """
         if not tokens:
             return self.tokenizer
         key = tuple(sorted((p, int(v.shape[0])) for p, v in tokens.items()))
         with self._tokenizers_lock:
             tok = self._tokenizers.pop(key, None)
             if tok is None:
+                # Checked once per token set: every path that brings tokens (UI, CLI, experiments)
+                # passes here, whether or not its loader checked.
+                for placeholder, n in key:
+                    self.check_placeholder(placeholder, n)
                 tok = copy.deepcopy(self.tokenizer)
                 for placeholder, n in key:
                     tok.add_tokens(expand_placeholder(placeholder, n))

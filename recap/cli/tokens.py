@@ -1,4 +1,8 @@
-"""`recap train-token`, `recap tokens`, `recap token-info`, `recap push-token`."""
+"""`recap train-token`, `recap tokens`, `recap token-info`, `recap push-token`.
+
+The command line is the owner's: ``push-token`` may write with the machine's own Hub login
+(``HF_TOKEN`` or a cached ``hf auth login``), which the web app never does.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pathlib import Path
 
 from recap.cli.common import add_model_args, open_backend, print_table
 from recap.config import settings
+from recap.errors import BadInput
 from recap.learned_tokens import list_tokens, load_token, nearest_words, push_token, read_token_file, save_token
 from recap.textual_inversion import TEMPLATES, TIConfig, TIStep, default_checkpoint_dir, train_token
 
@@ -45,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.add_argument("-k", type=int, default=8)
     info.set_defaults(func=run_info)
 
-    push = sub.add_parser("push-token", help="upload a token pair to a Hugging Face Hub repo (uses HF_TOKEN)")
+    push = sub.add_parser("push-token", help="upload a token pair to a Hugging Face Hub repo (uses HF_TOKEN or your login)")
     push.add_argument("path")
     push.add_argument("--repo", required=True, help="e.g. your-name/my-bell-token")
     push.add_argument("--private", action="store_true")
@@ -78,12 +83,17 @@ def run_train(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         bar.close()
-    out = save_token(token, Path(args.out) if args.out else settings().tokens_dir)
-    state = "complete" if token.meta["complete"] else (
-        f"stopped at step {token.meta['steps_done']}; resume with --resume "
-        f"(checkpoint in {default_checkpoint_dir(config.placeholder)})"
-    )
-    print(f"token {token.placeholder} ({state}) -> {out}")
+    for note in token.meta.get("notes", []):  # also logged when the clips were read
+        print(f"note: {note}")
+    folder = Path(args.out) if args.out else settings().tokens_dir
+    if token.meta["complete"]:
+        print(f"token {token.placeholder} (complete) -> {save_token(token, folder)}")
+    else:
+        # The token file is written only when training completes, so a stopped retrain never
+        # replaces a finished token of the same name; the progress is in the checkpoint.
+        print(f"token {token.placeholder} stopped at step {token.meta['steps_done']} of {config.steps}; nothing "
+              f"in {folder} was written or replaced. Resume with --resume "
+              f"(checkpoint in {default_checkpoint_dir(config.placeholder)})")
     losses = token.meta["losses"]
     if losses:
         k = max(1, min(10, len(losses) // 2))
@@ -118,5 +128,10 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    print(push_token(args.path, args.repo, private=args.private))
+    from huggingface_hub import get_token
+
+    secret = get_token()  # HF_TOKEN, else the cached login: the owner's own credentials
+    if not secret:
+        raise BadInput("push-token needs a Hugging Face token with write access: set HF_TOKEN or run `hf auth login`")
+    print(push_token(args.path, args.repo, token=secret, private=args.private))
     return 0

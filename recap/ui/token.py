@@ -4,13 +4,17 @@ A visitor's tokens live in their ``gr.State`` (placeholder -> LearnedToken) and 
 the core per call, so they never change what anyone else's prompt means. Finished tokens are
 saved to the shared token folder (that list is shared by design); a stopped one stays in the
 session, where *Resume* continues it from its checkpoint in the session's scratch folder.
+*Push to the Hub* always writes with the visitor's own token, never the server's.
+
+Toasts (``gr.Info``/``gr.Warning``) render HTML, so every text in them that a user or a file
+supplied is escaped; Markdown status lines use ``md_text``/``code_text``.
 
 The core modules load the model libraries, so they are imported inside the handlers.
 """
 
 from __future__ import annotations
 
-import re
+import html
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +34,6 @@ from recap.ui.training import (
 
 TOKEN_HEADERS = ("placeholder", "model", "vectors", "steps", "init word", "state")
 NEAREST_HEADERS = ("vector", "rank", "word", "cosine")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -92,10 +95,15 @@ def export_token(token: Any, folder: Path) -> list[str]:
 
 
 def check_repo_id(repo_id: str) -> str:
-    repo_id = (repo_id or "").strip()
-    if not _REPO_ID.match(repo_id):
-        raise ValueError(f"{repo_id!r} is not a Hub repository id; write it as user-or-org/name")
-    return repo_id
+    """The Hub repository id, checked by the core (``recap.learned_tokens.check_repo_id``)."""
+    from recap.learned_tokens import check_repo_id as core_check
+
+    return core_check(repo_id)
+
+
+def toast_text(text: object) -> str:
+    """Text for ``gr.Info``/``gr.Warning``, which render HTML: shown literally."""
+    return html.escape(str(text), quote=False)
 
 
 # ----------------------------------------------------------------------------- wiring
@@ -170,7 +178,8 @@ def build_token_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens:
             files = gr.File(label="Token files", file_count="multiple", interactive=False)
         with gr.Row():
             repo = gr.Textbox(label="Hub repository (user/name)", scale=2)
-            hf_token = gr.Textbox(label="Hugging Face token (empty: HF_TOKEN)", type="password", scale=2)
+            hf_token = gr.Textbox(label="Your Hugging Face token (write access; used for this push only)",
+                                  type="password", scale=2)
             push_btn = gr.Button("Push to the Hub")
         push_md = gr.Markdown()
 
@@ -182,21 +191,28 @@ def build_token_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens:
 
     def train(resume: bool, model_name: str, paths: list[str] | None, form: list[Any], jobs_: SessionJobs,
               session: dict | None, progress: gr.Progress):
+        from recap.textual_inversion import check_config
+
         session = dict(session or {})
         config = training_config(*form, preview_steps=min(model_info(model_name).steps, 25))
         if not paths:
             raise ValueError("upload at least one clip of the sound to learn")
         backend, note = ctx.backend(model_name)
         if note:
-            gr.Warning(note)
+            gr.Warning(toast_text(note))
+        config = check_config(backend, config)  # before anything is started: a sentence, not a job
         stop = jobs_.begin()
         checkpoint_dir = jobs_.scratch / "checkpoints" / safe_name(config.placeholder, fallback="token")
-        history, token, last, last_preview = [], None, 0.0, None
+        history, token, last, last_preview, notes = [], None, 0.0, None, []
         for item in train_in_chunks(gpu_chunk, backend, list(paths), config, stop, checkpoint_dir, resume,
                                     ctx.train_chunk_steps):
             if not hasattr(item, "loss"):
                 token = item
                 break
+            for clip_note in item.notes:  # e.g. a clip far too loud was normalised: say so at once
+                if clip_note not in notes:
+                    notes.append(clip_note)
+                    gr.Warning(toast_text(clip_note))
             history.append((item.step, item.loss, item.norm, item.cos_to_init))
             progress(item.step / item.steps, desc=f"step {item.step} of {item.steps}")
             audio = None
@@ -220,6 +236,8 @@ def build_token_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens:
         else:
             done = (f"Stopped at step {token.meta['steps_done']} of {config.steps}. {code_text(token.placeholder)} "
                     "can be used as it is in this session, or press *Resume* to continue.")
+        for clip_note in notes or token.meta.get("notes", []):
+            done += f"\n\n⚠️ {md_text(clip_note)}"
         session[token.placeholder] = token
         rows, choice = listing(session, token.placeholder)
         yield (progress_figure(history), done, last_preview or gr.skip(), session, rows, choice,
@@ -266,7 +284,7 @@ def build_token_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens:
         replaced = token.placeholder in session
         session[token.placeholder] = token
         rows, choice = listing(session, token.placeholder)
-        gr.Info(f"Loaded {token.placeholder}" + (" (replacing the one loaded before)" if replaced else ""))
+        gr.Info(toast_text(f"Loaded {token.placeholder}" + (" (replacing the one loaded before)" if replaced else "")))
         return session, rows, choice, gpu_nearest(backend, token)
 
     load_outputs = [tokens, active, current, nearest]
@@ -326,14 +344,17 @@ def build_token_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens:
 
     @user_errors
     def push(session, placeholder, repo_id, secret, jobs_):
-        from recap.learned_tokens import push_token
+        from recap.learned_tokens import check_hub_token, push_token
 
-        token = _selected(session, placeholder)
+        # The visitor's own token, checked first: an empty one would let huggingface_hub fall
+        # back to the server's HF_TOKEN and write wherever a stranger names.
+        secret = check_hub_token(secret)
         repo_id = check_repo_id(repo_id)
+        token = _selected(session, placeholder)
         import tempfile
 
         path = export_token(token, Path(tempfile.mkdtemp(dir=jobs_.scratch, prefix="push-")))[0]
-        url = push_token(path, repo_id, token=(secret or "").strip() or None)
+        url = push_token(path, repo_id, token=secret)
         return f"Pushed to [{md_text(repo_id)}]({url})."
 
     push_btn.click(push, [tokens, current, repo, hf_token, jobs], push_md, api_name="push_token",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -17,23 +18,36 @@ from pathlib import Path
 from typing import Any
 
 
+def _whole(value: Any) -> Any:
+    """A form number as an int when it is a finite whole number; anything else passes unchanged,
+    so the core check (``recap.textual_inversion.check_config``) names it in its sentence."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return int(number) if math.isfinite(number) and number == int(number) else value
+
+
 def training_config(name: str, init: str, init_word: str, n_vectors: float, steps: float, learning_rate: float,
                     batch_size: float, seconds: float, mix_snr_db: float, seed: float, preview_every: float,
                     preview_steps: int | None = None) -> Any:
     """A ``TIConfig`` from the form (0 seconds = automatic, 0 dB SNR = no noise mixing).
 
-    Previews use ``preview_steps`` denoising steps: enough to hear where training is going
-    without stalling it for a full-quality generation.
+    Only converts: every bound is checked by the core when training starts, the same check the
+    CLI and the API pass. Previews use ``preview_steps`` denoising steps: enough to hear where
+    training is going without stalling it for a full-quality generation.
     """
     from recap.textual_inversion import TIConfig
 
-    name = (name or "").strip()
+    name = name.strip() if isinstance(name, str) else name
+    steps = _whole(steps)
     return TIConfig(
-        placeholder=name, init=init, init_word=(init_word or "").strip() or None, n_vectors=int(n_vectors),
-        steps=int(steps), learning_rate=float(learning_rate), batch_size=int(batch_size),
-        seconds=float(seconds) if seconds else None, mix_snr_db=float(mix_snr_db) if mix_snr_db else None,
-        seed=int(seed or 0), preview_every=int(preview_every or 0), preview_steps=preview_steps,
-        checkpoint_every=max(1, min(50, int(steps))),
+        placeholder=name, init=init, init_word=(init_word.strip() if isinstance(init_word, str) else init_word) or None,
+        n_vectors=_whole(n_vectors),
+        steps=steps, learning_rate=learning_rate, batch_size=_whole(batch_size),
+        seconds=seconds if seconds else None, mix_snr_db=mix_snr_db if mix_snr_db else None,
+        seed=_whole(seed or 0), preview_every=_whole(preview_every or 0), preview_steps=preview_steps,
+        checkpoint_every=max(1, min(50, steps)) if isinstance(steps, int) else 50,
     )
 
 
@@ -96,6 +110,10 @@ def train_in_chunks(run_chunk: Callable[..., Iterator[Any]], backend: Any, clips
     Each later call resumes from the checkpoint the previous one wrote, which continues exactly
     (optimiser state and random generator included), so the token is the same either way.
     """
+    from recap.textual_inversion import check_config
+
+    # Checked here too, not only inside each call: the chunks are sized from the total steps.
+    config = check_config(backend, config)
     if not chunk:
         yield from run_chunk(backend, clips, config, stop, checkpoint_dir, resume)
         return
