@@ -65,6 +65,7 @@ def study_app(tmp_path_factory, tiny):
         server.wait(timeout=30)
 
 
+@pytest.mark.soak
 def test_twenty_raters_through_the_app_store_exactly_one_row_per_answer(study_app):
     home, code, url = study_app
     errors: list[BaseException] = []
