@@ -31,8 +31,8 @@ from recap.clap import is_cached as clap_is_cached
 from recap.errors import BadInput
 from recap.limits import finite, whole
 from recap.metrics import ClipKey, PairRecord, SummaryRow, group_items, summary_rows
-from recap.paths import atomic_write_bytes, safe_name, sha256_file
-from recap.runs import RunManifest, json_bytes, load_run, read_json
+from recap.paths import atomic_write_bytes, json_bytes, safe_name, sha256_file
+from recap.runs import RunManifest, load_run, read_json
 
 logger = logging.getLogger(__name__)
 

@@ -48,8 +48,8 @@ from recap.experiment_config import (  # noqa: F401  (ExperimentConfig and frien
     write_prompts,
 )
 from recap.generation import GenerationConfig, Variant
-from recap.paths import atomic_write_bytes, safe_name
-from recap.runs import read_json, write_json
+from recap.paths import atomic_write_bytes, atomic_write_json, safe_name
+from recap.runs import read_json
 
 if TYPE_CHECKING:
     from accelerate import PartialState
@@ -143,7 +143,7 @@ def rewordings_for(row: PromptRow, config: ExperimentConfig, out_dir: Path, back
                      for v in result.to_variants()[1:]]
     if not variants:
         log.warning("prompt %s: no rewording could be made of %r", row.id, row.prompt)
-    write_json(path, {"format": RECAPTION_FORMAT, "prompt_id": row.id, "key": key, "baseline": row.prompt,
+    atomic_write_json(path, {"format": RECAPTION_FORMAT, "prompt_id": row.id, "key": key, "baseline": row.prompt,
                              "variants": variants, "recaptions": records})
     return variants
 
@@ -302,7 +302,7 @@ def run_experiment(
     # 3. The main process records the setup (the first run's creation time is kept)
     if state.is_main_process:
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        write_json(out_dir / "config.json", {
+        atomic_write_json(out_dir / "config.json", {
             "format": FORMAT, "config": _saved_config(config), "identity": identity,
             "prompts": {"source": str(source), "selected": len(rows), "of": len(all_rows)},
             "model": backend.describe(), "generation": asdict(gen), "seeds": config.seeds,
@@ -426,5 +426,5 @@ def _write_unit(out_dir: Path, row: PromptRow, v: Variant, seed: int, audio: Any
         "latent_shape": list(z.shape),
         **{m: score[m] for m in PAIR_METRICS}, "reconstruction": score["reconstruction"],
     }
-    write_json(folder / f"{stem}.json", record)
+    atomic_write_json(folder / f"{stem}.json", record)
     log.info("unit %s/%s written", row.id, stem)

@@ -27,8 +27,8 @@ from recap.backends import AudioBackend
 from recap.backends.speed import clips_per_batch, free_memory
 from recap.errors import BadInput
 from recap.limits import LIMITS, finite, whole
-from recap.paths import safe_name, sha256_file
-from recap.runs import ClipRecord, RunManifest, clip_stem, new_run_id, versions, write_json
+from recap.paths import atomic_write_json, safe_name, sha256_file
+from recap.runs import ClipRecord, RunManifest, clip_stem, new_run_id, versions
 
 log = logging.getLogger(__name__)
 
@@ -402,5 +402,5 @@ def save_run(
         extra=dict(extra or {}),
         path=run_dir,
     )
-    write_json(run_dir / "manifest.json", manifest.to_json())
+    atomic_write_json(run_dir / "manifest.json", manifest.to_json())
     return manifest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -54,8 +55,43 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def finite_only(obj: Any) -> Any:
+    """``obj`` with every float that is not finite replaced by None (JSON has no NaN or inf).
+
+    Tuples become lists and mappings get string keys, as ``json.dumps`` would make them.
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k if isinstance(k, str) else str(k): finite_only(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_only(v) for v in obj]
+    return obj
+
+
+def json_bytes(obj: Any, indent: int | None = 2) -> bytes:
+    """Strict JSON for ``obj`` (``allow_nan=False``; non-finite numbers stored as null), one line feed at the end.
+
+    Paths and other objects that are not JSON types are written as their ``str``, as
+    :func:`atomic_write_json` writes them.
+    """
+    text = json.dumps(finite_only(obj), indent=indent, allow_nan=False, default=_jsonable)
+    return (text + "\n").encode()
+
+
+def _jsonable(obj: Any) -> Any:
+    # numpy scalars and 0-d tensors arrive here: keep numbers numbers (and finite), the rest as text
+    if hasattr(obj, "item") and callable(obj.item):
+        try:
+            return finite_only(obj.item())
+        except (TypeError, ValueError):
+            pass
+    return str(obj)
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+    """Writes :func:`json_bytes` of ``obj`` atomically (readers see the old file or the whole new one)."""
+    atomic_write_bytes(Path(path), json_bytes(obj))
 
 
 def sha256_file(path: Path) -> str:

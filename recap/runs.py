@@ -9,7 +9,7 @@ runs/<run-id>/latents/<label>__seed<k>.safetensors   {"initial": ..., "final": .
 A manifest is read as untrusted input: a folder whose manifest is missing, not JSON, of the
 wrong shape or naming a file outside its folder is not a run (:class:`BadInput`), and listings
 skip it with a log line, so one broken folder never breaks the list another visitor sees.
-Everything recap writes as JSON goes through :func:`json_bytes`: strict JSON, where a value
+Everything recap writes as JSON goes through :func:`recap.paths.json_bytes`: strict JSON, where a value
 that is not a finite number (a NaN score) is stored as null.
 """
 
@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file
 
 from recap.errors import BadInput
-from recap.paths import atomic_write_bytes, inside, safe_name
+from recap.paths import inside, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -98,45 +98,6 @@ class RunManifest:
 
 
 # ----------------------------------------------------------------------------- strict JSON
-def finite_only(obj: Any) -> Any:
-    """``obj`` with every float that is not finite replaced by None (JSON has no NaN or inf).
-
-    Tuples become lists and mappings get string keys, as ``json.dumps`` would make them.
-    """
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k if isinstance(k, str) else str(k): finite_only(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_only(v) for v in obj]
-    return obj
-
-
-def json_bytes(obj: Any, indent: int | None = 2) -> bytes:
-    """Strict JSON for ``obj`` (``allow_nan=False``; non-finite numbers stored as null), one line feed at the end.
-
-    Paths and other objects that are not JSON types are written as their ``str``, as
-    ``recap.paths.atomic_write_json`` does.
-    """
-    text = json.dumps(finite_only(obj), indent=indent, allow_nan=False, default=_jsonable)
-    return (text + "\n").encode()
-
-
-def _jsonable(obj: Any) -> Any:
-    # numpy scalars and 0-d tensors arrive here: keep numbers numbers (and finite), the rest as text
-    if hasattr(obj, "item") and callable(obj.item):
-        try:
-            return finite_only(obj.item())
-        except (TypeError, ValueError):
-            pass
-    return str(obj)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Writes :func:`json_bytes` of ``obj`` atomically (readers see the old file or the whole new one)."""
-    atomic_write_bytes(Path(path), json_bytes(obj))
-
-
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 

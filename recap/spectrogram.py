@@ -363,7 +363,8 @@ def write_run_figures(
         The paths written or confirmed up to date.
     """
     from recap.audio_io import load_audio
-    from recap.runs import json_bytes, load_run
+    from recap.paths import json_bytes
+    from recap.runs import load_run
 
     run = load_run(run_dir)
     folder = Path(run.path) / "figures"

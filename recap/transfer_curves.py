@@ -22,8 +22,8 @@ from recap import metrics
 from recap.audio_io import write_wav
 from recap.backends import AudioBackend
 from recap.generation import save_run
-from recap.paths import atomic_write_bytes
-from recap.runs import RunManifest, read_json, write_json
+from recap.paths import atomic_write_bytes, atomic_write_json
+from recap.runs import RunManifest, read_json
 from recap.spectrogram import save_figure
 from recap.transfer import TransferResult, content_latents, strength_label
 
@@ -214,14 +214,14 @@ def save_transfer(
         write_wav(run_dir / rel, ref.audio, sr, subtype)
         meta["references"].append({"file": rel, "name": ref.source})
     if curves is not None:
-        write_json(run_dir / "transfer.json", curves.to_json())
+        atomic_write_json(run_dir / "transfer.json", curves.to_json())
         atomic_write_bytes(run_dir / "transfer.csv", _curves_csv(curves))
         # plotly reads tags in titles: a prompt's "<oud>" must be escaped to show at all
         save_figure(curves_figure(curves, f"Style transfer run {manifest.run_id}: {html.escape(result.prompt)}"),
                     run_dir / "transfer", png=False)
         meta["curves"] = {"json": "transfer.json", "csv": "transfer.csv", "figure": "transfer.html"}
     manifest.extra["transfer"] = meta
-    write_json(run_dir / "manifest.json", manifest.to_json())
+    atomic_write_json(run_dir / "manifest.json", manifest.to_json())
     return manifest
 
 

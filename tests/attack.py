@@ -167,6 +167,18 @@ class RawSession:
             return exc.code, b""
 
 
+def upload(url: str, path: Path, content_type: str = "application/octet-stream") -> dict[str, Any]:
+    """Uploads a file as the browser does; returns the FileData value a gr.File / gr.Audio input takes."""
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path.name}\"\r\n"
+            f"Content-Type: {content_type}\r\n\r\n").encode() + Path(path).read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(url.rstrip("/") + "/gradio_api/upload", body,
+                                     {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=60) as r:
+        (uploaded,) = json.loads(r.read())
+    return {"path": uploaded, "meta": {"_type": "gradio.FileData"}, "orig_name": path.name}
+
+
 def disk_usage(*folders: Path) -> int:
     """Bytes under ``folders`` (missing ones count 0)."""
     total = 0
@@ -183,4 +195,4 @@ def gradio_cache() -> Path:
     return Path(get_upload_folder())
 
 
-__all__ = ["Outcome", "RawSession", "disk_usage", "free_port", "gradio_cache", "served"]
+__all__ = ["Outcome", "RawSession", "disk_usage", "free_port", "gradio_cache", "served", "upload"]

@@ -308,7 +308,8 @@ def test_every_json_file_recap_writes_is_strict_json(public, alice, source):
 
 def test_a_number_that_is_not_finite_is_stored_as_null(tiny, tmp_path):
     from recap.generation import GenerationConfig, generate_grid, make_variants, save_run
-    from recap.runs import json_bytes, load_run
+    from recap.paths import json_bytes
+    from recap.runs import load_run
 
     assert strict(json_bytes({"a": NAN, "b": [INF, 1.5], "c": {"d": -INF}, "e": np.float32("nan")}).decode()) == \
         {"a": None, "b": [None, 1.5], "c": {"d": None}, "e": None}

@@ -15,12 +15,11 @@ import json
 import math
 import re
 import urllib.request
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
-from attack import RawSession, disk_usage, served
+from attack import RawSession, disk_usage, served, upload
 
 from recap.audio_io import write_wav
 from recap.config import Settings
@@ -369,16 +368,6 @@ def test_the_rater_page_shows_only_the_rater_view(public):
 
 # -- bounds: every value a request carries ---------------------------------------------------
 
-def upload(url: str, path: Path) -> dict:
-    boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path.name}\"\r\n"
-            "Content-Type: audio/wav\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(url.rstrip("/") + "/gradio_api/upload", body,
-                                     {"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(request, timeout=60) as r:
-        (uploaded,) = json.loads(r.read())
-    return {"path": uploaded, "meta": {"_type": "gradio.FileData"}, "orig_name": path.name}
-
 
 def test_out_of_bounds_study_inputs_are_refused_with_sentences_and_write_nothing(public, tmp_path):
     url, home, code = public
@@ -398,7 +387,7 @@ def test_out_of_bounds_study_inputs_are_refused_with_sentences_and_write_nothing
         "would have more than 500 items": dict(pairs="\n".join([":".join(LABELS)] * 200)),
         "the prompt is 5,000 characters long": dict(prompt="p" * 5000),
         f"{MAX_REFERENCE_SECONDS + 1:.0f} s long; the limit is {MAX_REFERENCE_SECONDS:.0f} s":
-            dict(reference=upload(url, long_ref)),
+            dict(reference=upload(url, long_ref, "audio/wav")),
     }
     before = disk_usage(home)
     studies = len(StudyStore(home).studies())

@@ -14,14 +14,13 @@ import json
 import pickle
 import signal
 import threading
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from attack import RawSession, served
+from attack import RawSession, served, upload
 from safetensors.torch import save, save_file
 
 from recap.audio_io import Clip, write_wav
@@ -119,19 +118,6 @@ def fake_hub(monkeypatch):
         monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
         yield hub
 
-
-def upload(url: str, path: Path) -> dict:
-    """Uploads a file as the browser does; the FileData value a gr.File input takes."""
-    import urllib.request
-
-    boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path.name}\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(url.rstrip("/") + "/gradio_api/upload", body,
-                                     {"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(request, timeout=30) as r:
-        server_path = json.loads(r.read())[0]
-    return {"path": server_path, "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
 
 
 @pytest.fixture(scope="module")
