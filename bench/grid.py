@@ -6,7 +6,7 @@
 Compared, for the same V variants x S seeds, seconds, steps and CFG:
   plain-seq    V*S sequential StableAudioPipeline calls (what a notebook does)
   plain-batch  one StableAudioPipeline call with every prompt and a generator list
-  ours         recap.generation.generate_grid at the model's full window
+  ours         recap.generation.grid.generate_grid at the model's full window
   ours-preview the same, denoising only the requested length (opt-in fast preview)
   ours-compiled / ours-preview-compiled  with --compile: the same after torch.compile of the DiT
                  (compilation happens in the warm-up run and is not timed)
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import H100_BF16_TFLOPS, markdown_table, max_rss_gib, median_time, peak_gib, record, reset_peak  # noqa: E402
 from bench.full_size import bench_backend, dit_forward_flops  # noqa: E402
-from recap.generation import GenerationConfig, generate_grid, make_variants  # noqa: E402
+from recap.generation.grid import GenerationConfig, generate_grid, make_variants  # noqa: E402
 
 PROMPTS = ["rain on a tin roof", "light rain on a metal roof", "a heavy downpour on sheet metal", "drizzle on a tin roof",
            "rain falling on a corrugated roof", "a storm on a metal shed", "soft rain on tin", "rain on a car roof"]

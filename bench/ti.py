@@ -24,7 +24,7 @@ from bench.common import markdown_table, max_rss_gib, peak_gib, record, reset_pe
 from bench.full_size import bench_backend  # noqa: E402
 from bench.ti_plain import train_plain  # noqa: E402
 from recap.audio_io import Clip  # noqa: E402
-from recap.textual_inversion import TIConfig, load_clips, train_token, training_latents  # noqa: E402
+from recap.tokens.training import TIConfig, load_clips, train_token, training_latents  # noqa: E402
 
 
 def clips(sr: int, seconds: float, n: int = 3) -> list[Clip]:

@@ -2,7 +2,7 @@
 
 The whole (resized) embedding matrix is trainable and every row but the new token's is restored
 after each step, as in diffusers' ``examples/textual_inversion/textual_inversion.py``. Same data,
-same objective, same random draws as ``recap.textual_inversion.train_token``, so with weight
+same objective, same random draws as ``recap.tokens.training.train_token``, so with weight
 decay 0 both give the same vectors (the tests check this); only the cost differs.
 """
 
@@ -13,7 +13,7 @@ import copy
 import torch
 
 from recap.backends.base import AudioBackend, EncodedPrompts
-from recap.textual_inversion import TIConfig, initial_vectors
+from recap.tokens.training import TIConfig, initial_vectors
 
 
 def train_plain(backend: AudioBackend, latents: torch.Tensor, config: TIConfig, seconds: float, steps: int | None = None) -> torch.Tensor:

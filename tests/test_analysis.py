@@ -1,4 +1,4 @@
-"""`analyze_run` and `recap analyze` on a tiny run folder (recap.analysis, recap.cli.analyze)."""
+"""`analyze_run` and `recap analyze` on a tiny run folder (recap.analysis.scoring, recap.cli.analyze)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import shutil
 import numpy as np
 import pytest
 
-from recap import metrics
-from recap.analysis import AnalysisConfig, analyze_run
+from recap.metrics import similarity as metrics
+from recap.analysis.scoring import AnalysisConfig, analyze_run
 from recap.audio_io import load_audio, write_wav
 from recap.cli import main
-from recap.generation import GenerationConfig, Variant, generate_grid, save_run
-from recap.runs import load_run
+from recap.generation.grid import GenerationConfig, Variant, generate_grid, save_run
+from recap.generation.runs import load_run
 
 VARIANTS = [
     Variant("baseline", "rain on a tin roof", "baseline", 0),

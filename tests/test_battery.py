@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from recap.audio_io import Clip, write_wav
-from recap.battery import (
+from recap.tokens.battery import (
     DEFAULT_TEMPLATES,
     BatteryConfig,
     battery_variants,
@@ -20,9 +20,9 @@ from recap.battery import (
     save_battery,
     score_battery,
 )
-from recap.generation import GenerationConfig
-from recap.learned_tokens import LearnedToken, save_token
-from recap.runs import load_run
+from recap.generation.grid import GenerationConfig
+from recap.tokens.files import LearnedToken, save_token
+from recap.generation.runs import load_run
 
 TEMPLATES = ["a {} playing in a jazz club", "a {} recorded on an old tape"]
 SEEDS = [0, 1]
@@ -113,7 +113,7 @@ def test_scores_without_clap_say_so(battery, tiny, tmp_path):
 def test_clap_scores_with_the_class_word_and_references(battery, tiny):
     import test_clap  # the tiny CLAP built offline
 
-    from recap.clap import ClapScorer, clap_t
+    from recap.metrics.clap import ClapScorer, clap_t
 
     token, config, result = battery
     scorer = ClapScorer(*test_clap.tiny_clap(), name="tiny-clap")
@@ -141,7 +141,7 @@ def test_scores_need_the_battery_that_made_the_clips(battery, tiny):
 def test_token_without_init_word_skips_clap_t(battery, tiny):
     import test_clap
 
-    from recap.clap import ClapScorer
+    from recap.metrics.clap import ClapScorer
 
     _, config, result = battery
     token = make_token(tiny, init_word=None)

@@ -1,4 +1,4 @@
-"""CLAP-A / CLAP-T scoring (recap.clap) on a tiny random CLAP built offline."""
+"""CLAP-A / CLAP-T scoring (recap.metrics.clap) on a tiny random CLAP built offline."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
 
-from recap.clap import CLAP_SAMPLE_RATE, DEFAULT_CLAP_MODEL, ClapScorer, ClapUnavailable, clap_a, clap_t, is_cached
+from recap.metrics.clap import CLAP_SAMPLE_RATE, DEFAULT_CLAP_MODEL, ClapScorer, ClapUnavailable, clap_a, clap_t, is_cached
 
 TOKENIZER = Path(__file__).resolve().parents[1] / "assets" / "tokenizers" / "tiny-roberta"
 

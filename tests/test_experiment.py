@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from recap.experiment import ExperimentConfig, load_prompts, run_experiment, select_prompts
-from recap.experiment_config import PromptSelection
+from recap.experiment.runner import ExperimentConfig, load_prompts, run_experiment, select_prompts
+from recap.experiment.config import PromptSelection
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ROOT / "assets" / "prompts.csv"
@@ -89,7 +89,7 @@ def reference(tiny, tmp_path_factory):
 
 
 def test_prompt_set_is_large_varied_and_free_of_names():
-    from recap.prompt_checks import named_entities
+    from recap.rewording.checks import named_entities
 
     rows = load_prompts(PROMPTS)
     assert len(rows) >= 300
@@ -296,7 +296,7 @@ def test_two_processes_split_the_work_and_merge_without_duplicates(reference, tm
 def test_llm_rewordings_are_cached_per_prompt_and_keys_are_not_stored(tiny, tmp_path, monkeypatch):
     from openai_stub import OpenAIStub, Reply
 
-    from recap.recaption import default_system_prompt
+    from recap.rewording.recaption import default_system_prompt
 
     secret = "sk-test-never-stored-0123456789"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
@@ -325,7 +325,7 @@ def test_llm_rewordings_are_cached_per_prompt_and_keys_are_not_stored(tiny, tmp_
 
 
 def test_tokens_seed_variance_and_reconstruction(tiny, tmp_path):
-    from recap.learned_tokens import LearnedToken, save_token
+    from recap.tokens.files import LearnedToken, save_token
 
     vectors = torch.randn(1, tiny.embedding_dim, generator=torch.Generator().manual_seed(0))
     token_path = save_token(LearnedToken("<test-bell>", vectors, {"model_id": tiny.model_id}), tmp_path / "tokens")

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from recap.generation import GenerationConfig, Variant, generate_grid, make_variants, save_run
-from recap.runs import list_runs, load_run
+from recap.generation.grid import GenerationConfig, Variant, generate_grid, make_variants, save_run
+from recap.generation.runs import list_runs, load_run
 
 PROMPTS = ["rain on a tin roof", "light rain on a metal roof", "a dog barking", "thunder far away"]
 

@@ -1,4 +1,4 @@
-"""Latent / text metrics, pairings and summaries (recap.metrics)."""
+"""Latent / text metrics, pairings and summaries (recap.metrics.similarity)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from recap import metrics
-from recap.metrics import (
+from recap.metrics import similarity as metrics
+from recap.metrics.similarity import (
     PairScores,
     baseline_pairs,
     cosine,

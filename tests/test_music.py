@@ -1,11 +1,11 @@
-"""Tempo, key and loudness metrics (recap.music)."""
+"""Tempo, key and loudness metrics (recap.metrics.music)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from recap.music import (
+from recap.metrics.music import (
     LOUDNESS_TOLERANCE_LU,
     TEMPO_TOLERANCE_BPM,
     MusicFeatures,

@@ -11,10 +11,10 @@ import socket
 import pytest
 from openai_stub import OpenAIStub, Reply
 
-from recap.llm import LLMError, parse_list_answer
-from recap.multiturn import extract_parts, fuse_parts
-from recap.prompt_checks import text_cosine, word_edit_distance
-from recap.recaption import (
+from recap.rewording.llm import LLMError, parse_list_answer
+from recap.rewording.multiturn import extract_parts, fuse_parts
+from recap.rewording.checks import text_cosine, word_edit_distance
+from recap.rewording.recaption import (
     FLAG_DUPLICATE,
     FLAG_SALVAGED,
     FLAG_SAME_AS_BASELINE,
@@ -24,7 +24,7 @@ from recap.recaption import (
     default_system_prompt,
     recaption,
 )
-from recap.wordnet import wordnet_available
+from recap.rewording.wordnet import wordnet_available
 
 SECRET = "sk-test-5ecret-do-not-leak-0123456789"
 BASELINE = "rain on a tin roof"

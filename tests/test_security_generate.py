@@ -277,13 +277,13 @@ def _broken_runs(runs: Path, good: Path) -> list[str]:
 
 
 def test_folders_that_are_not_runs_never_break_the_run_list(public, alice, caplog):
-    from recap.runs import list_runs
+    from recap.generation.runs import list_runs
     from recap.ui.runview import visible_runs
 
     ctx, url = public
     client, rid = alice
     broken = _broken_runs(ctx.settings.runs_dir, ctx.settings.runs_dir / rid)
-    with caplog.at_level(logging.WARNING, logger="recap.runs"):
+    with caplog.at_level(logging.WARNING, logger="recap.generation.runs"):
         listed = [r.run_id for r in list_runs(ctx.settings.runs_dir)]
     assert rid in listed and not set(listed) & set(broken)
     assert {name for name in broken if any(name in m for m in caplog.messages)} == set(broken)
@@ -307,9 +307,9 @@ def test_every_json_file_recap_writes_is_strict_json(public, alice, source):
 
 
 def test_a_number_that_is_not_finite_is_stored_as_null(tiny, tmp_path):
-    from recap.generation import GenerationConfig, generate_grid, make_variants, save_run
+    from recap.generation.grid import GenerationConfig, generate_grid, make_variants, save_run
     from recap.paths import json_bytes
-    from recap.runs import load_run
+    from recap.generation.runs import load_run
 
     assert strict(json_bytes({"a": NAN, "b": [INF, 1.5], "c": {"d": -INF}, "e": np.float32("nan")}).decode()) == \
         {"a": None, "b": [None, 1.5], "c": {"d": None}, "e": None}
@@ -321,10 +321,10 @@ def test_a_number_that_is_not_finite_is_stored_as_null(tiny, tmp_path):
 
 
 def test_the_core_refuses_the_same_values_for_every_caller(tiny):
-    """What the UI, the API and the CLI share: the checks in recap.generation and recap.transfer."""
+    """What the UI, the API and the CLI share: the checks in recap.generation.grid and recap.generation.transfer."""
     from recap.errors import BadInput
-    from recap.generation import GenerationConfig, Variant, generate_grid
-    from recap.transfer import TransferConfig, transfer
+    from recap.generation.grid import GenerationConfig, Variant, generate_grid
+    from recap.generation.transfer import TransferConfig, transfer
     from recap.audio_io import Clip
 
     one = [Variant("baseline", "rain")]
@@ -392,7 +392,7 @@ def test_experiment_configs_are_bounded(tmp_path, capsys, line, word):
 
 def test_an_experiment_too_large_in_all_is_refused_before_it_starts(tmp_path):
     from recap.errors import BadInput
-    from recap.experiment_config import MAX_UNITS, ExperimentConfig
+    from recap.experiment.config import MAX_UNITS, ExperimentConfig
 
     big = ExperimentConfig.from_dict({"seeds_per_prompt": 16, "recaption": {"n": 20, "distances": ["light", "strong"]}})
     assert big.max_variants == 41

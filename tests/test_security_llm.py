@@ -25,8 +25,8 @@ from openai_stub import OpenAIStub, Reply
 from recap.config import Settings
 from recap.errors import BadInput, Cancelled
 from recap.limits import LIMITS
-from recap.llm import SERVER_ENDPOINT, CallOptions, Endpoint, LLMError, chat
-from recap.recaption import RecaptionConfig, llm_endpoint, recaption
+from recap.rewording.llm import SERVER_ENDPOINT, CallOptions, Endpoint, LLMError, chat
+from recap.rewording.recaption import RecaptionConfig, llm_endpoint, recaption
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402

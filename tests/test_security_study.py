@@ -24,8 +24,8 @@ from attack import RawSession, disk_usage, served, upload
 from recap.audio_io import write_wav
 from recap.config import Settings
 from recap.errors import BadInput
-from recap.study import StudyConfig, StudyStore
-from recap.study_items import MAX_REFERENCE_SECONDS
+from recap.study.store import StudyConfig, StudyStore
+from recap.study.items import MAX_REFERENCE_SECONDS
 from recap.ui.listen import FREE_TRIES, SERVER_FAILURES, SERVER_WINDOW_S, ExperimenterGate, Unlock
 
 PASSWORD = "correct horse battery staple"

@@ -25,8 +25,8 @@ from safetensors.torch import save, save_file
 
 from recap.audio_io import Clip, write_wav
 from recap.config import Settings
-from recap.learned_tokens import LearnedToken, TokenFileError, list_tokens, load_token, read_token_file, save_token
-from recap.textual_inversion import TIConfig, TrainingDiverged, train_token
+from recap.tokens.files import LearnedToken, TokenFileError, list_tokens, load_token, read_token_file, save_token
+from recap.tokens.training import TIConfig, TrainingDiverged, train_token
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -385,7 +385,7 @@ def test_push_with_an_empty_token_never_uses_the_servers_hf_token(app, token_fil
 def test_the_core_push_refuses_an_empty_token_before_any_request(token_file, fake_hub):
     """Whoever calls it: an empty token is never handed to huggingface_hub, which would use HF_TOKEN."""
     from recap.errors import BadInput
-    from recap.learned_tokens import push_token
+    from recap.tokens.files import push_token
 
     for empty in ("", "  ", None):
         with pytest.raises(BadInput, match="needs your own Hugging Face token"):

@@ -1,11 +1,11 @@
-"""Spectrograms, bin clipping and figures (recap.spectrogram)."""
+"""Spectrograms, bin clipping and figures (recap.analysis.spectrogram)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from recap.spectrogram import (
+from recap.analysis.spectrogram import (
     N_FFT,
     SpectrogramConfig,
     clip_bins,

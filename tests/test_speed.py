@@ -7,8 +7,8 @@ import torch
 
 from recap.backends import load_backend
 from recap.backends.speed import MEMORY_HEADROOM, clips_per_batch, compile_denoiser
-from recap.generation import GenerationConfig, generate_grid, make_variants
-from recap.learned_tokens import LearnedToken
+from recap.generation.grid import GenerationConfig, generate_grid, make_variants
+from recap.tokens.files import LearnedToken
 
 
 def _count_calls(module: torch.nn.Module) -> list[int]:

@@ -17,9 +17,9 @@ import pyloudnorm
 import pytest
 import soundfile as sf
 
-from recap import study
+from recap.study import store as study
 from recap.audio_io import write_wav
-from recap.study import MIGRATIONS, StudyConfig, StudyError, StudyStore, plan_trials, pseudonym
+from recap.study.store import MIGRATIONS, StudyConfig, StudyError, StudyStore, plan_trials, pseudonym
 
 SR = 16000
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from recap.config import Settings
-from recap.generation import GenerationConfig, generate_grid, make_variants, save_run
-from recap.study import StudyStore
-from recap.study_stats import summarize
+from recap.generation.grid import GenerationConfig, generate_grid, make_variants, save_run
+from recap.study.store import StudyStore
+from recap.study.stats import summarize
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"

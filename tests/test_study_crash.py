@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from recap.audio_io import write_wav
-from recap.study import StudyConfig, StudyStore
+from recap.study.store import StudyConfig, StudyStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = """
 import sys, uuid
 from pathlib import Path
-from recap.study import StudyStore
+from recap.study.store import StudyStore
 
 store = StudyStore(Path(sys.argv[1]))
 while True:

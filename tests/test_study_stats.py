@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from recap.study import StudyConfig, StudyInfo, StudyItem
-from recap.study_stats import (
+from recap.study.store import StudyConfig, StudyInfo, StudyItem
+from recap.study.stats import (
     answer_table,
     attention,
     krippendorff_alpha,

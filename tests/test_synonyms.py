@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recap.synonyms import CLOSED_CLASS_WORDS, is_word, synonym_variants, tokenize
-from recap.wordnet import DEBIAN_WORDNET_DIR, WordNetMissingError, load_wordnet, wordnet_available
+from recap.rewording.synonyms import CLOSED_CLASS_WORDS, is_word, synonym_variants, tokenize
+from recap.rewording.wordnet import DEBIAN_WORDNET_DIR, WordNetMissingError, load_wordnet, wordnet_available
 
 pytestmark = pytest.mark.skipif(not wordnet_available(), reason="WordNet not installed: apt-get install wordnet-base")
 
@@ -122,7 +122,7 @@ def test_an_nltk_downloaded_wordnet_is_used(tmp_path, monkeypatch):
 
     import nltk
 
-    from recap import wordnet
+    from recap.rewording import wordnet
 
     corpus = tmp_path / "corpora" / "wordnet"
     corpus.mkdir(parents=True)

@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 
 from recap.audio_io import Clip, write_wav
 from recap.backends import load_backend
-from recap.learned_tokens import TokenFileError, load_token, nearest_words, read_token_file, save_token
-from recap.textual_inversion import (
+from recap.tokens.files import TokenFileError, load_token, nearest_words, read_token_file, save_token
+from recap.tokens.training import (
     TIConfig,
     evaluation_loss,
     initial_vectors,

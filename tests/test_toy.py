@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from recap import toyworld as W
+from recap.toy import world as W
 from recap.backends import TOY_DIR, offline_fallback, toy_weights_present
 
 SEEDS = list(range(8))
@@ -42,7 +42,7 @@ def test_warble_differs_from_its_neighbours_in_pitch_modulation():
 
 
 def test_reference_classifier_reads_warbles_as_warbles_and_little_else():
-    from recap.toy_eval import world_classifier
+    from recap.toy.evaluation import world_classifier
 
     classifier = world_classifier()
     audio, specs = W.dataset(4, seed=999, sources=W.SOURCES)  # a draw the classifier never saw
@@ -73,7 +73,7 @@ def test_training_captions_never_use_held_out_words_and_tokenise_without_unknown
 
 
 def test_folding_the_latent_scale_keeps_reconstructions_and_gives_unit_std():
-    from recap.toy_train import ToyConfig, build_vae, encode, fold_latent_scale
+    from recap.toy.train import ToyConfig, build_vae, encode, fold_latent_scale
 
     torch.manual_seed(0)
     vae = build_vae(ToyConfig()).eval()
@@ -108,7 +108,7 @@ def test_toy_is_the_offline_fallback_and_says_it_is_a_toy(toy, monkeypatch):
 
 
 def test_prompts_steer_pitch_and_rhythm(toy):
-    from recap.toy_eval import steering
+    from recap.toy.evaluation import steering
 
     pitch, rhythm = steering(toy, SEEDS, steps=STEPS)
     # every low hum below every high beep (Hz), every repeating beep above every continuous one
@@ -117,7 +117,7 @@ def test_prompts_steer_pitch_and_rhythm(toy):
 
 
 def test_rewording_moves_latents_less_than_changing_the_source(toy):
-    from recap.toy_eval import rewording_cosines
+    from recap.toy.evaluation import rewording_cosines
 
     rows = rewording_cosines(toy, SEEDS[:4], steps=STEPS)
     for row in rows:
@@ -130,7 +130,7 @@ TI_MARGIN = 1.5
 
 
 def test_textual_inversion_learns_a_source_the_model_never_saw_named(toy):
-    from recap.toy_eval import TIProtocol, textual_inversion_check
+    from recap.toy.evaluation import TIProtocol, textual_inversion_check
 
     before = toy.parameters_snapshot()
     result = textual_inversion_check(toy, TIProtocol())
@@ -145,7 +145,7 @@ def test_textual_inversion_learns_a_source_the_model_never_saw_named(toy):
 
 def test_rendering_check_measures_what_the_vae_keeps(toy):
     """Real clips are read as their source; the same clips through the VAE are measured, not assumed."""
-    from recap.toy_eval import rendering_check, rendering_markdown
+    from recap.toy.evaluation import rendering_check, rendering_markdown
 
     check = rendering_check(toy, n_per_spec=1)
     assert set(check["sources"]) == set(W.SOURCES)
@@ -158,8 +158,8 @@ def test_rendering_check_measures_what_the_vae_keeps(toy):
 
 def test_analysis_reports_the_toy_worlds_reference_features(toy, tmp_path):
     """On a toy run, `analyze_run` adds model-free measurements that agree with what was asked for."""
-    from recap.analysis import analyze_run
-    from recap.generation import GenerationConfig, generate_grid, make_variants, save_run
+    from recap.analysis.scoring import analyze_run
+    from recap.generation.grid import GenerationConfig, generate_grid, make_variants, save_run
 
     grid = generate_grid(toy, make_variants("a low hum", ["a high beep"]), GenerationConfig(steps=12, seeds=[0, 1]))
     run = save_run(grid, toy, tmp_path / "runs")

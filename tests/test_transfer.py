@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from recap.audio_io import Clip, load_audio, write_wav
-from recap.learned_tokens import LearnedToken, save_token
-from recap.runs import load_run
-from recap.transfer import TransferConfig, content_latents, noised_start, start_point, steps_to_run, transfer
-from recap.transfer_curves import curves_figure, load_transfer_curves, save_transfer, similarity_curves
+from recap.tokens.files import LearnedToken, save_token
+from recap.generation.runs import load_run
+from recap.generation.transfer import TransferConfig, content_latents, noised_start, start_point, steps_to_run, transfer
+from recap.analysis.transfer_curves import curves_figure, load_transfer_curves, save_transfer, similarity_curves
 
 PROMPT = "a recording of a bell"
 SWEEP = [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -181,7 +181,7 @@ def test_progress_reaches_the_total_and_stop_cancels(tiny_audioldm):
 def test_run_folder_holds_source_curves_and_figure(sweeps, tiny, tmp_path):
     import test_clap  # the tiny CLAP built offline
 
-    from recap.clap import ClapScorer
+    from recap.metrics.clap import ClapScorer
 
     result = sweeps["tiny"]
     scorer = ClapScorer(*test_clap.tiny_clap(), name="tiny-clap")

@@ -23,7 +23,7 @@ import soundfile as sf
 from openai_stub import OpenAIStub, Reply
 
 from recap.config import Settings
-from recap.wordnet import wordnet_available
+from recap.rewording.wordnet import wordnet_available
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402

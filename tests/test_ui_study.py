@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from recap.generation import GenerationConfig, generate_grid, make_variants, save_run
-from recap.study import StudyConfig, StudyStore
+from recap.generation.grid import GenerationConfig, generate_grid, make_variants, save_run
+from recap.study.store import StudyConfig, StudyStore
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402

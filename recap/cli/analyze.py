@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recap.analysis import AnalysisConfig, RunAnalysis, analyze_run, check_config
-from recap.clap import DEFAULT_CLAP_MODEL
+from recap.analysis.scoring import AnalysisConfig, RunAnalysis, analyze_run, check_config
+from recap.metrics.clap import DEFAULT_CLAP_MODEL
 from recap.cli.common import print_table
-from recap.metrics import SummaryRow
-from recap.runs import load_run
-from recap.spectrogram import DEFAULT_BINS, SpectrogramConfig, write_run_figures
+from recap.metrics.similarity import SummaryRow
+from recap.generation.runs import load_run
+from recap.analysis.spectrogram import DEFAULT_BINS, SpectrogramConfig, write_run_figures
 
 # (table, metrics to show, heading); the thesis tables in the order the thesis gives them.
 TABLES = [

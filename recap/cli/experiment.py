@@ -47,9 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from recap.config import settings
-    from recap.experiment import ExperimentConfig, distributed_state, run_experiment
-    from recap.llm import LLMError
-    from recap.wordnet import WordNetMissingError
+    from recap.experiment.runner import ExperimentConfig, distributed_state, run_experiment
+    from recap.rewording.llm import LLMError
+    from recap.rewording.wordnet import WordNetMissingError
 
     config = ExperimentConfig.from_toml(args.config)
     if args.model:
@@ -93,14 +93,14 @@ def _phase_bar():
 
 
 def report(args: argparse.Namespace) -> int:
-    from recap.experiment_report import build_report
+    from recap.experiment.report import build_report
 
     _print_report(build_report(args.dir), show_all=args.all)
     return 0
 
 
 def _print_report(rep, show_all: bool) -> None:
-    from recap.experiment_report import LATENT_METRICS, RECONSTRUCTION_METRICS, fmt, table_cells
+    from recap.experiment.report import LATENT_METRICS, RECONSTRUCTION_METRICS, fmt, table_cells
 
     ci = f"{rep.confidence:.0%} CI"
     head = ["Metric", "Batch", "Mean", "Std. deviation", "Variance", "n", ci]

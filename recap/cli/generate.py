@@ -8,7 +8,7 @@ import numpy as np
 
 from recap.backends import list_backends
 from recap.cli.common import add_model_args, open_backend, print_table, progress_bar, runs_dir
-from recap.generation import GenerationConfig, check_variants, check_work, generate_grid, make_variants, save_run
+from recap.generation.grid import GenerationConfig, check_variants, check_work, generate_grid, make_variants, save_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     backend = open_backend(args)
     token_vectors, token_info = {}, []
     if args.token:
-        from recap.textual_inversion import load_token
+        from recap.tokens.training import load_token
 
         for path in args.token:
             tok = load_token(backend, path)

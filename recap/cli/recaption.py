@@ -18,10 +18,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from recap.llm import LLMError
+from recap.rewording.llm import LLMError
 from recap.paths import atomic_write_bytes, atomic_write_json
-from recap.recaption import DISTANCES, METHODS, RecaptionConfig, RecaptionResult, recaption
-from recap.wordnet import WordNetMissingError
+from recap.rewording.recaption import DISTANCES, METHODS, RecaptionConfig, RecaptionResult, recaption
+from recap.rewording.wordnet import WordNetMissingError
 
 # One row per prompt variant; "rows" (on every row) is how many rows the prompt has, so a prompt
 # cut short by a crash is recognised and redone.

@@ -10,8 +10,8 @@ from pathlib import Path
 from recap.cli.common import print_table
 from recap.config import settings
 from recap.paths import atomic_write_bytes
-from recap.study import SCALES, StudyConfig, StudyStore
-from recap.study_stats import answer_table, results_figure, summarize, summary_rows, write_csv, write_json
+from recap.study.store import SCALES, StudyConfig, StudyStore
+from recap.study.stats import answer_table, results_figure, summarize, summary_rows, write_csv, write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -15,7 +15,7 @@ SWEEP_FILE = "TI_SWEEP.md"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from recap.toy_train import ToyConfig
+    from recap.toy.train import ToyConfig
 
     p = sub.add_parser("toy", help="the toy world model: train it, measure it")
     toy = p.add_subparsers(dest="toy_command", required=True)
@@ -58,7 +58,7 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from recap.backends import TOY_DIR
-    from recap.toy_train import ToyConfig, train
+    from recap.toy.train import ToyConfig, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -79,7 +79,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from recap.backends import load_backend
-    from recap.toy_eval import (
+    from recap.toy.evaluation import (
         TIProtocol,
         prompt_following,
         rendering_check,
@@ -128,7 +128,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_sweep(args: argparse.Namespace) -> int:
     from recap.backends import TOY_DIR, load_backend
     from recap.paths import atomic_write_bytes
-    from recap.toy_eval import SWEEP, sweep_markdown, ti_sweep
+    from recap.toy.evaluation import SWEEP, sweep_markdown, ti_sweep
 
     settings = [s for s in SWEEP if not args.only or any(o in s.name for o in args.only)]
     if not settings:
@@ -156,11 +156,11 @@ def run_sweep(args: argparse.Namespace) -> int:
 def write_card(report: dict, args: argparse.Namespace) -> None:
     from recap.backends import TOY_DIR
     from recap.paths import atomic_write_bytes
-    from recap import toyworld as W
-    from recap.toy_eval import model_card, rendering_markdown
+    from recap.toy import world as W
+    from recap.toy.evaluation import model_card, rendering_markdown
 
     lines = [f"Over seeds 0-{args.seeds - 1}, {args.steps or 'default'} steps, guidance {args.guidance or 'default'} "
-             "(`recap toy eval`; reference features of `recap/toyworld.py`):", ""]
+             "(`recap toy eval`; reference features of `recap/toy/world.py`):", ""]
     for s in report["steering"]:
         a, b = s["values"]
         lines.append(f"- {s['feature']}: {s['prompts'][0]!r} {min(a):.3g}..{max(a):.3g} vs {s['prompts'][1]!r} "

@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from recap.cli.common import add_model_args, open_backend, print_table, progress_bar, runs_dir
-from recap.clap import DEFAULT_CLAP_MODEL
-from recap.transfer import DEFAULT_STRENGTHS
+from recap.metrics.clap import DEFAULT_CLAP_MODEL
+from recap.generation.transfer import DEFAULT_STRENGTHS
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _model_from_token(args: argparse.Namespace, token_path: str) -> None:
     """Without --model, use the model a token was trained for."""
-    from recap.learned_tokens import read_token_file
+    from recap.tokens.files import read_token_file
 
     if args.model is None:
         args.model = read_token_file(token_path).meta.get("model_name") or None
@@ -77,7 +77,7 @@ def _references(paths: list[str]):
 
 
 def _clap(args: argparse.Namespace):
-    from recap.transfer_curves import load_clap
+    from recap.analysis.transfer_curves import load_clap
 
     if args.no_clap:
         return None, "turned off (--no-clap)"
@@ -90,10 +90,10 @@ def _clap(args: argparse.Namespace):
 def run_transfer(args: argparse.Namespace) -> int:
     from recap.audio_io import load_audio
     from recap.errors import BadInput
-    from recap.generation import check_prompt, check_work
-    from recap.learned_tokens import load_token
-    from recap.transfer import MAX_REFERENCES, TransferConfig, sweep_work, transfer
-    from recap.transfer_curves import save_transfer, similarity_curves
+    from recap.generation.grid import check_prompt, check_work
+    from recap.tokens.files import load_token
+    from recap.generation.transfer import MAX_REFERENCES, TransferConfig, sweep_work, transfer
+    from recap.analysis.transfer_curves import save_transfer, similarity_curves
 
     # Every bound the core applies that does not need the model or the audio, checked first
     check_prompt("the prompt", args.prompt)
@@ -141,9 +141,9 @@ def run_transfer(args: argparse.Namespace) -> int:
 
 
 def run_battery(args: argparse.Namespace) -> int:
-    from recap.battery import BatteryConfig, load_templates, per_template, run_battery, save_battery, score_battery
-    from recap.generation import GenerationConfig
-    from recap.learned_tokens import load_token
+    from recap.tokens.battery import BatteryConfig, load_templates, per_template, run_battery, save_battery, score_battery
+    from recap.generation.grid import GenerationConfig
+    from recap.tokens.files import load_token
 
     generation = GenerationConfig(  # checked before anything loads
         seconds=args.seconds, steps=args.steps, guidance=args.guidance, negative_prompt=args.negative_prompt,

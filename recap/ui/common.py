@@ -19,7 +19,7 @@ from recap.ui.context import HF_HELP, model_info
 log = logging.getLogger(__name__)
 
 MAX_SEEDS = 16
-# recap.generation.MAX_PROMPT_CHARS, repeated here because importing recap.generation loads the
+# recap.generation.grid.MAX_PROMPT_CHARS, repeated here because importing recap.generation.grid loads the
 # model libraries (seconds) and the page must be built without them.
 PROMPT_LIMIT = 1000
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")

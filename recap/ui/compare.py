@@ -2,12 +2,12 @@
 
 Rows are variants, columns seeds; each cell has its player, its clipped spectrogram (the bin
 range changes live, from the saved audio, without generating again) and its cosine / L2 to the
-baseline of the same seed. The tables are those of :func:`recap.analysis.analyze_run`.
+baseline of the same seed. The tables are those of :func:`recap.analysis.scoring.analyze_run`.
 
 Every value of a request is checked before anything loads or runs, with a sentence that names
 it: the Generate event takes the page's raw values (``preprocess=False``), so a value sent past
 the form (a step count of a million, NaN guidance, a model that is not in the picker) meets the
-core's bounds (:mod:`recap.generation`), not a message that does not say which field it was.
+core's bounds (:mod:`recap.generation.grid`), not a message that does not say which field it was.
 On a public server the run browser shows only the runs made in this browser session (their ids
 are kept in a ``gr.State``) and opens no other.
 """
@@ -37,7 +37,7 @@ from recap.ui.runview import PAIR_HEADERS, SUMMARY_HEADERS
 
 # Cells of the prompt table: label, method, batch, prompt, text cosine, word edits, flags.
 TABLE_COLUMNS = ("label", "method", "batch", "prompt", "text cosine", "word edits", "flags")
-MAX_CELL_CHARS = 1000  # recap.generation.MAX_PROMPT_CHARS (not imported: it loads the model libraries)
+MAX_CELL_CHARS = 1000  # recap.generation.grid.MAX_PROMPT_CHARS (not imported: it loads the model libraries)
 MAX_SEEDS_TEXT = 200
 RUNS_SHOWN = 200  # a local run browser lists the newest this many
 TABLE_CHOICES = (("vs baseline (same seed)", "vs_baseline"), ("seed variance", "seed_variance"),
@@ -51,7 +51,7 @@ def chosen_variants(rows: Any, selected: list[str] | None, baseline_text: str = 
     Raises:
         ValueError: an invalid table (see ``check_rows``), or nothing to compare with.
     """
-    from recap.generation import Variant
+    from recap.generation.grid import Variant
     from recap.ui.prompt import check_rows, set_baseline
 
     rows = check_rows(set_baseline(rows, baseline_text) if not table_rows(rows) else rows)
@@ -104,7 +104,7 @@ def model_name(name: Any, choices: list[str]) -> str:
 
 def seeds_of(value: Any) -> list[int]:
     """Seeds from the seeds field ("0, 1, 2" or "0-3"), each in 0..2^32-1, at most ``LIMITS.seeds``."""
-    from recap.generation import check_seeds
+    from recap.generation.grid import check_seeds
 
     if value is not None and not isinstance(value, str):
         raise BadInput(f"seeds must be text such as 0, 1, 2 or 0-3, got {type(value).__name__}")
@@ -127,14 +127,14 @@ def grid_request(model: Any, rows: Any, selected: Any, baseline_text: Any, seeds
                  choices: list[str]) -> GridRequest:
     """Checks every field of the Generate form (raw page values) before any model loads.
 
-    The model-independent bounds and the work bound (:func:`recap.generation.check_work`) are
+    The model-independent bounds and the work bound (:func:`recap.generation.grid.check_work`) are
     those the core applies again once the model is loaded; the clip length is checked against
     the model's maximum as the registry knows it.
 
     Raises:
         BadInput: the first bad field, named.
     """
-    from recap.generation import GenerationConfig, check_prompt, check_work
+    from recap.generation.grid import GenerationConfig, check_prompt, check_work
 
     name = model_name(model, choices)
     info = model_info(name)
@@ -156,8 +156,8 @@ def generate_and_analyze(backend: Any, variants: list[Any], config: Any, tokens:
                          token_info: list[dict[str, Any]], runs_dir: Path, analysis: Any, extra: dict[str, Any],
                          progress: Any = None, stop: Any = None) -> tuple[Any, Any]:
     """Generates the grid, saves the run folder and measures it (the GPU-bound part)."""
-    from recap.analysis import analyze_run
-    from recap.generation import generate_grid, save_run
+    from recap.analysis.scoring import analyze_run
+    from recap.generation.grid import generate_grid, save_run
 
     result = generate_grid(backend, variants, config, tokens=tokens or None, progress=progress, stop=stop)
     manifest = save_run(result, backend, runs_dir, token_info=token_info, extra=extra)
@@ -168,8 +168,8 @@ def open_and_analyze(backend: Any, run_dir: Path, analysis: Any) -> tuple[Any, A
     """Reads a saved run and measures it (cached), against its first variant when it has no baseline."""
     import dataclasses
 
-    from recap.analysis import analyze_run
-    from recap.runs import load_run
+    from recap.analysis.scoring import analyze_run
+    from recap.generation.runs import load_run
 
     manifest = load_run(run_dir)
     labels = [v["label"] for v in manifest.variants]
@@ -307,7 +307,7 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
     def generate(model_name, rows, selected, baseline_text, seeds_text, seconds_, steps_, guidance_, negative_,
                  recon, music_, jobs_: SessionJobs, session: dict, record_: dict | None, mine_: list[str] | None,
                  progress=gr.Progress()):
-        from recap.analysis import AnalysisConfig
+        from recap.analysis.scoring import AnalysisConfig
         from recap.ui.token import check_token_use, usable_tokens
 
         # 1. Every field, before anything loads (the raw page values: see the module docstring)
@@ -372,8 +372,8 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
 
     @user_errors
     def open_run(run_id, recon, mine_):
-        from recap.analysis import AnalysisConfig
-        from recap.runs import load_run
+        from recap.analysis.scoring import AnalysisConfig
+        from recap.generation.runs import load_run
 
         if not run_id:
             raise ValueError("choose a saved run first")
@@ -411,11 +411,11 @@ def _stop(jobs: SessionJobs) -> None:
 
 
 def _maybe_transfer(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens: gr.State, mine: gr.State) -> None:
-    """The style-transfer panel, when ``recap.transfer`` is installed in this checkout (its runs
+    """The style-transfer panel, when ``recap.generation.transfer`` is installed in this checkout (its runs
     join the session's list ``mine``)."""
     import importlib.util
 
-    if importlib.util.find_spec("recap.transfer") is None:
+    if importlib.util.find_spec("recap.generation.transfer") is None:
         return
     from recap.ui.transfer import build_transfer_panel
 

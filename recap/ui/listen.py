@@ -36,8 +36,8 @@ import plotly.graph_objects as go
 
 from recap.errors import BadInput
 from recap.limits import LIMITS, text, whole
-from recap.runs import list_runs
-from recap.study import (
+from recap.generation.runs import list_runs
+from recap.study.store import (
     AB_ANSWERS,
     SCALES,
     Scale,
@@ -47,8 +47,8 @@ from recap.study import (
     StudyStore,
     normalize_code,
 )
-from recap.study_items import MAX_TITLE_CHARS, rater_copy
-from recap.study_stats import (
+from recap.study.items import MAX_TITLE_CHARS, rater_copy
+from recap.study.stats import (
     answer_table,
     results_figure,
     summarize,

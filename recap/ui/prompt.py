@@ -4,7 +4,7 @@ The table of variants lives in the browser (the Dataframe's value): each visitor
 Pure handlers first (rows in, rows out), Blocks wiring after. An API key typed here is used for
 the call only: no handler returns it, logs it or stores it. Which key may go to which endpoint,
 and whether a visitor may type an endpoint at all, is decided in the core
-(:func:`recap.recaption.llm_endpoint`, with ``visitor=True``); every other value from the page is
+(:func:`recap.rewording.recaption.llm_endpoint`, with ``visitor=True``); every other value from the page is
 bounded here, with a sentence that names it.
 """
 
@@ -19,8 +19,8 @@ import gradio as gr
 
 from recap.errors import BadInput
 from recap.limits import LIMITS, text, whole
-from recap.llm import MAX_URL_CHARS
-from recap.multiturn import (
+from recap.rewording.llm import MAX_URL_CHARS
+from recap.rewording.multiturn import (
     EXTRACT_SYSTEM_PROMPT,
     PART_NAMES,
     PromptParts,
@@ -29,7 +29,7 @@ from recap.multiturn import (
     fuse_parts,
 )
 from recap.paths import safe_name
-from recap.recaption import (
+from recap.rewording.recaption import (
     FLAG_TOO_LONG,
     MAX_MODEL_CHARS,
     MAX_N,
@@ -96,7 +96,7 @@ def check_rows(rows: list[list[Any]]) -> list[list[Any]]:
         ValueError: naming the row with an empty or over-long prompt, a bad label or batch,
             a repeated label, or no baseline row.
     """
-    from recap.generation import MAX_PROMPT_CHARS, METHODS
+    from recap.generation.grid import MAX_PROMPT_CHARS, METHODS
 
     out, seen = [], set()
     for i, row in enumerate(table_rows(rows), 1):
@@ -172,7 +172,7 @@ def remove_variant(rows: Any, label: str) -> list[list[Any]]:
 
 def score_rows(backend: Any, rows: list[list[Any]], tokens: dict[str, Any] | None = None) -> list[list[Any]]:
     """Text cosine of every prompt to the baseline (one batch) and the over-token-limit flag."""
-    from recap.metrics import text_cosine_matrix
+    from recap.metrics.similarity import text_cosine_matrix
 
     rows = check_rows(rows)
     if not rows:

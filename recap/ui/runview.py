@@ -16,7 +16,7 @@ from typing import Any
 from recap.errors import BadInput
 from recap.limits import whole
 from recap.paths import inside
-from recap.spectrogram import (
+from recap.analysis.spectrogram import (
     SpectrogramConfig,
     difference_grid,
     spectrogram_grid,
@@ -143,7 +143,7 @@ def cell_caption(view: dict[str, Any], label: str, seed: int) -> str:
 def zip_run(view: dict[str, Any], folder: Path, lo: float, hi: float) -> Path:
     """Writes the run's figures for the current bins, then zips the run (audio, latents, manifest,
     metrics, figures) into ``folder``; the per-clip analysis cache is left out."""
-    from recap.spectrogram import write_run_figures
+    from recap.analysis.spectrogram import write_run_figures
 
     run_dir = Path(view["run_dir"])
     write_run_figures(run_dir, SpectrogramConfig(bins=check_bins(lo, hi)), png=False)
@@ -162,8 +162,8 @@ def zip_run(view: dict[str, Any], folder: Path, lo: float, hi: float) -> Path:
 
 def run_choices(runs_dir: Path, only: Sequence[str] | None = None, limit: int | None = None) -> list[tuple[str, str]]:
     """(label, run id) of the saved runs (``only`` these ids, when given), newest first; a folder
-    that is not a readable run is skipped (and logged by :func:`recap.runs.list_runs`)."""
-    from recap.runs import list_runs
+    that is not a readable run is skipped (and logged by :func:`recap.generation.runs.list_runs`)."""
+    from recap.generation.runs import list_runs
 
     def label(r: Any) -> str:
         names = ", ".join(v["label"] for v in r.variants[:6]) + (", …" if len(r.variants) > 6 else "")
@@ -195,7 +195,7 @@ def session_run_dir(runs_dir: Path, run_id: Any, mine: Sequence[str] | None, pub
         BadInput: not a run id, or (public) a run of another session, said without telling
             whether such a run exists.
     """
-    from recap.runs import load_run
+    from recap.generation.runs import load_run
 
     if not isinstance(run_id, str) or not run_id or len(run_id) > 120:
         raise BadInput("choose a saved run first")

@@ -70,7 +70,7 @@ def token_rows(session: dict | None) -> list[list[Any]]:
 
 def saved_choices(tokens_dir: Path) -> list[tuple[str, str]]:
     """(label, file name) of the shared saved tokens, newest first."""
-    from recap.learned_tokens import list_tokens
+    from recap.tokens.files import list_tokens
 
     return [(f"{t.placeholder} — {t.meta.get('model_name') or t.meta.get('model_id') or '?'}, "
              f"{t.meta.get('steps_done', '?')} steps ({Path(t.path).name})", Path(t.path).name)
@@ -78,7 +78,7 @@ def saved_choices(tokens_dir: Path) -> list[tuple[str, str]]:
 
 
 def nearest_rows(backend: Any, token: Any, k: int = 8) -> list[list[Any]]:
-    from recap.learned_tokens import nearest_words
+    from recap.tokens.files import nearest_words
 
     return [[i, rank, word, round(cos, 4)]
             for i, words in enumerate(nearest_words(backend, token.vectors, k))
@@ -87,7 +87,7 @@ def nearest_rows(backend: Any, token: Any, k: int = 8) -> list[list[Any]]:
 
 def export_token(token: Any, folder: Path) -> list[str]:
     """Writes the token pair into ``folder`` (a download folder); returns the two paths."""
-    from recap.learned_tokens import LearnedToken, save_token
+    from recap.tokens.files import LearnedToken, save_token
 
     copy = LearnedToken(token.placeholder, token.vectors, dict(token.meta))
     path = save_token(copy, folder, safe_name(token.placeholder, fallback="token"))
@@ -95,8 +95,8 @@ def export_token(token: Any, folder: Path) -> list[str]:
 
 
 def check_repo_id(repo_id: str) -> str:
-    """The Hub repository id, checked by the core (``recap.learned_tokens.check_repo_id``)."""
-    from recap.learned_tokens import check_repo_id as core_check
+    """The Hub repository id, checked by the core (``recap.tokens.files.check_repo_id``)."""
+    from recap.tokens.files import check_repo_id as core_check
 
     return core_check(repo_id)
 
@@ -191,7 +191,7 @@ def build_token_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens:
 
     def train(resume: bool, model_name: str, paths: list[str] | None, form: list[Any], jobs_: SessionJobs,
               session: dict | None, progress: gr.Progress):
-        from recap.textual_inversion import check_config
+        from recap.tokens.training import check_config
 
         session = dict(session or {})
         config = training_config(*form, preview_steps=min(model_info(model_name).steps, 25))
@@ -228,8 +228,8 @@ def build_token_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens:
                 yield (progress_figure(history), _stats(item), audio or gr.skip(), gr.skip(), gr.skip(), gr.skip(),
                        gr.skip(), gr.skip())
         if token.meta.get("complete"):
-            from recap.learned_tokens import save_token
-            from recap.runs import new_run_id
+            from recap.tokens.files import save_token
+            from recap.generation.runs import new_run_id
 
             save_token(token, ctx.settings.tokens_dir, f"{safe_name(config.placeholder)}-{new_run_id()}")
             done = f"Trained {code_text(token.placeholder)} and saved it as {code_text(Path(token.path).name)}."
@@ -268,7 +268,7 @@ def build_token_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens:
 
     @user_errors
     def load(model_name, file_name, upload_path, session):
-        from recap.learned_tokens import load_token
+        from recap.tokens.files import load_token
 
         if upload_path:
             path = Path(upload_path)
@@ -344,7 +344,7 @@ def build_token_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens:
 
     @user_errors
     def push(session, placeholder, repo_id, secret, jobs_):
-        from recap.learned_tokens import check_hub_token, push_token
+        from recap.tokens.files import check_hub_token, push_token
 
         # The visitor's own token, checked first: an empty one would let huggingface_hub fall
         # back to the server's HF_TOKEN and write wherever a stranger names.
@@ -380,7 +380,7 @@ def _stats(step: Any) -> str:
 def _clip_figure(path: str) -> Any:
     """A small whole-range spectrogram of an uploaded clip (or None when it cannot be read)."""
     from recap.audio_io import AudioError, load_audio
-    from recap.spectrogram import SpectrogramConfig, spectrogram_grid, spectrogram_of
+    from recap.analysis.spectrogram import SpectrogramConfig, spectrogram_grid, spectrogram_of
 
     try:
         clip = load_audio(path)

@@ -20,7 +20,7 @@ from typing import Any
 
 def _whole(value: Any) -> Any:
     """A form number as an int when it is a finite whole number; anything else passes unchanged,
-    so the core check (``recap.textual_inversion.check_config``) names it in its sentence."""
+    so the core check (``recap.tokens.training.check_config``) names it in its sentence."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -37,7 +37,7 @@ def training_config(name: str, init: str, init_word: str, n_vectors: float, step
     CLI and the API pass. Previews use ``preview_steps`` denoising steps: enough to hear where
     training is going without stalling it for a full-quality generation.
     """
-    from recap.textual_inversion import TIConfig
+    from recap.tokens.training import TIConfig
 
     name = name.strip() if isinstance(name, str) else name
     steps = _whole(steps)
@@ -76,7 +76,7 @@ def train_chunk(backend: Any, clips: list[str], config: Any, stop: threading.Eve
 
     Closing the generator early (the visitor left) stops the training at the next step.
     """
-    from recap.textual_inversion import train_token
+    from recap.tokens.training import train_token
 
     events: queue.Queue = queue.Queue()
 
@@ -110,7 +110,7 @@ def train_in_chunks(run_chunk: Callable[..., Iterator[Any]], backend: Any, clips
     Each later call resumes from the checkpoint the previous one wrote, which continues exactly
     (optimiser state and random generator included), so the token is the same either way.
     """
-    from recap.textual_inversion import check_config
+    from recap.tokens.training import check_config
 
     # Checked here too, not only inside each call: the chunks are sized from the total steps.
     config = check_config(backend, config)

@@ -1,14 +1,14 @@
 """The "Style transfer" panel of the compare tab: a source clip pushed towards a prompt by strength.
 
-Calls :func:`recap.transfer.transfer` (partial noising, paper 001): strength 0 gives the source
+Calls :func:`recap.generation.transfer.transfer` (partial noising, paper 001): strength 0 gives the source
 back, 1 is plain generation, and every strength of a seed starts from that seed's noise. The
 result is saved as a run folder (``kind="transfer"``) and shown as players (rows = strengths,
 columns = seeds) with the similarity curves; its id joins the session's runs (the compare tab's
 run browser).
 
 Every field is checked (:func:`transfer_request`) before the model or any audio is loaded, with
-the core's bounds (:meth:`recap.transfer.TransferConfig.check`, the work bound of
-:func:`recap.generation.check_work`) and a sentence that names the field.
+the core's bounds (:meth:`recap.generation.transfer.TransferConfig.check`, the work bound of
+:func:`recap.generation.grid.check_work`) and a sentence that names the field.
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ def transfer_request(model: Any, source: Any, references: Any, prompt: Any, stre
         BadInput: the first bad field, named (the source clip last, so every other field is
             checked even without one).
     """
-    from recap.generation import check_prompt, check_work
-    from recap.transfer import MAX_REFERENCES, TransferConfig, sweep_work
+    from recap.generation.grid import check_prompt, check_work
+    from recap.generation.transfer import MAX_REFERENCES, TransferConfig, sweep_work
 
     name = model_name(model, choices)
     info = model_info(name)
@@ -101,8 +101,8 @@ def run_transfer(backend: Any, source: str, prompt: str, config: Any, tokens: di
                  stop: Any = None) -> tuple[Any, Any]:
     """Loads the clips, runs the sweep, measures the curves and saves the run (the GPU-bound part)."""
     from recap.audio_io import load_audio
-    from recap.transfer import MAX_REFERENCES, transfer
-    from recap.transfer_curves import save_transfer, similarity_curves
+    from recap.generation.transfer import MAX_REFERENCES, transfer
+    from recap.analysis.transfer_curves import save_transfer, similarity_curves
 
     if len(references) > MAX_REFERENCES:  # counted before a single one is read
         raise BadInput(f"{len(references)} target clips is too many; the limit is {MAX_REFERENCES}")
@@ -178,7 +178,7 @@ def build_transfer_panel(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, to
     @user_errors
     def on_transfer(model_name, source_path, refs, prompt_text, strengths_text, seeds_text, steps_, jobs_: SessionJobs,
                     session: dict, mine_: list[str] | None, progress=gr.Progress()):
-        from recap.transfer_curves import curves_figure
+        from recap.analysis.transfer_curves import curves_figure
         from recap.ui.token import check_token_use, usable_tokens
 
         req = transfer_request(model_name, source_path, refs, prompt_text, strengths_text, seeds_text, steps_, choices)

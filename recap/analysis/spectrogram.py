@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 
 from recap.errors import BadInput
 from recap.limits import finite, whole
-from recap.metrics import ClipKey
+from recap.metrics.similarity import ClipKey
 from recap.paths import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -364,7 +364,7 @@ def write_run_figures(
     """
     from recap.audio_io import load_audio
     from recap.paths import json_bytes
-    from recap.runs import load_run
+    from recap.generation.runs import load_run
 
     run = load_run(run_dir)
     folder = Path(run.path) / "figures"

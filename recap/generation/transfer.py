@@ -15,7 +15,7 @@ the EDM sampler expects, x = x0 + sigma·noise with sigma the schedule's sigma a
 that runs, and the sampler starts at that step.
 
 The curves of the paper's Fig. 4 (each output's similarity to the source and to the token's
-training clips, per strength, averaged over seeds) come from :mod:`recap.transfer_curves`.
+training clips, per strength, averaged over seeds) come from :mod:`recap.analysis.transfer_curves`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 from recap.audio_io import Clip, fit_length, resample, to_channels, validate
 from recap.backends import AudioBackend
 from recap.errors import BadInput
-from recap.generation import (
+from recap.generation.grid import (
     REQUEST_LIMIT,
     GenerationConfig,
     GridClip,
@@ -329,7 +329,7 @@ def transfer(
         references: The token's training clips, for the "similarity to the target" curve.
         progress: ``progress(done_clips, total_clips, message)``.
         stop: Set it to stop at the next denoising step (raises ``Cancelled``).
-        limit: The most work the sweep may be (:data:`recap.generation.REQUEST_LIMIT`); None for no bound.
+        limit: The most work the sweep may be (:data:`recap.generation.grid.REQUEST_LIMIT`); None for no bound.
 
     Returns:
         A :class:`TransferResult`; strength s, seed k is ``result.grid.clip(strength_label(s), k)``.

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEBIAN_WORDNET_DIR = Path("/usr/share/wordnet")
-LEXNAMES_ASSET = Path(__file__).resolve().parent.parent / "assets" / "wordnet" / "lexnames"
+LEXNAMES_ASSET = Path(__file__).resolve().parents[2] / "assets" / "wordnet" / "lexnames"
 INSTALL_HINT = (
     "install WordNet with `apt-get install wordnet-base` (Debian/Ubuntu) or, with internet, "
     "in Python: `import nltk; nltk.download('wordnet')`"

@@ -37,10 +37,10 @@ from recap.audio_io import AudioError, Clip, fit_length, load_audio, tame_peak
 from recap.backends import AudioBackend
 from recap.config import settings
 from recap.errors import BadInput, RecapError
-from recap.learned_tokens import LearnedToken, load_token, save_token  # noqa: F401  (re-exported)
+from recap.tokens.files import LearnedToken, load_token, save_token  # noqa: F401  (re-exported)
 from recap.limits import LIMITS, finite, text, whole
 from recap.paths import atomic_write_bytes, atomic_write_json, safe_name
-from recap.runs import versions
+from recap.generation.runs import versions
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +339,7 @@ def train_token(
         resume: Continue from the checkpoint in ``checkpoint_dir`` exactly where it stopped.
 
     Returns:
-        The :class:`LearnedToken` (save it with :func:`recap.learned_tokens.save_token`);
+        The :class:`LearnedToken` (save it with :func:`recap.tokens.files.save_token`);
         ``meta['notes']`` holds sentences about the clips (e.g. normalised levels), which the
         first :class:`TIStep` of the call carries too.
 

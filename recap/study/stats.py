@@ -30,7 +30,7 @@ import plotly.graph_objects as go
 from scipy import stats as sstats
 
 from recap.paths import atomic_write_bytes, atomic_write_json
-from recap.study import StudyInfo, StudyItem
+from recap.study.store import StudyInfo, StudyItem
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 ANSWER_NAMES = {"none": "None", "undecided": "Cannot decide"}
@@ -83,7 +83,7 @@ class Agreement:
 
 @dataclass(frozen=True)
 class RaterCheck:
-    rater: str  # the pseudonym (recap.study.pseudonym), never the resume code
+    rater: str  # the pseudonym (recap.study.store.pseudonym), never the resume code
     name: str | None
     answered: int
     checks: int

@@ -2,7 +2,7 @@
 
 Every clip is synthesised on the fly from a :class:`SoundSpec` (source x pitch band x rhythm plus
 random amplitude, frequency, phase and timing jitter), so the world needs no data files and a
-seed reproduces any clip. The `toy` model (``recap.toy_train``) is trained on this world; the
+seed reproduces any clip. The `toy` model (``recap.toy.train``) is trained on this world; the
 reference features (:func:`features`) are plain signal measurements that say what a clip of this
 world sounds like without trusting the model: spectral centroid, loudness-envelope variation,
 spectral flatness, pitch-modulation depth and speed; :class:`SpecClassifier` reads them as the

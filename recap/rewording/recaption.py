@@ -26,22 +26,22 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from recap import llm
+from recap.rewording import llm
 from recap.errors import BadInput
 from recap.limits import LIMITS, finite, text, whole
-from recap.llm import CallOptions, Endpoint, LLMError, check_endpoint_url, same_endpoint
-from recap.prompt_checks import named_entities, normalise_prompt, text_cosines, word_edit_distance
-from recap.synonyms import synonym_variants
+from recap.rewording.llm import CallOptions, Endpoint, LLMError, check_endpoint_url, same_endpoint
+from recap.rewording.checks import named_entities, normalise_prompt, text_cosines, word_edit_distance
+from recap.rewording.synonyms import synonym_variants
 
 if TYPE_CHECKING:
     from recap.backends import AudioBackend
     from recap.config import Settings
-    from recap.generation import Variant
-    from recap.multiturn import PromptParts
+    from recap.generation.grid import Variant
+    from recap.rewording.multiturn import PromptParts
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "recap.recaption/1"
+FORMAT = "recap.rewording.recaption/1"
 DISTANCES = ("light", "strong", "custom")
 METHODS = ("auto", "llm", "synonym", "multi-turn")
 BATCH_OF_DISTANCE = {"light": 1, "strong": 2, "custom": 3}
@@ -217,8 +217,8 @@ class RecaptionResult:
         return ["baseline"] + [f"reword-{v.batch}{_letters(i)}" for i, v in enumerate(self.variants)]
 
     def to_variants(self) -> list[Variant]:
-        """The baseline and the rewordings as :class:`recap.generation.Variant` for a run."""
-        from recap.generation import Variant
+        """The baseline and the rewordings as :class:`recap.generation.grid.Variant` for a run."""
+        from recap.generation.grid import Variant
 
         out = [Variant("baseline", self.baseline, "baseline", 0)]
         for label, v in zip(self.labels()[1:], self.variants):
@@ -242,7 +242,7 @@ def _letters(i: int) -> str:
 def default_system_prompt(distance: str, custom_instruction: str | None = None) -> str:
     """The default rewording system prompt for a distance ("light", "strong" or "custom").
 
-    The multi-turn stages have theirs in :mod:`recap.multiturn`.
+    The multi-turn stages have theirs in :mod:`recap.rewording.multiturn`.
     """
     templates = {"light": LIGHT_SYSTEM_PROMPT, "strong": STRONG_SYSTEM_PROMPT, "custom": CUSTOM_SYSTEM_PROMPT}
     if distance not in templates:
@@ -493,7 +493,7 @@ def recaption(
         config = dataclasses.replace(config, method="synonym")  # what ran, not "auto"
         result = RecaptionResult(prompt, variants, "synonym", config)
     elif method == "multi-turn":
-        from recap.multiturn import extract_parts, fuse_parts  # it builds on this module
+        from recap.rewording.multiturn import extract_parts, fuse_parts  # it builds on this module
 
         access = {"api_key": api_key, "settings": settings, "visitor": visitor, "stop": stop}
         return fuse_parts(extract_parts(prompt, config, **access), config, backend, **access)

@@ -1,7 +1,7 @@
 """The curves of a style-transfer sweep (paper 001, Fig. 4), and its run folder.
 
 Each output's similarity to the source and to the token's training clips, per strength and
-averaged over seeds, in latent space (``recap.metrics``) and, when CLAP weights are available,
+averaged over seeds, in latent space (``recap.metrics.similarity``) and, when CLAP weights are available,
 as CLAP-A.
 """
 
@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from recap import metrics
+from recap.metrics import similarity as metrics
 from recap.audio_io import write_wav
 from recap.backends import AudioBackend
-from recap.generation import save_run
+from recap.generation.grid import save_run
 from recap.paths import atomic_write_bytes, atomic_write_json
-from recap.runs import RunManifest, read_json
-from recap.spectrogram import save_figure
-from recap.transfer import TransferResult, content_latents, strength_label
+from recap.generation.runs import RunManifest, read_json
+from recap.analysis.spectrogram import save_figure
+from recap.generation.transfer import TransferResult, content_latents, strength_label
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class CurvePoint:
     """Similarity of one strength's outputs to the source and to the target, averaged over seeds.
 
-    Latent scores follow ``recap.metrics`` (cosine, unit L2, raw L2) on the clip's part of the
+    Latent scores follow ``recap.metrics.similarity`` (cosine, unit L2, raw L2) on the clip's part of the
     latents; "target" is the mean over the token's training clips; CLAP scores are CLAP-A
     (cosine of CLAP audio embeddings). A score that could not be computed is None.
     """
@@ -74,19 +74,19 @@ class TransferCurves:
                    d.get("clap_model"))
 
 
-CURVES_FORMAT = "recap.transfer/1"
+CURVES_FORMAT = "recap.generation.transfer/1"
 CURVE_FIELDS = [f.name for f in fields(CurvePoint)]
 SCORE_FIELDS = ("source_cosine", "source_l2", "source_l2_raw", "target_cosine", "target_l2", "target_l2_raw",
                 "clap_source", "clap_target")
 
 
 def load_clap(name: str | None = None, allow_download: bool = False, device: str | None = None) -> tuple[Any, str]:
-    """A :class:`recap.clap.ClapScorer`, or None and the reason it is not available (never raises for that).
+    """A :class:`recap.metrics.clap.ClapScorer`, or None and the reason it is not available (never raises for that).
 
     Without ``allow_download`` only a local folder or the Hugging Face cache is used, so a run
     never waits on the network.
     """
-    from recap.clap import DEFAULT_CLAP_MODEL, ClapScorer, ClapUnavailable, is_cached
+    from recap.metrics.clap import DEFAULT_CLAP_MODEL, ClapScorer, ClapUnavailable, is_cached
 
     name = name or DEFAULT_CLAP_MODEL
     if not allow_download and not is_cached(name):
@@ -109,7 +109,7 @@ def similarity_curves(
     Args:
         result: A sweep from :func:`transfer`.
         backend: The model that made it (says which latent frames hold the clip).
-        clap: A :class:`recap.clap.ClapScorer`, or None to skip the CLAP curves.
+        clap: A :class:`recap.metrics.clap.ClapScorer`, or None to skip the CLAP curves.
         clap_missing: Why there is no scorer (goes into the notes when ``clap`` is None).
     """
     seconds = result.config.seconds
@@ -134,7 +134,7 @@ def similarity_curves(
     if not refs:
         notes.append("No training clips of the token given: only the similarity to the source is measured.")
     if clap is not None:
-        from recap.clap import clap_a
+        from recap.metrics.clap import clap_a
 
         sr = backend.sample_rate
         out = clap.embed_audio([c.audio for c in clips], sr)

@@ -1,15 +1,15 @@
 """Listening studies: where they are kept, how raters join them and how answers are stored.
 
-A study is a fixed list of items made from run folders (:mod:`recap.study_items`: pairs of clips
+A study is a fixed list of items made from run folders (:mod:`recap.study.items`: pairs of clips
 for A/B, single clips for ratings) with loudness-matched listening copies under opaque names in
 ``RECAP_HOME/studies/<code>/audio/``. Each rater sees every item, in an order and with A/B sides
 drawn from a seed recorded with the rater, plus optional repeated and obvious-answer items as
-attention checks. Summaries are in :mod:`recap.study_stats`.
+attention checks. Summaries are in :mod:`recap.study.stats`.
 
 Blind means blind: which copy is which condition (the answer key: config, items, the copies'
 sources) is kept in ``study.sqlite`` and ``RECAP_HOME/study_keys/<code>.json``, and neither that
 folder nor ``studies/`` is ever served; raters get per-rater copies with random names
-(:func:`recap.study_items.rater_copy`). A rater's id is their secret resume code: only
+(:func:`recap.study.items.rater_copy`). A rater's id is their secret resume code: only
 :meth:`StudyStore.join` hands it out, to that rater; progress and answers name raters by a
 :func:`pseudonym`. Every value a request carries is bounded here or in
 :meth:`StudyConfig.validate`, so the web app, its API and the CLI share the same checks.
@@ -44,7 +44,7 @@ from typing import Callable, Iterator, Sequence
 from recap.errors import BadInput
 from recap.limits import LIMITS, text, whole
 from recap.paths import atomic_write_json
-from recap.study_items import (
+from recap.study.items import (
     AB_ANSWERS,
     SCALES,
     Scale,
@@ -294,7 +294,7 @@ class StudyStore:
         try:
             items, reference, copies = build_items(config, run_dirs, tmp)
             created = _now()
-            atomic_write_json(key, {"format": "recap.study/1", "code": code, "created": created,
+            atomic_write_json(key, {"format": "recap.study.store/1", "code": code, "created": created,
                                     "config": asdict(config), "reference_clip": reference,
                                     "listening_copies": copies, "items": [asdict(i) for i in items]})
             tmp.rename(folder)

@@ -13,7 +13,7 @@ the same seed. Work is kept as one small file set per (prompt, variant, seed) *u
     DIR/units/<prompt-id>/<label>__seed<k>.safetensors   its VAE latent {"z": ...}
 
 Every file is written atomically, so a crash loses at most the prompt in flight and a rerun
-skips finished units. Tables and charts (:mod:`recap.experiment_report`) are rebuilt from the
+skips finished units. Tables and charts (:mod:`recap.experiment.report`) are rebuilt from the
 unit files, never appended to. Under ``accelerate launch`` each process takes every
 ``num_processes``-th prompt; processes write disjoint unit files and the main one rebuilds the
 tables once all are done.
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from recap.experiment_config import (  # noqa: F401  (ExperimentConfig and friends are re-exported)
+from recap.experiment.config import (  # noqa: F401  (ExperimentConfig and friends are re-exported)
     METRICS,
     PAIR_METRICS,
     MAY_CHANGE_ON_RESUME,
@@ -47,21 +47,21 @@ from recap.experiment_config import (  # noqa: F401  (ExperimentConfig and frien
     select_prompts,
     write_prompts,
 )
-from recap.generation import GenerationConfig, Variant
+from recap.generation.grid import GenerationConfig, Variant
 from recap.paths import atomic_write_bytes, atomic_write_json, safe_name
-from recap.runs import read_json
+from recap.generation.runs import read_json
 
 if TYPE_CHECKING:
     from accelerate import PartialState
 
     from recap.backends import AudioBackend
-    from recap.experiment_report import ExperimentReport
+    from recap.experiment.report import ExperimentReport
 
 log = logging.getLogger(__name__)
 
-FORMAT = "recap.experiment/1"
-UNIT_FORMAT = "recap.experiment-unit/1"
-RECAPTION_FORMAT = "recap.experiment-recaptions/1"
+FORMAT = "recap.experiment.runner/1"
+UNIT_FORMAT = "recap.experiment.runner-unit/1"
+RECAPTION_FORMAT = "recap.experiment.runner-recaptions/1"
 
 # progress(done, total, message) in two phases, each counting from 0: "rewording: ..." over this
 # process's prompts, then "generating: ..." over its units (fractional while a prompt generates).
@@ -123,7 +123,7 @@ def _digest(obj: Any) -> str:
 def rewordings_for(row: PromptRow, config: ExperimentConfig, out_dir: Path, backend: AudioBackend | None,
                    api_key: str | None = None) -> list[dict[str, Any]]:
     """The prompt's rewordings, from ``recaptions/<id>.json`` or made now and cached there."""
-    from recap.recaption import recaption
+    from recap.rewording.recaption import recaption
 
     key = _digest([row.prompt, config.distances, _rewording_settings(config)])
     path = recaption_path(out_dir, row.id)
@@ -168,7 +168,7 @@ def distributed_state(device: str | None = None) -> PartialState:
 
 
 def _saved_config(config: ExperimentConfig) -> dict[str, Any]:
-    from recap.llm import public_url
+    from recap.rewording.llm import public_url
 
     d = config.to_dict()
     if d["recaption"].get("base_url"):  # never store credentials written into a URL
@@ -267,8 +267,8 @@ def run_experiment(
     """
     from recap.backends import Cancelled, load_backend
     from recap.config import settings
-    from recap.learned_tokens import load_token
-    from recap.runs import versions
+    from recap.tokens.files import load_token
+    from recap.generation.runs import versions
 
     # 1. Check inputs (every process, read-only, so all of them fail alike)
     config.validate()
@@ -339,7 +339,7 @@ def run_experiment(
     state.wait_for_everyone()
     report = None
     if state.is_main_process:
-        from recap.experiment_report import build_report
+        from recap.experiment.report import build_report
 
         report = build_report(out_dir)
     return RunOutcome(out_dir, state.process_index, state.num_processes, len(mine), done, skipped, report)
@@ -354,7 +354,7 @@ def _run_prompt(backend: AudioBackend, row: PromptRow, variants: list[Variant], 
     The whole grid, even when only some units are missing: the same batches as an uninterrupted
     run give bit-identical clips, so a resumed experiment equals one that never stopped.
     """
-    from recap.generation import generate_grid
+    from recap.generation.grid import generate_grid
 
     def on_grid(clips_done: float, clips: int, message: str) -> None:
         if progress is not None:
@@ -371,7 +371,7 @@ def _run_prompt(backend: AudioBackend, row: PromptRow, variants: list[Variant], 
 def _score_grid(backend: AudioBackend, grid: Any, variants: list[Variant], config: ExperimentConfig,
                 vectors: dict[str, torch.Tensor] | None) -> dict[tuple[str, int], dict[str, Any]]:
     """Latent, scores vs the same seed's baseline, text cosine and reconstruction per clip."""
-    from recap import metrics
+    from recap.metrics import similarity as metrics
 
     keys = [(c.variant.label, c.seed) for c in grid.clips]
     audio = torch.stack([torch.from_numpy(c.audio) for c in grid.clips])  # [N, C, T] at the model's rate

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from recap import metrics
-from recap.experiment import (
+from recap.metrics import similarity as metrics
+from recap.experiment.runner import (
     PAIR_METRICS,
     load_prompts,
     plan_variants,
@@ -32,7 +32,7 @@ from recap.experiment import (
     unit_dir,
 )
 from recap.paths import atomic_write_bytes, inside
-from recap.runs import read_json
+from recap.generation.runs import read_json
 
 log = logging.getLogger(__name__)
 

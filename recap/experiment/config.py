@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from recap.errors import BadInput
-from recap.generation import MAX_BATCH, MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_SECONDS, MAX_SEED, check_prompt
+from recap.generation.grid import MAX_BATCH, MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_SECONDS, MAX_SEED, check_prompt
 from recap.limits import LIMITS
 from recap.paths import atomic_write_bytes, safe_name
-from recap.recaption import DISTANCES, RecaptionConfig
+from recap.rewording.recaption import DISTANCES, RecaptionConfig
 
 PAIR_METRICS = ("text_cosine", "cosine", "l2", "l2_raw", "mse")
 METRICS = PAIR_METRICS + ("reconstruction",)

@@ -5,7 +5,7 @@ ratings). The listening copies are loudness-matched, written under opaque names 
 folder (never served: each rater is handed a fresh copy of a copy, :func:`rater_copy`); the runs'
 own audio is only read. Every field of a config is bounded (:mod:`recap.limits`) in
 :meth:`StudyConfig.validate`, which the web app, its API and the CLI all pass through. Storage
-lives in :mod:`recap.study`.
+lives in :mod:`recap.study.store`.
 """
 
 from __future__ import annotations
@@ -278,8 +278,8 @@ class RunClips:
 
 def read_run(folder: Path) -> RunClips:
     """Reads what a study needs from a run folder's manifest."""
-    # Imported here: recap.runs brings torch, which raters' and reports' code paths never need.
-    from recap.runs import load_run
+    # Imported here: recap.generation.runs brings torch, which raters' and reports' code paths never need.
+    from recap.generation.runs import load_run
 
     try:
         run = load_run(folder)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from recap.synonyms import CLOSED_CLASS_WORDS, is_word, tokenize
-from recap.wordnet import WORDNET_LOCK, WordNetMissingError, load_wordnet
+from recap.rewording.synonyms import CLOSED_CLASS_WORDS, is_word, tokenize
+from recap.rewording.wordnet import WORDNET_LOCK, WordNetMissingError, load_wordnet
 
 if TYPE_CHECKING:
     from recap.backends import AudioBackend
@@ -84,7 +84,7 @@ def text_cosines(backend: AudioBackend, baseline: str, texts: list[str]) -> list
     Returns:
         One cosine in [-1, 1] per text, in order.
     """
-    from recap.metrics import text_cosine_matrix
+    from recap.metrics.similarity import text_cosine_matrix
 
     if not texts:
         return []

@@ -29,21 +29,21 @@ from typing import Any
 
 import numpy as np
 
-from recap import metrics
+from recap.metrics import similarity as metrics
 from recap.audio_io import Clip, write_wav
 from recap.backends import AudioBackend
-from recap.generation import GenerationConfig, GridResult, Progress, Variant, generate_grid, save_run
-from recap.learned_tokens import LearnedToken
+from recap.generation.grid import GenerationConfig, GridResult, Progress, Variant, generate_grid, save_run
+from recap.tokens.files import LearnedToken
 from recap.paths import atomic_write_bytes, atomic_write_json
-from recap.runs import RunManifest
-from recap.transfer import clip_latents, content_latents, fit_clip
+from recap.generation.runs import RunManifest
+from recap.generation.transfer import clip_latents, content_latents, fit_clip
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TEMPLATES = Path(__file__).resolve().parents[1] / "assets" / "battery_templates.txt"
+DEFAULT_TEMPLATES = Path(__file__).resolve().parents[2] / "assets" / "battery_templates.txt"
 SLOT = "{}"
 MAX_TEMPLATES = 200  # one grid; more than this is a mistake in the file, not a battery
-SCORES_FORMAT = "recap.battery/1"
+SCORES_FORMAT = "recap.tokens.battery/1"
 LABEL = re.compile(r"(edit|class)-(\d+)")  # the labels battery_variants gives
 
 
@@ -175,7 +175,7 @@ def score_battery(
         token: The token it used.
         config: The battery's settings.
         references: The token's training clips (CLAP-A, latent cosine, the floors and ceilings).
-        clap: A :class:`recap.clap.ClapScorer`, or None to skip the CLAP scores.
+        clap: A :class:`recap.metrics.clap.ClapScorer`, or None to skip the CLAP scores.
         clap_missing: Why there is no scorer (goes into the notes when ``clap`` is None).
     """
     templates = check_templates(config.templates)
@@ -206,7 +206,7 @@ def score_battery(
     if clap is None:
         notes.append(f"CLAP scores skipped: {clap_missing}.")
     else:
-        from recap.clap import clap_a, clap_t
+        from recap.metrics.clap import clap_a, clap_t
 
         sr = backend.sample_rate
         audio = clap.embed_audio([c.audio for c in result.clips], sr)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 
-from recap import toyworld as W
+from recap.toy import world as W
 from recap.audio_io import Clip
 from recap.backends import AudioBackend
 
@@ -129,7 +129,7 @@ class TIResult:
     features); ``*_fm_distance`` only the two pitch-modulation ones (depth, speed): what makes a
     warble a warble rather than a beep or a siren of the same pitch.
 
-    ``*_share``: share of clips a :class:`~recap.toyworld.SpecClassifier` fitted on world clips
+    ``*_share``: share of clips a :class:`~recap.toy.world.SpecClassifier` fitted on world clips
     reads as the learned source. ``rendered_*`` are the unseen clips passed through the model's
     own VAE (encode -> decode): what the frozen decoder can make of the source, and so the most
     any prompt or token can reach; ``ceiling_distance`` is their distance to the real clips.
@@ -183,7 +183,7 @@ def world_classifier(n_per_spec: int = 6, seed: int = 4321) -> W.SpecClassifier:
 
 def textual_inversion_check(backend: AudioBackend, protocol: TIProtocol, placeholder: str = "<toy-x>") -> TIResult:
     """Trains a token on ``n_train`` clips and compares its clips with the init word's, by reference features."""
-    from recap.textual_inversion import TIConfig, train_token
+    from recap.tokens.training import TIConfig, train_token
 
     train = world_clips(protocol.spec, protocol.n_train, protocol.data_seed)
     unseen = world_clips(protocol.spec, protocol.n_unseen, protocol.data_seed + 1000)
@@ -360,7 +360,7 @@ def model_card(config_dict: dict, timings: dict, measured: str = "", rendering: 
     return f"""# toy: a Stable Audio-family model of a synthetic sound world
 
 **This is a toy.** It was trained from scratch, here, on sounds the project synthesises itself
-(`recap/toyworld.py`). It makes short (up to 1.024 s) 8 kHz mono clips of {len(W.TRAIN_SOURCES)} synthetic
+(`recap/toy/world.py`). It makes short (up to 1.024 s) 8 kHz mono clips of {len(W.TRAIN_SOURCES)} synthetic
 sources -- {", ".join(W.TRAIN_SOURCES)} -- in three pitch bands (low / mid / high) and two rhythms
 (continuous / repeating). It cannot make real-world sounds, speech or music, and its vocabulary is
 {len(W.vocabulary())} words; any other word is `<unk>`. It exists so that the workbench has an offline model that
@@ -403,7 +403,7 @@ The VAE is the model's ear and voice: anything its decoder cannot make, no promp
 Inversion token can make either. At this size and CPU budget it keeps pitch and rhythm well and
 source identity only in part, and it renders the warble's fast (9-13 Hz) vibrato in most but not
 all clips. Measured by
-`recap toy eval` (reference classifier of `recap/toyworld.py`, 4 clips of every source x pitch x
+`recap toy eval` (reference classifier of `recap/toy/world.py`, 4 clips of every source x pitch x
 rhythm):
 
 {rendering or "(run `recap toy eval --card` to measure)"}

@@ -28,7 +28,7 @@ from recap.backends.speed import clips_per_batch, free_memory
 from recap.errors import BadInput
 from recap.limits import LIMITS, finite, whole
 from recap.paths import atomic_write_json, safe_name, sha256_file
-from recap.runs import ClipRecord, RunManifest, clip_stem, new_run_id, versions
+from recap.generation.runs import ClipRecord, RunManifest, clip_stem, new_run_id, versions
 
 log = logging.getLogger(__name__)
 

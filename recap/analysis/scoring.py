@@ -24,19 +24,19 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
-from recap import metrics
+from recap.metrics import similarity as metrics
 from recap.audio_io import load_audio
-from recap.clap import DEFAULT_CLAP_MODEL
-from recap.clap import is_cached as clap_is_cached
+from recap.metrics.clap import DEFAULT_CLAP_MODEL
+from recap.metrics.clap import is_cached as clap_is_cached
 from recap.errors import BadInput
 from recap.limits import finite, whole
-from recap.metrics import ClipKey, PairRecord, SummaryRow, group_items, summary_rows
+from recap.metrics.similarity import ClipKey, PairRecord, SummaryRow, group_items, summary_rows
 from recap.paths import atomic_write_bytes, json_bytes, safe_name, sha256_file
-from recap.runs import RunManifest, load_run, read_json
+from recap.generation.runs import RunManifest, load_run, read_json
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "recap.metrics/1"
+FORMAT = "recap.metrics.similarity/1"
 CACHE_DIR = "analysis_cache"
 RECONSTRUCTION_METRICS = ("latent_mse", "latent_l2_raw", "latent_l2", "latent_cosine", "audio_mse")
 # Bounds of the settings (the bootstrap's memory is n_boot × clips; references are all loaded).
@@ -240,7 +240,7 @@ def _encode_clips(run: RunManifest, keys: list[ClipKey], hashes: dict[ClipKey, s
 
 def _run_tokens(run: RunManifest) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The learned tokens the run's prompts use (from the files the manifest names) and their hashes."""
-    from recap.learned_tokens import read_token_file
+    from recap.tokens.files import read_token_file
 
     tokens, hashes = {}, []
     for info in run.tokens:
@@ -283,7 +283,7 @@ def _summaries(a: RunAnalysis, run: RunManifest) -> list[SummaryRow]:
     music = [{**m, **{k: float(m[k]) for k in flags if m.get(k) is not None}} for m in a.music]
     rows += summary_rows("music", group_items(music, labels, batch_of, "variant"), flags, **opts)
     if a.toy_features:
-        from recap.toyworld import FEATURE_NAMES
+        from recap.toy.world import FEATURE_NAMES
 
         rows += summary_rows("toy_features", group_items(a.toy_features, labels, batch_of, "variant"),
                              ("centroid_hz", *FEATURE_NAMES[1:]), **opts)
@@ -292,7 +292,7 @@ def _summaries(a: RunAnalysis, run: RunManifest) -> list[SummaryRow]:
 
 def _toy_features(run: RunManifest, keys: list[ClipKey]) -> list[dict[str, Any]]:
     """The toy world's reference measurements of every clip: an honest check that uses no model."""
-    from recap.toyworld import FEATURE_NAMES, SAMPLE_RATE, features
+    from recap.toy.world import FEATURE_NAMES, SAMPLE_RATE, features
 
     out = []
     for k in keys:
@@ -317,7 +317,7 @@ def _optional_scores(a: RunAnalysis, run: RunManifest, keys: list[ClipKey], lazy
         refs_note = f"the {len(refs)} {cfg.baseline} clip(s) of the run"
     prompt = {v["label"]: v["prompt"] for v in run.variants}
     if cfg.clap:
-        from recap.clap import ClapScorer, ClapUnavailable, score_clips
+        from recap.metrics.clap import ClapScorer, ClapUnavailable, score_clips
 
         try:
             device = lazy.loaded.device if lazy.loaded is not None else None
@@ -331,7 +331,7 @@ def _optional_scores(a: RunAnalysis, run: RunManifest, keys: list[ClipKey], lazy
                       for k, x, y in zip(keys, ca, ct)]
             a.notes.append(f"CLAP ({cfg.clap_model}): CLAP-A against {refs_note}; CLAP-T against each clip's prompt.")
     if cfg.music:
-        from recap.music import score_clips
+        from recap.metrics.music import score_clips
 
         scored = score_clips([clips[k] for k in keys], refs)
         a.music = [{"variant": k[0], "seed": k[1], **asdict(f), **asdict(c)} for k, (f, c) in zip(keys, scored)]
@@ -382,7 +382,7 @@ def analyze_run(run_dir: str | Path, backend: Any | None = None, config: Analysi
     """Measures a run folder and writes ``metrics.json`` and ``metrics.csv`` into it.
 
     Args:
-        run_dir: a folder written by :func:`recap.generation.save_run`.
+        run_dir: a folder written by :func:`recap.generation.grid.save_run`.
         backend: the model to encode with; None loads the one named in the manifest, and only
             if some clip or prompt is not cached yet.
         config: what to compute.

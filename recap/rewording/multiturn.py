@@ -20,11 +20,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from recap import llm
+from recap.rewording import llm
 from recap.errors import BadInput
 from recap.limits import LIMITS, text
-from recap.llm import LLMError
-from recap.recaption import (
+from recap.rewording.llm import LLMError
+from recap.rewording.recaption import (
     BATCH_OF_DISTANCE,
     FLAG_SALVAGED,
     RULES,
@@ -134,7 +134,7 @@ def extract_parts(prompt: str, config: RecaptionConfig | None = None, *, api_key
         prompt: The baseline prompt.
         config: Endpoint, model, timeouts; ``config.extract_prompt`` replaces the default
             :data:`EXTRACT_SYSTEM_PROMPT`.
-        api_key, settings, visitor, stop: As for :func:`recap.recaption.recaption`.
+        api_key, settings, visitor, stop: As for :func:`recap.rewording.recaption.recaption`.
 
     Raises:
         BadInput: bad prompt or config, or an endpoint the server's policy refuses.
@@ -172,10 +172,10 @@ def fuse_parts(
 
     Args:
         parts: From :func:`extract_parts`, possibly edited.
-        config: As for :func:`recap.recaption.recaption`; ``config.system_prompt`` replaces
+        config: As for :func:`recap.rewording.recaption.recaption`; ``config.system_prompt`` replaces
             :func:`default_fuse_prompt`.
         backend: Scores text cosine and token limits, as in ``recaption``.
-        api_key, settings, visitor, stop: As for :func:`recap.recaption.recaption`.
+        api_key, settings, visitor, stop: As for :func:`recap.rewording.recaption.recaption`.
 
     Returns:
         A result with method "multi-turn"; its ``exchange`` holds both stages and ``parts``

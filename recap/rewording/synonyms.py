@@ -7,7 +7,7 @@ changes about a quarter of the content words, using the most common sense only; 
 changes about three quarters and also draws on other senses, broader terms (hypernyms) and
 similar adjectives. The same prompt, distance and seed always give the same variants.
 
-WordNet is found and opened by :mod:`recap.wordnet`.
+WordNet is found and opened by :mod:`recap.rewording.wordnet`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from recap.wordnet import WORDNET_LOCK, load_wordnet
+from recap.rewording.wordnet import WORDNET_LOCK, load_wordnet
 
 logger = logging.getLogger(__name__)
 
@@ -316,7 +316,7 @@ def synonym_variants(
         distance: ``"light"`` (about a quarter of the content words, common senses only) or
             ``"strong"`` (about three quarters, wider synonyms).
         seed: The same (prompt, n, distance, seed) always gives the same variants.
-        wordnet_root: Folder with a WordNet database, else it is looked for (:func:`recap.wordnet.load_wordnet`).
+        wordnet_root: Folder with a WordNet database, else it is looked for (:func:`recap.rewording.wordnet.load_wordnet`).
 
     Returns:
         Variants, each different from the baseline and from each other (compared on their

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recap import toyworld as W
+from recap.toy import world as W
 from recap.paths import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -404,7 +404,7 @@ def export(pipe, config: ToyConfig, out: Path, timings: dict) -> None:
     """Writes the pipeline as fp16 safetensors, the recipe and the model card; replaces ``out`` atomically."""
     import shutil
 
-    from recap.toy_eval import model_card
+    from recap.toy.evaluation import model_card
 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

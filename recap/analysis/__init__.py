@@ -1,0 +1,1 @@
+"""Scoring runs: the analysis of a run folder, spectrograms, style-transfer curves."""

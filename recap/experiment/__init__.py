@@ -1,0 +1,1 @@
+"""Batch experiments: configs, the runner, the report tables."""

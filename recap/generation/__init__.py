@@ -1,0 +1,1 @@
+"""Generating clips: variants x seeds grids from identical noise, run folders, style transfer."""

@@ -1,0 +1,1 @@
+"""Pure measures: latent / text similarity, CLAP, music descriptors."""

@@ -1,0 +1,1 @@
+"""Listening studies: the study store, items and listening copies, rater-aware statistics."""

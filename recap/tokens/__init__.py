@@ -1,0 +1,1 @@
+"""Learned tokens: the token file format, Textual Inversion training, the editability battery."""
