@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from recap.metrics.uncertainty import wilson_interval
 from recap.study.store import StudyConfig, StudyInfo, StudyItem
 from recap.study.stats import (
     answer_table,
     attention,
     krippendorff_alpha,
-    mean_interval,
     results_dict,
     results_figure,
     summarize,
-    wilson_interval,
     write_csv,
 )
 
@@ -62,15 +61,6 @@ def test_wilson_interval_by_hand():
         wilson_interval(3, 2)
 
 
-def test_mean_interval_by_hand():
-    # [3, 4, 5]: mean 4, s = 1, se = 1/sqrt(3) = 0.57735, t(0.975, df 2) = 4.302653 -> half 2.484138
-    assert mean_interval([3, 4, 5]) == pytest.approx((4.0, 1.515862, 6.484138), abs=1e-5)
-    mean, low, high = mean_interval([2])
-    assert mean == 2 and math.isnan(low) and math.isnan(high)
-    with pytest.raises(ValueError):
-        mean_interval([])
-
-
 def test_krippendorff_alpha_by_hand():
     # Nominal, units [a,a,a] and [a,b,u]. Each unit of 3 adds 1/2 per ordered pair:
     # o_aa = 6 * 1/2 = 3; o_ab = o_ba = o_au = o_ua = o_bu = o_ub = 1/2.  n_a = 4, n_b = 1, n_u = 1, n = 6.
@@ -82,7 +72,18 @@ def test_krippendorff_alpha_by_hand():
     assert krippendorff_alpha([[1, 1], [2, 2, 2], [7]], "interval") == pytest.approx(1.0)  # single values skipped
     assert krippendorff_alpha([["a", "a"], ["a", "a"]]) is None  # nothing varies: undefined
     with pytest.raises(ValueError, match="ordinal"):
-        krippendorff_alpha([[1, 2]], "ordinal")
+        krippendorff_alpha([[1, 2]], "cardinal")
+
+
+def test_krippendorff_alpha_matches_the_published_example():
+    # Krippendorff (2011), "Computing Krippendorff's alpha-reliability": 4 coders, 12 units, missing
+    # values as *; the paper gives nominal 0.743, ordinal 0.815, interval 0.849.
+    coders = ["1 2 3 3 2 1 4 1 2 * * *", "1 2 3 3 2 2 4 1 2 5 * 3",
+              "* 3 3 3 2 3 4 2 2 5 1 *", "1 2 3 3 2 4 4 1 2 5 1 *"]
+    units = [[int(v) for v in unit if v != "*"] for unit in zip(*(c.split() for c in coders))]
+    assert krippendorff_alpha(units, "nominal") == pytest.approx(0.743, abs=5e-4)
+    assert krippendorff_alpha(units, "ordinal") == pytest.approx(0.815, abs=5e-4)
+    assert krippendorff_alpha(units, "interval") == pytest.approx(0.849, abs=5e-4)
 
 
 def test_preference_table_excludes_raters_failing_checks():
@@ -122,27 +123,46 @@ def test_rating_means_intervals_and_agreement_by_hand():
         answer("s2", 0, ratings={"OVL": 5, "REL": 4}), answer("s2", 1, ratings={"OVL": 4, "REL": 3}),
         answer("s2", 2, ratings={"OVL": 3, "REL": 3}), answer("s2", 3, ratings={"OVL": 2, "REL": 1}),
         answer("s3", 3, ratings={"OVL": 4, "REL": 1}), answer("s3", 0, ratings={"OVL": 1, "REL": 1}),  # noise rated 4
+        answer("s4", 0, ratings={"OVL": 4, "REL": 3}), answer("s4", 1, ratings={"OVL": 3, "REL": 4}),
+        answer("s4", 2, ratings={"OVL": 2, "REL": 3}), answer("s4", 3, ratings={"OVL": 1, "REL": 1}),
     ]
     results = summarize(info, answers)
-    assert [r.excluded for r in results.raters] == [False, False, True]
+    assert [r.excluded for r in results.raters] == [False, False, True, False]
     rows = {(r.scale, r.condition): r for r in results.ratings}
-    # OVL on x: [3, 5, 4, 3], mean 3.75, squared deviations 0.5625 + 1.5625 + 0.0625 + 0.5625 = 2.75,
-    # s = sqrt(2.75/3) = 0.957427, se = 0.478714, t(0.975, 3) = 3.182446 -> half 1.523481
+    # OVL on x: s1 [3, 4], s2 [5, 3], s4 [4, 2]; mean 21/6 = 3.5. Each rater is one unit: residual sums
+    # per rater 0, +1, -1 -> se = sqrt(3/2 * 2) / 6 = 0.288675; t(0.975, 2) = 4.302653 -> half 1.242069.
     ovl_x = rows["OVL", "x"]
-    assert (ovl_x.n, ovl_x.mean, ovl_x.std) == (4, 3.75, pytest.approx(0.957427, abs=1e-6))
-    assert (ovl_x.low, ovl_x.high) == pytest.approx((2.226519, 5.273481), abs=1e-5)
-    # REL on x: [4, 4, 2, 3], mean 3.25, same spread -> 3.25 -+ 1.523481
-    assert (rows["REL", "x"].mean, rows["REL", "x"].low) == (3.25, pytest.approx(1.726519, abs=1e-5))
-    # OVL on y: [5, 4], s = 0.707107, se = 0.5, t(0.975, 1) = 12.706205 -> 4.5 -+ 6.353102
-    assert (rows["OVL", "y"].low, rows["OVL", "y"].high) == pytest.approx((-1.853102, 10.853102), abs=1e-5)
-    alpha = {g.name: g.alpha for g in results.agreement}
-    # OVL units [3,5], [5,4], [4,3]: the hand-worked interval example, alpha = -0.25.
-    # REL units [4,4], [5,3], [2,3]: n_2 = 1, n_3 = 2, n_4 = 2, n_5 = 1, n = 6; D_o = (0+0+4+4+1+1)/6 = 5/3;
-    # D_e = 2 * (1*2*1 + 1*2*4 + 1*1*9 + 2*2*1 + 2*1*4 + 2*1*1) / 30 = 66/30 = 2.2; alpha = 1 - (5/3)/2.2 = 0.242424
-    assert alpha == {"OVL": pytest.approx(-0.25), "REL": pytest.approx(0.242424, abs=1e-6)}
+    assert (ovl_x.n, ovl_x.raters, ovl_x.mean) == (6, 3, 3.5)
+    assert ovl_x.std == pytest.approx(1.048809, abs=1e-6)  # sample std of the six ratings
+    assert (ovl_x.low, ovl_x.high) == pytest.approx((2.257931, 4.742069), abs=1e-5)
+    # REL on x: s1 [4, 2], s2 [4, 3], s4 [3, 3]; mean 19/6; residual sums -1/3, 2/3, -1/3
+    # -> se = sqrt(3/2 * 2/3) / 6 = 1/6 -> half 0.717109
+    assert rows["REL", "x"].low == pytest.approx(19 / 6 - 0.717109, abs=1e-5)
+    # OVL on y: one rating per rater [5, 4, 3]: the plain t interval, 4 -+ 4.302653 / sqrt(3)
+    assert (rows["OVL", "y"].low, rows["OVL", "y"].high) == pytest.approx((1.515862, 6.484138), abs=1e-5)
+    # Agreement on 1-5 scales is ordinal, over first showings of included raters (s1, s2, s4) per item.
+    alpha = {g.name: (g.metric, g.alpha) for g in results.agreement}
+    assert alpha == {
+        "OVL": ("ordinal", pytest.approx(krippendorff_alpha([[3, 5, 4], [5, 4, 3], [4, 3, 2]], "ordinal"))),
+        "REL": ("ordinal", pytest.approx(krippendorff_alpha([[4, 4, 3], [5, 3, 4], [2, 3, 3]], "ordinal"))),
+    }
     assert results_figure(results).data[0].name == "OVL" and len(results_figure(results).data) == 2
     summary = results_dict(info, results, answers)["summary"]
-    json.dumps(summary, allow_nan=False)  # undefined intervals are null, never NaN
+    json.dumps(summary, allow_nan=False)
+
+
+def test_rows_with_fewer_than_three_raters_get_no_interval():
+    items = [StudyItem(0, "test", "", "x", "x", "r/x@seed0", "audio/0.wav", "p"),
+             StudyItem(1, "test", "", "x", "x", "r/x@seed1", "audio/1.wav", "p")]
+    info = StudyInfo("abcd-2345", StudyConfig(kind="rating"), "now", Path("/nowhere"), items)
+    answers = [answer(r, i, ratings={"OVL": 3 + i, "REL": 2 + i}) for r in ("s1", "s2") for i in (0, 1)]
+    results = summarize(info, answers)
+    row = next(r for r in results.ratings if r.scale == "OVL")
+    assert (row.n, row.raters, row.mean) == (4, 2, 3.5)
+    assert math.isnan(row.low) and math.isnan(row.high)
+    summary = results_dict(info, results, answers)["summary"]
+    assert summary["ratings"][0]["low"] is None  # written as null, never NaN
+    json.dumps(summary, allow_nan=False)
 
 
 def test_answer_table_shows_the_sides_as_heard_and_is_safe_in_spreadsheets(tmp_path):

@@ -15,10 +15,12 @@ from recap.metrics.similarity import summarize
 from recap.metrics.uncertainty import (
     MIN_N,
     cluster_interval,
+    clustered_share,
     clustered_correlation,
     paired_ratio_interval,
     pairwise_interval,
     t_interval,
+    wilson_interval,
 )
 
 
@@ -148,3 +150,54 @@ def test_paired_ratio_interval_covers_a_known_ratio():
 def test_non_finite_or_empty_values_are_refused(bad):
     with pytest.raises(ValueError):
         t_interval(bad, unit="seed")
+
+
+def test_cluster_interval_is_t_interval_with_one_value_per_cluster():
+    v = [0.2, 0.5, 0.4, 0.9]
+    a, b = cluster_interval(v, ["p", "q", "r", "s"], unit="prompt"), t_interval(v, unit="prompt")
+    assert (a.estimate, a.low, a.high) == pytest.approx((b.estimate, b.low, b.high))
+
+
+def test_clustered_share_covers_when_raters_differ():
+    rng = np.random.default_rng(18)
+    sims, raters, per = 1000, 8, 6
+    hits = naive = 0
+    for _ in range(sims):
+        # each rater has an own preference rate (Beta(3, 2): mean 0.6, sd 0.2): their answers correlate
+        rates = rng.beta(3, 2, size=raters)
+        answers = (rng.random((raters, per)) < rates[:, None]).ravel()
+        iv = clustered_share(answers.tolist(), np.repeat(np.arange(raters), per).tolist(), unit="rater")
+        hits += _covers(iv.low, iv.high, 0.6)
+        lo, hi = wilson_interval(int(answers.sum()), answers.size)
+        naive += lo <= 0.6 <= hi
+    assert hits / sims >= 0.92
+    assert naive / sims < hits / sims - 0.04
+
+
+def test_clustered_share_has_no_interval_below_three_raters():
+    iv = clustered_share([True, False, True, True], ["r1", "r1", "r2", "r2"], unit="rater")
+    assert iv.low is None and iv.n == 2
+
+
+def test_t_interval_by_hand():
+    # [3, 4, 5]: mean 4, s = 1, se = 1 / sqrt(3), t(0.975, 2) = 4.302653 -> 4 -+ 2.484138
+    r = t_interval([3, 4, 5], unit="rater")
+    assert (r.estimate, r.low, r.high) == pytest.approx((4.0, 1.515862, 6.484138), abs=1e-5)
+
+
+def test_clustered_share_by_hand():
+    # r1 and r2 answer a on all 4 items, r3 b on all 4: p = 8/12. Residual sums per rater 4/3, 4/3, -8/3,
+    # cluster variance 3/2 * (96/9) / 144 = 1/9 against (2/9) / 11 with one answer per cluster:
+    # deff = 5.5, n_eff = 12 / 5.5 = 2.181818. Wilson for p = 2/3 at that n: centre 0.560373, half 0.391183.
+    hits = [True] * 8 + [False] * 4
+    iv = clustered_share(hits, ["r1"] * 4 + ["r2"] * 4 + ["r3"] * 4, unit="rater")
+    assert (iv.estimate, iv.n) == (pytest.approx(2 / 3), 3)
+    assert (iv.low, iv.high) == pytest.approx((0.169190, 0.951556), abs=1e-5)
+    # The same answers from 12 raters are independent: plain Wilson 8/12.
+    plain = clustered_share(hits, [f"r{i}" for i in range(12)], unit="rater")
+    assert (plain.low, plain.high) == pytest.approx(wilson_interval(8, 12))
+
+
+def test_wilson_interval_by_hand():
+    # 7/10: denom 1.384146, centre 0.644622, half 0.247885
+    assert wilson_interval(7, 10) == pytest.approx((0.39677, 0.89220), abs=1e-4)

@@ -5,8 +5,9 @@ Every interval here resamples (or averages over) the unit that is independent in
 - one variant's clips differ by seed, so its mean has a Student-t interval over seeds
   (:func:`t_interval`; it covers at n = 3-8 where a percentile bootstrap does not);
 - a pooled table (a batch, a category, a complexity level) holds several prompts, each with
-  several variants and seeds that share the prompt: its mean is the mean of the prompt means,
-  with a t interval over prompts (:func:`cluster_interval`);
+  several variants and seeds that share the prompt, and a listening study's answers share their
+  rater: the interval is cluster-robust over prompts or raters (:func:`cluster_interval`,
+  :func:`clustered_share` for answer shares);
 - generation variance is a mean over the k(k-1)/2 pairs of k seeds, which share clips: the
   interval is a leave-one-clip-out jackknife (:func:`pairwise_interval`), so its n is k, not
   the number of pairs;
@@ -20,7 +21,6 @@ Below :data:`MIN_N` independent units no interval is given, and the result says 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -91,26 +91,77 @@ def t_interval(values: Sequence[float], *, unit: str, confidence: float = 0.95) 
     return Interval(mean, mean - half, mean + half, int(x.size), unit, "t", confidence)
 
 
-def cluster_means(values: Sequence[float], clusters: Sequence[Hashable]) -> dict[Hashable, float]:
-    """The mean of the values of each cluster, in order of first appearance."""
-    if len(values) != len(clusters):
-        raise ValueError(f"{len(values)} values but {len(clusters)} cluster labels")
-    groups: dict[Hashable, list[float]] = defaultdict(list)
-    for v, c in zip(_finite(values, "cluster_means").tolist(), clusters):
-        groups[c].append(v)
-    return {c: float(np.mean(vs)) for c, vs in groups.items()}
-
-
 def cluster_interval(values: Sequence[float], clusters: Sequence[Hashable], *, unit: str,
                      confidence: float = 0.95) -> Interval:
-    """Mean of the cluster means with a t interval over clusters (e.g. prompts, then seeds within).
+    """Mean of all values with a cluster-robust t interval over clusters (prompts, raters).
 
     Values that share a cluster are not independent (variants and seeds of one prompt share its
-    wording effect), so each cluster contributes one mean and the interval counts clusters.
+    wording effect; one rater's answers share the rater), so the standard error is built from
+    the clusters' sums (the ratio estimator's variance, scaled by k/(k-1)) and the t quantile has
+    k - 1 degrees of freedom. With one value per cluster this is :func:`t_interval`.
     """
-    means = list(cluster_means(values, clusters).values())
-    r = t_interval(means, unit=unit, confidence=confidence)
-    return Interval(r.estimate, r.low, r.high, r.n, unit, "t over cluster means", confidence)
+    _check_confidence(confidence)
+    x = _finite(values, "cluster_interval")
+    if x.size != len(clusters):
+        raise ValueError(f"{x.size} values but {len(clusters)} cluster labels")
+    labels: dict[Hashable, int] = {}
+    member = np.asarray([labels.setdefault(c, len(labels)) for c in clusters])
+    k = len(labels)
+    mean = float(x.mean())
+    if k < MIN_N:
+        return Interval(mean, None, None, k, unit, "cluster-robust t", confidence)
+    resid = np.bincount(member, weights=x - mean, minlength=k)
+    se = math.sqrt(k / (k - 1) * float((resid**2).sum())) / x.size
+    half = float(sstats.t.ppf(0.5 + confidence / 2, k - 1)) * se
+    return Interval(mean, mean - half, mean + half, k, unit, "cluster-robust t", confidence)
+
+
+def wilson_interval(k: int, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for ``k`` successes in ``n`` trials, as proportions (nan if n == 0).
+
+    ``n`` may be an effective sample size (:func:`clustered_share`), so it need not be whole.
+    """
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return math.nan, math.nan
+    z = float(sstats.norm.ppf(0.5 + confidence / 2))
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def clustered_share(hits: Sequence[bool], clusters: Sequence[Hashable], *, unit: str,
+                    confidence: float = 0.95) -> Interval:
+    """Share of ``hits`` with a Wilson interval on the effective sample size given the clusters.
+
+    A rater who answers several items of one condition is one source of variation, not several:
+    the design effect (cluster-robust variance of the share over the binomial one, at least 1)
+    shrinks n to n / deff before the Wilson interval (Kish). Independent answers keep plain
+    Wilson; fewer than :data:`MIN_N` clusters give no interval.
+    """
+    h = np.asarray(hits, dtype=np.float64)
+    if h.size == 0:
+        raise ValueError("clustered_share: no answers")
+    if h.size != len(clusters):
+        raise ValueError(f"{h.size} answers but {len(clusters)} cluster labels")
+    labels: dict[Hashable, int] = {}
+    member = np.asarray([labels.setdefault(c, len(labels)) for c in clusters])
+    k = len(labels)
+    p = float(h.mean())
+    if k < MIN_N:
+        return Interval(p, None, None, k, unit, "Wilson, design effect", confidence)
+    deff = 1.0
+    if 0.0 < p < 1.0:
+        resid = np.bincount(member, weights=h - p, minlength=k)
+        var_cluster = k / (k - 1) * float((resid**2).sum()) / h.size**2
+        # against the same estimator with every answer its own cluster, so independent answers give 1
+        deff = max(1.0, var_cluster / (p * (1 - p) / (h.size - 1)))
+    n_eff = h.size / deff
+    low, high = wilson_interval(p * n_eff, n_eff, confidence)
+    return Interval(p, low, high, k, unit, "Wilson, design effect", confidence)
 
 
 def pairwise_interval(matrix: np.ndarray, *, unit: str = "clip", confidence: float = 0.95) -> Interval:

@@ -1,12 +1,16 @@
 """Summaries of listening-study answers: preference tables, mean ratings, agreement, checks.
 
 - A/B: percent of each answer per (question, condition), as in Table 2 of the personalisation
-  paper, with counts and a Wilson 95% interval (sound at small n and near 0 % / 100 %).
-- Ratings: mean per (scale, condition) with a t-based 95% interval.
+  paper, with counts and a 95% interval that treats the rater as the independent unit: Wilson
+  on the sample size shrunk by the design effect of raters who answer several items
+  (:func:`recap.metrics.uncertainty.clustered_share`).
+- Ratings: mean per (scale, condition) with a cluster-robust t interval over raters
+  (:func:`recap.metrics.uncertainty.cluster_interval`).
+- No interval with fewer than 3 raters in a row (the row says how many raters it holds).
 - Agreement between raters: Krippendorff's alpha, chosen over Fleiss' kappa because raters need
-  not all answer the same items (people stop early, some are excluded) and because it has an
-  interval form for 1-5 ratings. Nominal over {a, b, none, undecided} for each A/B question;
-  interval for each rating scale. Units are test items; values are first showings.
+  not all answer the same items (people stop early, some are excluded). Nominal over
+  {a, b, none, undecided} for each A/B question; ordinal for each 1-5 scale (its steps are
+  ranks, not equal distances). Units are test items; values are first showings.
 - Attention checks: an obvious-answer item fails when the clip loses to noise (A/B) or noise is
   rated above 2 on a scale; a repeated item fails when the two answers differ (A/B) or a rating
   moves by more than 1. Raters failing more than ``max_failed_checks`` are excluded.
@@ -27,18 +31,17 @@ from typing import Hashable, Iterable, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from scipy import stats as sstats
 
+from recap.metrics.uncertainty import Interval, cluster_interval, clustered_share
 from recap.paths import atomic_write_bytes, atomic_write_json
 from recap.study.store import StudyInfo, StudyItem
 
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
 ANSWER_NAMES = {"none": "None", "undecided": "Cannot decide"}
 
 
 @dataclass(frozen=True)
 class Share:
-    """How often one answer was given: count of n, percent, Wilson 95% interval in percent."""
+    """How often one answer was given: count of n, percent, 95% interval in percent (nan below 3 raters)."""
 
     answer: str
     count: int
@@ -46,6 +49,7 @@ class Share:
     percent: float
     low: float
     high: float
+    raters: int = 0
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class PreferenceRow:
 
 @dataclass(frozen=True)
 class RatingRow:
-    """Mean of one scale on one condition with its 95% interval (nan when n < 2)."""
+    """Mean of one scale on one condition with its 95% interval over raters (nan below 3 raters)."""
 
     scale: str
     condition: str
@@ -69,6 +73,7 @@ class RatingRow:
     low: float
     high: float
     std: float
+    raters: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,31 +106,6 @@ class StudyResults:
     raters: list[RaterCheck]
 
 
-def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for ``k`` successes in ``n`` trials, as proportions (nan if n == 0)."""
-    if not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and Student-t interval of the mean; the interval is nan with fewer than 2 values."""
-    x = np.asarray(values, dtype=float)
-    if x.size == 0:
-        raise ValueError("mean_interval needs at least one value")
-    mean = float(x.mean())
-    if x.size < 2:
-        return mean, math.nan, math.nan
-    half = float(sstats.t.ppf(0.5 + confidence / 2, x.size - 1)) * float(x.std(ddof=1)) / math.sqrt(x.size)
-    return mean, mean - half, mean + half
-
-
 def krippendorff_alpha(units: Iterable[Sequence[Hashable]], metric: str = "nominal") -> float | None:
     """Krippendorff's alpha from the values each unit (item) received from its raters.
 
@@ -134,15 +114,17 @@ def krippendorff_alpha(units: Iterable[Sequence[Hashable]], metric: str = "nomin
 
     Args:
         units: Per unit, the values given by the raters who answered it (any number each).
-        metric: "nominal" (delta = 0 if equal else 1) or "interval" (delta = squared difference).
+        metric: "nominal" (delta = 0 if equal else 1), "ordinal" (delta = squared count of the
+            pairable values ranked between two values, halving the ends: Krippendorff 2011) or
+            "interval" (delta = squared difference).
 
     Returns:
         alpha, or None when no pairable values vary (D_e == 0: agreement is undefined).
     """
-    if metric not in ("nominal", "interval"):
-        raise ValueError(f"metric must be 'nominal' or 'interval', got {metric!r}")
+    if metric not in ("nominal", "ordinal", "interval"):
+        raise ValueError(f"metric must be 'nominal', 'ordinal' or 'interval', got {metric!r}")
     units = [list(u) for u in units if len(u) >= 2]
-    values = sorted({v for u in units for v in u}, key=repr)
+    values = sorted({v for u in units for v in u}, key=repr if metric == "nominal" else float)
     if len(values) < 2:
         return None
     index = {v: i for i, v in enumerate(values)}
@@ -152,16 +134,29 @@ def krippendorff_alpha(units: Iterable[Sequence[Hashable]], metric: str = "nomin
             for j, b in enumerate(unit):
                 if i != j:
                     coincidence[index[a], index[b]] += 1.0 / (len(unit) - 1)
+    n_c = coincidence.sum(axis=1)
     if metric == "nominal":
         delta = 1.0 - np.eye(len(values))
+    elif metric == "ordinal":
+        # between ranks c <= k: n_c / 2 + n_{c+1} + ... + n_{k-1} + n_k / 2, squared
+        cum = np.concatenate([[0.0], np.cumsum(n_c)])
+        i, j = np.meshgrid(np.arange(len(values)), np.arange(len(values)), indexing="ij")
+        lo, hi = np.minimum(i, j), np.maximum(i, j)
+        delta = (cum[hi + 1] - cum[lo] - (n_c[lo] + n_c[hi]) / 2.0) ** 2
     else:
         v = np.asarray(values, dtype=float)
         delta = (v[:, None] - v[None, :]) ** 2
-    n_c = coincidence.sum(axis=1)
     n = n_c.sum()
     d_observed = float((coincidence * delta).sum()) / n
     d_expected = float((np.outer(n_c, n_c) * delta).sum()) / (n * (n - 1))
     return None if d_expected == 0 else 1.0 - d_observed / d_expected
+
+
+def _bounds(iv: Interval, scale: float = 1.0) -> tuple[float, float]:
+    # Rows keep floats (nan = no interval, written as null) so tables and figures need no None case.
+    if iv.low is None or iv.high is None:
+        return math.nan, math.nan
+    return scale * iv.low, scale * iv.high
 
 
 def _check_passed(item: StudyItem, answer: dict) -> bool:
@@ -212,11 +207,13 @@ def summarize(info: StudyInfo, answers: Sequence[dict]) -> StudyResults:
         for (question, condition), rows in groups.items():
             first = items[rows[0]["item_id"]]
             names = {"a": first.name_a, "b": first.name_b, **ANSWER_NAMES}
-            counts = {key: sum(r["preferred"] == key for r in rows) for key in names}
+            who = [r["rater"] for r in rows]
             shares = []
-            for key, count in counts.items():
-                low, high = wilson_interval(count, len(rows))
-                shares.append(Share(names[key], count, len(rows), 100.0 * count / len(rows), 100 * low, 100 * high))
+            for key in names:
+                hits = [r["preferred"] == key for r in rows]
+                iv = clustered_share(hits, who, unit="rater")
+                low, high = _bounds(iv, 100.0)
+                shares.append(Share(names[key], sum(hits), len(rows), 100.0 * iv.estimate, low, high, iv.n))
             preferences.append(PreferenceRow(question, condition, len(rows), shares))
         for question in dict.fromkeys(i.question for i in info.items if i.role == "test"):
             units = defaultdict(list)
@@ -229,13 +226,15 @@ def summarize(info: StudyInfo, answers: Sequence[dict]) -> StudyResults:
             groups = defaultdict(list)
             units = defaultdict(list)
             for a in used:
-                groups[items[a["item_id"]].condition].append(a["ratings"][scale])
+                groups[items[a["item_id"]].condition].append((a["ratings"][scale], a["rater"]))
                 units[a["item_id"]].append(a["ratings"][scale])
-            for condition, values in groups.items():
-                mean, low, high = mean_interval(values)
+            for condition, pairs in groups.items():
+                values = [v for v, _ in pairs]
+                iv = cluster_interval(values, [r for _, r in pairs], unit="rater")
+                low, high = _bounds(iv)
                 std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
-                ratings.append(RatingRow(scale, condition, len(values), mean, low, high, std))
-            agreement.append(Agreement(scale, "interval", krippendorff_alpha(units.values(), "interval"), len(units)))
+                ratings.append(RatingRow(scale, condition, len(values), iv.estimate, low, high, std, iv.n))
+            agreement.append(Agreement(scale, "ordinal", krippendorff_alpha(units.values(), "ordinal"), len(units)))
     return StudyResults(info.code, info.config.kind, preferences, ratings, agreement, raters)
 
 
