@@ -72,7 +72,7 @@ def dit_forward_flops(transformer, frames: int, text_tokens: int, batch: int) ->
 
 def bench_backend(full: bool, model: str, dtype_name: str | None):
     """The backend a benchmark measures: full-size SAO with random weights, or a registered model."""
-    from recap.backends import load_backend, pick_device, pick_dtype
+    from recap.backends.loading import load_backend, pick_device, pick_dtype
 
     device = pick_device()
     dtype = pick_dtype(device, dtype_name)

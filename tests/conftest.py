@@ -20,14 +20,14 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 
 @pytest.fixture(scope="session")
 def tiny():
-    from recap.backends import load_backend
+    from recap.backends.loading import load_backend
 
     return load_backend("tiny")
 
 
 @pytest.fixture(scope="session")
 def tiny_audioldm():
-    from recap.backends import load_backend
+    from recap.backends.loading import load_backend
 
     return load_backend("tiny-audioldm")
 

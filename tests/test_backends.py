@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from recap.backends import get_spec, list_backends, pick_dtype
+from recap.backends.loading import pick_dtype
+from recap.backends.registry import get_spec, list_specs
 
 
 def test_tiny_backends_generate_requested_length_and_rate(any_tiny):
@@ -106,7 +107,7 @@ def test_registry_names_the_real_pipelines():
     assert hasattr(diffusers, sao.pipeline) and hasattr(diffusers, ldm.pipeline)
     assert pick_dtype(torch.device("cuda")) == torch.float16
     assert pick_dtype(torch.device("cpu")) == torch.float32
-    names = [s.name for s, _ in list_backends()]
+    names = [s.name for s in list_specs()]
     assert {"tiny", "tiny-audioldm", "stabilityai/stable-audio-open-1.0"} <= set(names)
     with pytest.raises(ValueError, match="unknown model"):
         get_spec("no-such-model")
@@ -115,7 +116,8 @@ def test_registry_names_the_real_pipelines():
 _LOAD = textwrap.dedent(
     """
     import sys
-    from recap.backends import load_backend, BackendUnavailable
+    from recap.backends.base import BackendUnavailable
+    from recap.backends.loading import load_backend
     try:
         load_backend(sys.argv[1])
     except BackendUnavailable as e:

@@ -59,7 +59,7 @@ def test_bad_grids_are_refused(tiny):
 def test_stop_event_cancels(tiny):
     import threading
 
-    from recap.backends import Cancelled
+    from recap.errors import Cancelled
 
     stop = threading.Event()
     seen = []

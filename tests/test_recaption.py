@@ -42,7 +42,7 @@ def clean_env(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny():
-    from recap.backends import load_backend
+    from recap.backends.loading import load_backend
 
     return load_backend("tiny")
 

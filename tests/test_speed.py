@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recap.backends import load_backend
+from recap.backends.loading import load_backend
 from recap.backends.speed import MEMORY_HEADROOM, clips_per_batch, compile_denoiser
 from recap.generation.grid import GenerationConfig, generate_grid, make_variants
 from recap.tokens.files import LearnedToken

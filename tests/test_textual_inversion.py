@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from recap.audio_io import Clip, write_wav
-from recap.backends import load_backend
+from recap.backends.loading import load_backend
 from recap.tokens.files import TokenFileError, load_token, nearest_words, read_token_file, save_token
 from recap.tokens.training import (
     TIConfig,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from recap.toy import world as W
-from recap.backends import TOY_DIR, offline_fallback, toy_weights_present
+from recap.backends.registry import TOY_DIR, offline_fallback, toy_weights_present
 
 SEEDS = list(range(8))
 STEPS = 12  # enough for the contrasts below; the model's default is 25
@@ -16,7 +16,7 @@ STEPS = 12  # enough for the contrasts below; the model's default is 25
 
 @pytest.fixture(scope="module")
 def toy():
-    from recap.backends import load_backend
+    from recap.backends.loading import load_backend
 
     if not toy_weights_present():
         pytest.fail(f"the toy model must ship in {TOY_DIR}")
@@ -92,7 +92,9 @@ def test_folding_the_latent_scale_keeps_reconstructions_and_gives_unit_std():
 
 # ----------------------------------------------------------------------------- the model
 def test_toy_is_the_offline_fallback_and_says_it_is_a_toy(toy, monkeypatch):
-    from recap import backends
+    from recap.backends import registry
+    from recap.backends.base import BackendUnavailable
+    from recap.backends.loading import load_backend
 
     assert offline_fallback() == "toy"
     assert toy.family == "stable-audio" and not toy.random_weights
@@ -101,10 +103,10 @@ def test_toy_is_the_offline_fallback_and_says_it_is_a_toy(toy, monkeypatch):
     assert "TOY WORLD" in toy.description and "cannot make real-world sounds" in toy.description
     # small enough to load in a few seconds on a CPU and to keep in git
     assert sum(p.stat().st_size for p in TOY_DIR.rglob("*.safetensors")) < 5_000_000
-    monkeypatch.setattr(backends, "TOY_DIR", TOY_DIR / "missing")
+    monkeypatch.setattr(registry, "TOY_DIR", TOY_DIR / "missing")
     assert offline_fallback() == "tiny"
-    with pytest.raises(backends.BackendUnavailable, match="recap toy train"):
-        backends.load_backend("toy")
+    with pytest.raises(BackendUnavailable, match="recap toy train"):
+        load_backend("toy")
 
 
 def test_prompts_steer_pitch_and_rhythm(toy):

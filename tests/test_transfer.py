@@ -166,7 +166,7 @@ def test_bad_sweeps_are_refused(tiny):
 def test_progress_reaches_the_total_and_stop_cancels(tiny_audioldm):
     import threading
 
-    from recap.backends import Cancelled
+    from recap.errors import Cancelled
 
     calls = []
     cfg = TransferConfig(strengths=[0.0, 0.5], seeds=[0, 1], seconds=1.0, steps=2, guidance=1.0)

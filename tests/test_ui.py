@@ -30,7 +30,8 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from recap.ui.common import parse_seeds  # noqa: E402
-from recap.ui.context import SAO_ID, AppContext, SessionJobs, choose_start_model, offline_model_for  # noqa: E402
+from recap.backends.registry import SAO_ID, offline_fallback  # noqa: E402
+from recap.ui.context import AppContext, SessionJobs, choose_start_model  # noqa: E402
 from recap.ui.prompt import add_variant, check_rows, remove_variant, set_baseline  # noqa: E402
 
 SECRET = "sk-ui-5ecret-never-shown-0123456789"
@@ -135,27 +136,24 @@ def test_the_grid_always_holds_the_baseline():
         chosen_variants(rows, ["m"])
 
 
-def test_the_model_picker_agrees_with_the_model_registry():
-    from recap.backends import list_backends, offline_fallback
-    from recap.ui.context import model_info, offline_model_for
+def test_the_model_picker_offers_the_registry_and_its_stand_ins():
+    from recap.backends.registry import available_specs, get_spec
+    from recap.ui.app import model_choices
 
-    for spec, _ in list_backends():
-        info = model_info(spec.name)
-        assert (info.family, info.random_weights, info.gated) == (spec.family, spec.random_weights, spec.gated)
-        if spec.defaults is not None:
-            assert (info.seconds, info.steps, info.guidance) == (spec.defaults.seconds, spec.defaults.steps,
-                                                                 spec.defaults.guidance)
-    assert offline_model_for(SAO_ID) == offline_fallback()
-    assert offline_model_for("cvssp/audioldm-m-full") == "tiny-audioldm"
-    with pytest.raises(ValueError, match="unknown model"):
-        model_info("cvssp/audioldm<b>")
+    ctx = AppContext(settings=Settings(home=Path("unused"), model=SAO_ID), start_model="tiny")
+    assert model_choices(ctx) == [(spec.label, spec.name) for spec in available_specs()]
+    assert offline_fallback(SAO_ID) == offline_fallback()
+    assert offline_fallback("cvssp/audioldm-m-full") == "tiny-audioldm"
+    assert get_spec("cvssp/audioldm-x-custom").family == "audioldm"  # another AudioLDM hub id, by name
+    with pytest.raises(ValueError, match="unknown model 'cvssp/audioldm<b>'"):
+        get_spec("cvssp/audioldm<b>")
 
 
 def test_a_gated_model_without_a_token_starts_on_the_labelled_offline_model(monkeypatch, tmp_path):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # empty cache, no saved login
     start, note = choose_start_model(SAO_ID)
-    assert start == offline_model_for(SAO_ID) and "HF_TOKEN" in note and "huggingface.co/settings/tokens" in note
+    assert start == offline_fallback(SAO_ID) and "HF_TOKEN" in note and "huggingface.co/settings/tokens" in note
     assert choose_start_model("tiny") == ("tiny", None)
 
 
@@ -164,7 +162,7 @@ def test_a_model_that_fails_to_load_falls_back_once_and_says_why(app, monkeypatc
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     backend, note = ctx.backend(SAO_ID)
-    assert backend.name == offline_model_for(SAO_ID) and f"uses `{backend.name}` instead" in note
+    assert backend.name == offline_fallback(SAO_ID) and f"uses `{backend.name}` instead" in note
     assert "HF_TOKEN" in note
     assert ctx.backend(SAO_ID)[1] == note  # remembered: no second slow attempt
     assert SAO_ID in ctx.failures()

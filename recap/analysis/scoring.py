@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save
 
 from recap.metrics import similarity as metrics
 from recap.audio_io import load_audio
+from recap.backends.registry import find_spec
 from recap.metrics.clap import DEFAULT_CLAP_MODEL
 from recap.metrics.clap import is_cached as clap_is_cached
 from recap.errors import BadInput
@@ -179,7 +180,7 @@ class _LazyBackend:
 
     def get(self) -> Any:
         if self.loaded is None:
-            from recap.backends import load_backend
+            from recap.backends.loading import load_backend
             from recap.config import settings
 
             s = settings()
@@ -453,7 +454,8 @@ def analyze_run(run_dir: str | Path, backend: Any | None = None, config: Analysi
     if missing:
         a.notes.append(f"Token file(s) of {', '.join(missing)} not found: text cosine embeds them as plain text.")
     # 5. Optional scores, 6. tables
-    if run.model.get("name") == "toy":
+    spec = find_spec(run.model.get("name"))
+    if spec is not None and spec.trained_here:  # the toy world's features describe its clips
         a.toy_features = _toy_features(run, keys)
     _optional_scores(a, run, keys, lazy)
     a.summaries = _summaries(a, run)

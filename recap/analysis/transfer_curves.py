@@ -20,7 +20,7 @@ import numpy as np
 
 from recap.metrics import similarity as metrics
 from recap.audio_io import write_wav
-from recap.backends import AudioBackend
+from recap.backends.base import AudioBackend
 from recap.generation.grid import save_run
 from recap.paths import atomic_write_bytes, atomic_write_json
 from recap.generation.runs import RunManifest, read_json

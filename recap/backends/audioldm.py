@@ -7,6 +7,7 @@ cross-attention on tokens), so a learned token acts through that single vector.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 
@@ -16,13 +17,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from recap.backends.base import (
-    AudioBackend,
-    EncodedPrompts,
-    ModelDefaults,
-    StepCallback,
-    seed_generators,
-)
+from recap.backends.base import AudioBackend, EncodedPrompts, StepCallback, seed_generators
+from recap.backends.registry import AUDIOLDM_DEFAULTS, AUDIOLDM_MAX_SECONDS
 
 # AudioLDM's mel front end (its audio/stft.py): 1024-point STFT, Slaney mel basis, log of clamped
 # magnitudes. The hop and the number of mel bins come from the vocoder config.
@@ -35,8 +31,7 @@ class AudioLDMBackend(AudioBackend):
     """A loaded ``AudioLDMPipeline`` (real or tiny)."""
 
     family = "audioldm"
-    # diffusers' AudioLDM defaults (num_inference_steps=10, guidance_scale=2.5); 5 s is a common length.
-    defaults = ModelDefaults(seconds=5.0, steps=10, guidance=2.5)
+    defaults = AUDIOLDM_DEFAULTS
 
     @property
     def sample_rate(self) -> int:
@@ -60,8 +55,7 @@ class AudioLDMBackend(AudioBackend):
 
     @property
     def max_seconds(self) -> float:
-        # The UNet is convolutional; the limit is memory, not the architecture. Cap at AudioLDM's training length x3.
-        return 30.72
+        return AUDIOLDM_MAX_SECONDS  # a memory cap: the UNet is convolutional
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -101,9 +95,16 @@ class AudioLDMBackend(AudioBackend):
         return self.tokenize([""] * batch)
 
     # ------------------------------------------------------------------ sampling
-    def new_scheduler(self):
-        scheduler = self.pipe.scheduler
-        return type(scheduler).from_config(scheduler.config)
+    def noise_level(self, steps: int, step: int) -> tuple[float, float]:
+        # DDPM: x_t = sqrt(abar)·x0 + sqrt(1 - abar)·noise, a noise-to-signal ratio of sqrt((1 - abar)/abar)
+        scheduler = self.schedule(steps)
+        t = scheduler.timesteps[step]
+        abar = float(scheduler.alphas_cumprod[int(t)])
+        return float(t), math.sqrt((1.0 - abar) / abar)
+
+    def noise_to(self, latents: torch.Tensor, noise: torch.Tensor, steps: int, step: int) -> torch.Tensor:
+        scheduler = self.schedule(steps)
+        return scheduler.add_noise(latents, noise, scheduler.timesteps[step : step + 1].repeat(latents.shape[0]))
 
     def sample(
         self,

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from recap.backends.registry import ModelDefaults
 from recap.backends.speed import TextCache, clips_per_batch, free_memory
-
 from recap.errors import BadInput, Cancelled
 from recap.errors import ModelUnavailable as BackendUnavailable
 
@@ -42,16 +42,6 @@ MAX_PLACEHOLDER_CHARS = 40
 # Word-start marks of SentencePiece (T5) and byte-level BPE (RoBERTa/CLAP): a piece that is only
 # the mark carries no word.
 _WORD_MARKS = ("▁", "Ġ")
-
-
-@dataclass(frozen=True)
-class ModelDefaults:
-    """The model family's own defaults for generation settings."""
-
-    seconds: float
-    steps: int
-    guidance: float
-    negative_prompt: str | None = None
 
 
 @dataclass
@@ -397,6 +387,38 @@ class AudioBackend(ABC):
         chunk = clips_per_batch(free_memory(self.device), self.decode_bytes_per_clip(latents.shape[1:]), n, n)
         return torch.cat([self.decode(latents[i : i + chunk], seconds) for i in range(0, n, chunk)])
 
+    def content_latents(self, latents: torch.Tensor, seconds: float) -> torch.Tensor:
+        """The part of generation-shaped latents [B, ...] that holds the ``seconds`` of audio.
+
+        All of it, unless the model denoises a window longer than the clip (:meth:`latent_shape`);
+        comparisons leave the window's padding out, so that the clip, not its padding, is measured.
+        """
+        return latents
+
+    # ------------------------------------------------------------------ schedule
+    def new_scheduler(self) -> Any:
+        """A private scheduler per call: its step state must not be shared between concurrent jobs."""
+        scheduler = self.pipe.scheduler
+        return type(scheduler).from_config(scheduler.config)
+
+    def schedule(self, steps: int) -> Any:
+        """A private scheduler set to the sampler's ``steps`` timesteps (on the CPU: only a few numbers)."""
+        scheduler = self.new_scheduler()
+        scheduler.set_timesteps(steps)
+        return scheduler
+
+    @abstractmethod
+    def noise_level(self, steps: int, step: int) -> tuple[float, float]:
+        """(timestep, sigma) at index ``step`` of the ``steps``-step sampling schedule.
+
+        sigma is the noise-to-signal ratio of the sampler's input there, comparable across families.
+        """
+
+    @abstractmethod
+    def noise_to(self, latents: torch.Tensor, noise: torch.Tensor, steps: int, step: int) -> torch.Tensor:
+        """Clean ``latents`` [B, ...] noised with standard-normal ``noise`` [B, ...] to the level at
+        which index ``step`` (0 < step < steps) of the ``steps``-step schedule starts (CPU tensors)."""
+
     # ------------------------------------------------------------------ generation
     @abstractmethod
     def sample(
@@ -410,8 +432,15 @@ class AudioBackend(ABC):
         guidance: float,
         on_step: StepCallback | None = None,
         stop: threading.Event | None = None,
+        start_step: int = 0,
+        start_latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Runs the denoising loop from ``initial`` noise; returns the final latents on the device."""
+        """Runs the denoising loop from ``initial`` noise; returns the final latents on the device.
+
+        Args:
+            start_step: Index of the first schedule step that runs (style transfer starts late).
+            start_latents: What that step starts from (:meth:`noise_to`); None starts from ``initial``.
+        """
 
     @staticmethod
     def denoise_loop(

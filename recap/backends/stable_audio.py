@@ -17,13 +17,8 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
 
-from recap.backends.base import (
-    AudioBackend,
-    EncodedPrompts,
-    ModelDefaults,
-    StepCallback,
-    seed_generators,
-)
+from recap.backends.base import AudioBackend, EncodedPrompts, StepCallback, seed_generators
+from recap.backends.registry import SAO_DEFAULTS
 
 # torchsde's Brownian tree warns when the sampler queries times a hair outside its interval
 # (float rounding of the sigma schedule); harmless, and it floods every generation's output.
@@ -65,8 +60,7 @@ class StableAudioBackend(AudioBackend):
     """A loaded ``StableAudioPipeline`` (real or tiny)."""
 
     family = "stable-audio"
-    # diffusers' documented example settings for Stable Audio Open 1.0.
-    defaults = ModelDefaults(seconds=10.0, steps=100, guidance=7.0)
+    defaults = SAO_DEFAULTS
     # One Brownian tree per distinct seed (False: one per row, as the pipeline does; same values).
     share_seed_noise = True
 
@@ -146,10 +140,13 @@ class StableAudioBackend(AudioBackend):
         return cross, global_states
 
     # ------------------------------------------------------------------ sampling
-    def new_scheduler(self):
-        """A private scheduler per call: its step state must not be shared between concurrent jobs."""
-        scheduler = self.pipe.scheduler
-        return type(scheduler).from_config(scheduler.config)
+    def noise_level(self, steps: int, step: int) -> tuple[float, float]:
+        # EDM: the sampler's input at step k is x0 + sigma_k * noise
+        scheduler = self.schedule(steps)
+        return float(scheduler.timesteps[step]), float(scheduler.sigmas[step])
+
+    def noise_to(self, latents: torch.Tensor, noise: torch.Tensor, steps: int, step: int) -> torch.Tensor:
+        return latents + self.noise_level(steps, step)[1] * noise
 
     def rotary(self, frames: int, extra: int) -> tuple[torch.Tensor, torch.Tensor]:
         cos, sin = get_1d_rotary_pos_embed(
@@ -216,6 +213,11 @@ class StableAudioBackend(AudioBackend):
         return 6 * samples * int(vae.config.decoder_channels) * vae.dtype.itemsize
 
     # ------------------------------------------------------------------ audio
+    def content_latents(self, latents: torch.Tensor, seconds: float) -> torch.Tensor:
+        # the frames past the requested length are the window's silent padding
+        frames = math.ceil(seconds * self.sample_rate / self.hop_length)
+        return latents[..., :frames]
+
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, seconds: float | None = None) -> torch.Tensor:
         audio = self.pipe.vae.decode(latents.to(self.device, self.pipe.vae.dtype)).sample.float().cpu()

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from recap.backends import COMPILE_MODES, AudioBackend, BackendUnavailable, load_backend, offline_fallback
+from recap.backends.base import AudioBackend, BackendUnavailable
+from recap.backends.loading import COMPILE_MODES, load_backend
+from recap.backends.registry import get_spec, offline_fallback
 from recap.config import settings
 
 
@@ -38,7 +40,7 @@ def open_backend(args: argparse.Namespace) -> AudioBackend:
         backend = load_backend(fallback, device=device, dtype=dtype, compile=compile_mode)
     if backend.random_weights:
         print(f"note: {backend.name} has RANDOM weights: its audio is noise and means nothing.", file=sys.stderr)
-    elif backend.name == "toy":
+    elif get_spec(backend.name).trained_here:
         print(f"note: {backend.description}", file=sys.stderr)
     return backend
 

@@ -6,7 +6,7 @@ import argparse
 
 import numpy as np
 
-from recap.backends import list_backends
+from recap.backends.registry import availability, list_specs
 from recap.cli.common import add_model_args, open_backend, print_table, progress_bar, runs_dir
 from recap.generation.grid import GenerationConfig, check_variants, check_work, generate_grid, make_variants, save_run
 
@@ -71,6 +71,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    rows = [[spec.name, spec.family, status, spec.licence, spec.description] for spec, status in list_backends()]
+    rows = [[spec.name, spec.family, availability(spec), spec.licence, spec.description] for spec in list_specs()]
     print_table(["name", "family", "here", "licence", "description"], rows)
     return 0

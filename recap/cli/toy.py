@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from recap.backends import TOY_DIR
+    from recap.backends.registry import TOY_DIR
     from recap.toy.train import ToyConfig, train
 
     if args.threads:
@@ -78,7 +78,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from recap.backends import load_backend
+    from recap.backends.loading import load_backend
     from recap.toy.evaluation import (
         TIProtocol,
         prompt_following,
@@ -126,7 +126,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from recap.backends import TOY_DIR, load_backend
+    from recap.backends.loading import load_backend
+    from recap.backends.registry import TOY_DIR
     from recap.paths import atomic_write_bytes
     from recap.toy.evaluation import SWEEP, sweep_markdown, ti_sweep
 
@@ -154,7 +155,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def write_card(report: dict, args: argparse.Namespace) -> None:
-    from recap.backends import TOY_DIR
+    from recap.backends.registry import TOY_DIR
     from recap.paths import atomic_write_bytes
     from recap.toy import world as W
     from recap.toy.evaluation import model_card, rendering_markdown

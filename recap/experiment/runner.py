@@ -54,7 +54,7 @@ from recap.generation.runs import read_json
 if TYPE_CHECKING:
     from accelerate import PartialState
 
-    from recap.backends import AudioBackend
+    from recap.backends.base import AudioBackend
     from recap.experiment.report import ExperimentReport
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,8 @@ def run_experiment(
     Raises:
         ValueError: bad config or prompts, or ``out_dir`` holds an experiment with other settings.
     """
-    from recap.backends import Cancelled, load_backend
+    from recap.backends.loading import load_backend
+    from recap.errors import Cancelled
     from recap.config import settings
     from recap.tokens.files import load_token
     from recap.generation.runs import versions

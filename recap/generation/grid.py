@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 
 from recap.audio_io import write_wav
-from recap.backends import AudioBackend
+from recap.backends.base import AudioBackend
 from recap.backends.speed import clips_per_batch, free_memory
 from recap.errors import BadInput
 from recap.limits import LIMITS, finite, whole

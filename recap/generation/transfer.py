@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from recap.audio_io import Clip, fit_length, resample, to_channels, validate
-from recap.backends import AudioBackend
+from recap.backends.base import AudioBackend
 from recap.errors import BadInput
 from recap.generation.grid import (
     REQUEST_LIMIT,
@@ -181,34 +181,13 @@ def start_step(strength: float, steps: int) -> int:
     return steps - steps_to_run(strength, steps)
 
 
-def _schedule(backend: AudioBackend, steps: int):
-    # A private scheduler with the sampler's own timesteps (on the CPU: only a few numbers).
-    scheduler = backend.new_scheduler()
-    scheduler.set_timesteps(steps)
-    return scheduler
-
-
-def _edm(backend: AudioBackend) -> bool:
-    if backend.family == "stable-audio":
-        return True
-    if backend.family == "audioldm":
-        return False
-    raise ValueError(f"style transfer does not know the noise schedule of model family {backend.family!r}")
-
-
 def start_point(backend: AudioBackend, strength: float, steps: int) -> StartPoint:
     """The start step, timestep and noise level that ``strength`` selects on ``backend``'s schedule."""
     k = start_step(strength, steps)
     if k == steps:
         return StartPoint(strength, k, 0, None, 0.0)
-    scheduler = _schedule(backend, steps)
-    t = scheduler.timesteps[k]
-    if _edm(backend):
-        sigma = float(scheduler.sigmas[k])
-    else:
-        abar = float(scheduler.alphas_cumprod[int(t)])
-        sigma = math.sqrt((1.0 - abar) / abar)
-    return StartPoint(strength, k, steps - k, float(t), sigma)
+    t, sigma = backend.noise_level(steps, k)
+    return StartPoint(strength, k, steps - k, t, sigma)
 
 
 def noised_start(
@@ -235,13 +214,9 @@ def noised_start(
     k = start_step(strength, steps)
     if k == steps:
         return x0.clone()
-    scheduler = _schedule(backend, steps)
     if k == 0:
-        return noise * scheduler.init_noise_sigma
-    if _edm(backend):
-        return x0 + float(scheduler.sigmas[k]) * noise
-    t = scheduler.timesteps[k : k + 1].repeat(x0.shape[0])
-    return scheduler.add_noise(x0, noise, t)
+        return noise * backend.schedule(steps).init_noise_sigma
+    return backend.noise_to(x0, noise, steps, k)
 
 
 # ----------------------------------------------------------------------------- source latents
@@ -273,15 +248,9 @@ def clip_latents(backend: AudioBackend, clips: Sequence[Clip]) -> torch.Tensor:
 
 
 def content_latents(backend: AudioBackend, latents: torch.Tensor, seconds: float) -> torch.Tensor:
-    """The part of generation-shaped latents [B, ...] that holds the ``seconds`` of audio.
-
-    On Stable Audio the frames past the requested length are the window's silent padding; they
-    are left out of comparisons so that the clip, not its padding, is measured.
-    """
-    if backend.family == "stable-audio":
-        frames = math.ceil(seconds * backend.sample_rate / backend.hop_length)
-        return latents[..., :frames]
-    return latents
+    """The part of generation-shaped latents [B, ...] that holds the ``seconds`` of audio
+    (:meth:`AudioBackend.content_latents`: on Stable Audio, without the window's silent padding)."""
+    return backend.content_latents(latents, seconds)
 
 
 # ----------------------------------------------------------------------------- the sweep

@@ -15,7 +15,7 @@ from recap.rewording.synonyms import CLOSED_CLASS_WORDS, is_word, tokenize
 from recap.rewording.wordnet import WORDNET_LOCK, WordNetMissingError, load_wordnet
 
 if TYPE_CHECKING:
-    from recap.backends import AudioBackend
+    from recap.backends.base import AudioBackend
 
 
 def normalise_prompt(text: str) -> str:

@@ -40,7 +40,7 @@ from recap.rewording.recaption import (
 )
 
 if TYPE_CHECKING:
-    from recap.backends import AudioBackend
+    from recap.backends.base import AudioBackend
     from recap.config import Settings
 
 PART_NAMES = ("source", "action", "setting", "perspective", "texture")

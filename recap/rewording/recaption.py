@@ -34,7 +34,7 @@ from recap.rewording.checks import named_entities, normalise_prompt, text_cosine
 from recap.rewording.synonyms import synonym_variants
 
 if TYPE_CHECKING:
-    from recap.backends import AudioBackend
+    from recap.backends.base import AudioBackend
     from recap.config import Settings
     from recap.generation.grid import Variant
     from recap.rewording.multiturn import PromptParts

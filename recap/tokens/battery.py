@@ -31,7 +31,7 @@ import numpy as np
 
 from recap.metrics import similarity as metrics
 from recap.audio_io import Clip, write_wav
-from recap.backends import AudioBackend
+from recap.backends.base import AudioBackend
 from recap.generation.grid import GenerationConfig, GridResult, Progress, Variant, generate_grid, save_run
 from recap.tokens.files import LearnedToken
 from recap.paths import atomic_write_bytes, atomic_write_json

@@ -30,7 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from recap.backends import AudioBackend
+from recap.backends.base import AudioBackend
 from recap.backends.base import MAX_PLACEHOLDER_CHARS, check_placeholder_text
 from recap.errors import BadInput, ServiceError
 from recap.limits import LIMITS

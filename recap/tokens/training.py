@@ -34,7 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 from recap.audio_io import AudioError, Clip, fit_length, load_audio, tame_peak
-from recap.backends import AudioBackend
+from recap.backends.base import AudioBackend
 from recap.config import settings
 from recap.errors import BadInput, RecapError
 from recap.tokens.files import LearnedToken, load_token, save_token  # noqa: F401  (re-exported)

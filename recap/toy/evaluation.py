@@ -17,7 +17,7 @@ import torch
 
 from recap.toy import world as W
 from recap.audio_io import Clip
-from recap.backends import AudioBackend
+from recap.backends.base import AudioBackend
 
 log = logging.getLogger(__name__)
 

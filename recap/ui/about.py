@@ -7,6 +7,7 @@ from importlib import metadata
 
 import gradio as gr
 
+from recap.backends.registry import get_spec
 from recap.ui.common import code_text, md_text
 from recap.ui.context import AppContext, zero_gpu
 
@@ -67,7 +68,7 @@ def server_text(ctx: AppContext) -> str:
     if loaded:
         for m in loaded:
             weights = ("**random weights (audio is noise)**" if m["random_weights"] else
-                       "trained here on synthetic sounds (a toy)" if m["name"] == "toy" else "real weights")
+                       "trained here on synthetic sounds (a toy)" if get_spec(m["name"]).trained_here else "real weights")
             lines.append(f"- {code_text(m['name'])} — {weights}, {m['family']}, {m['sample_rate']:,} Hz, "
                          f"{m['channels']} channel(s), up to {m['max_seconds']:.1f} s, on {m['device']} ({m['dtype']})")
     else:

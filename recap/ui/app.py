@@ -18,6 +18,7 @@ from typing import Any
 
 import gradio as gr
 
+from recap.backends.registry import available_specs, get_spec
 from recap.limits import LIMITS
 from recap.ui.about import build_about_tab
 from recap.ui.common import model_banner
@@ -25,10 +26,8 @@ from recap.ui.compare import build_compare_tab
 from recap.ui.context import (
     AppContext,
     SessionJobs,
-    available_models,
     choose_start_model,
     close_session,
-    model_info,
 )
 from recap.ui.guard import guard_middleware
 from recap.ui.listen import build_listen_tab, code_from_query
@@ -50,10 +49,10 @@ CSS = """
 
 
 def model_choices(ctx: AppContext) -> list[tuple[str, str]]:
-    choices = [(m.label, m.name) for m in available_models()]
+    choices = [(m.label, m.name) for m in available_specs()]
     for name in (ctx.settings.model, ctx.start_model):
         if name not in {c[1] for c in choices}:
-            choices.append((model_info(name).label, model_info(name).name))
+            choices.append((get_spec(name).label, get_spec(name).name))
     return choices
 
 
@@ -83,7 +82,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                                 elem_id="model-picker")
         banner = gr.Markdown(model_banner(ctx.start_model, ctx.start_note), elem_id="recap-banner")
         def on_model(name: str) -> str:
-            name = model_info(name).name
+            name = get_spec(name).name
             return model_banner(name, ctx.failures().get(name) or choose_start_model(name)[1])
 
         model.change(on_model, model, banner, api_visibility="private")

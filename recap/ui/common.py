@@ -14,7 +14,8 @@ from typing import Any
 import gradio as gr
 
 from recap.errors import Cancelled, RecapError
-from recap.ui.context import HF_HELP, model_info
+from recap.backends.registry import get_spec
+from recap.ui.context import HF_HELP
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def table_rows(value: Any) -> list[list[Any]]:
 
 def model_banner(name: str, note: str | None = None) -> str:
     """The warning shown above the tabs: random weights, and why the real model is not used."""
-    info = model_info(name)
+    info = get_spec(name)
     parts = []
     if note:
         parts.append(f"⚠️ {note}")

@@ -32,7 +32,8 @@ from recap.ui.common import (
     user_errors,
     warn_if_stopped,
 )
-from recap.ui.context import AppContext, SessionJobs, model_info
+from recap.backends.registry import get_spec
+from recap.ui.context import AppContext, SessionJobs
 from recap.ui.runview import PAIR_HEADERS, SUMMARY_HEADERS
 
 # Cells of the prompt table: label, method, batch, prompt, text cosine, word edits, flags.
@@ -137,7 +138,7 @@ def grid_request(model: Any, rows: Any, selected: Any, baseline_text: Any, seeds
     from recap.generation.grid import GenerationConfig, check_prompt, check_work
 
     name = model_name(model, choices)
-    info = model_info(name)
+    info = get_spec(name)
     check_prompt("baseline prompt", baseline_text, allow_empty=True)
     negative = check_prompt("negative prompt", negative, allow_empty=True)
     for label, flag in (("reconstruction check", reconstruction), ("music metrics", music)):
@@ -148,7 +149,7 @@ def grid_request(model: Any, rows: Any, selected: Any, baseline_text: Any, seeds
     config = config.check(info.max_seconds, name)
     variants = chosen_variants(raw_table(rows), selected, baseline_text or "")
     clips = len(variants) * len(config.seeds)
-    check_work(clips, clips * (config.steps or info.steps))
+    check_work(clips, clips * (config.steps or info.defaults.steps))
     return GridRequest(name, variants, config, bool(reconstruction), bool(music))
 
 
@@ -205,7 +206,7 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
     """Adds the tab's components and events to the open Blocks/Tab context."""
     gpu_generate = ctx.gpu(generate_and_analyze, duration=300)
     gpu_open = ctx.gpu(open_and_analyze, duration=120)
-    start = model_info(ctx.start_model)
+    start = get_spec(ctx.start_model)
 
     run = gr.State(None)
     known = gr.State([])
@@ -218,9 +219,9 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
         chosen = gr.CheckboxGroup([], label="Variants to generate (from the Prompt tab; none ticked = all)", scale=3)
         seeds = gr.Textbox("0, 1", label="Seeds (one column each; e.g. 0, 1, 2 or 0-3)", scale=1, elem_id="seeds")
     with gr.Row():
-        seconds = gr.Slider(0.5, start.max_seconds, value=start.seconds, step=0.5, label="Seconds")
-        steps = gr.Slider(1, LIMITS.steps, value=start.steps, step=1, label="Steps")
-        guidance = gr.Slider(0, 15, value=start.guidance, step=0.5, label="Guidance (<= 1: off)")
+        seconds = gr.Slider(0.5, start.max_seconds, value=start.defaults.seconds, step=0.5, label="Seconds")
+        steps = gr.Slider(1, LIMITS.steps, value=start.defaults.steps, step=1, label="Steps")
+        guidance = gr.Slider(0, 15, value=start.defaults.guidance, step=0.5, label="Guidance (<= 1: off)")
     with gr.Row():
         negative = gr.Textbox(label="Negative prompt (optional)", scale=3)
         reconstruction = gr.Checkbox(True, label="Reconstruction check (encode → decode → encode)")
@@ -292,9 +293,9 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
     prompt_table.change(sync, [prompt_table, chosen, known], [chosen, known], api_visibility="private")
 
     def on_model(name):
-        info = model_info(name)
-        return (gr.update(maximum=info.max_seconds, value=min(info.seconds, info.max_seconds)),
-                gr.update(value=info.steps), gr.update(value=info.guidance))
+        spec = get_spec(name)
+        return (gr.update(maximum=spec.max_seconds, value=min(spec.defaults.seconds, spec.max_seconds)),
+                gr.update(value=spec.defaults.steps), gr.update(value=spec.defaults.guidance))
 
     model.change(on_model, model, [seconds, steps, guidance], api_visibility="private")
 
@@ -378,7 +379,7 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
         if not run_id:
             raise ValueError("choose a saved run first")
         run_dir = runview.session_run_dir(ctx.settings.runs_dir, run_id, mine_, ctx.settings.public)
-        backend, note = ctx.backend(model_info(load_run(run_dir).model["name"]).name)
+        backend, note = ctx.backend(get_spec(load_run(run_dir).model["name"]).name)
         manifest, analysis = gpu_open(backend, run_dir, AnalysisConfig(reconstruction=bool(recon), n_boot=1000))
         view = runview.run_view(manifest, analysis)
         return view, status_text(view, note), view["pairs"], runview.summary_rows(view, "vs_baseline")

@@ -16,134 +16,30 @@ import functools
 import importlib.util
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from recap.config import OFFLINE_MODEL, Settings, settings
+from recap.backends.registry import SAO_ID, get_spec, offline_fallback, weights_cached
+from recap.config import Settings, settings
 
 if TYPE_CHECKING:
-    from recap.backends import AudioBackend
+    from recap.backends.base import AudioBackend
 
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-SAO_ID = "stabilityai/stable-audio-open-1.0"
 HF_HELP = (
     "To hear the real model, accept the Stable Audio Open licence at "
     f"https://huggingface.co/{SAO_ID} while logged in, create a read token at "
     "https://huggingface.co/settings/tokens, set it as `HF_TOKEN` (a Space secret, or an "
     "environment variable) and restart."
 )
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the UI needs to know about a model before loading it (loading is slow).
-
-    Attributes:
-        name: The name ``recap.backends.load_backend`` takes.
-        label: How the dropdown shows it.
-        family: "stable-audio" or "audioldm".
-        random_weights: Built offline with random weights: its audio is noise.
-        gated: Needs an accepted licence and ``HF_TOKEN``.
-        seconds, steps, guidance: Defaults for the generation controls (the tiny models get
-            short, cheap ones so the offline demo answers in seconds on a CPU).
-        max_seconds: Longest clip the model makes.
-        caveat: What a listener must know about its audio (shown above the tabs).
-    """
-
-    name: str
-    label: str
-    family: str
-    random_weights: bool = False
-    gated: bool = False
-    seconds: float = 10.0
-    steps: int = 100
-    guidance: float = 7.0
-    max_seconds: float = 47.0
-    caveat: str = ""
-
-    @property
-    def builder_only(self) -> bool:
-        """Built or shipped here: nothing to download."""
-        return self.random_weights or self.name == "toy"
-
-
-TOY = ModelInfo(
-    "toy", "toy: trained here on synthetic sounds (8 kHz, up to 1 s)", "stable-audio", seconds=1.0, steps=25,
-    guidance=4.0, max_seconds=1.0,
-    caveat=("`toy` is a small model trained here on a synthetic sound world (beeps, buzzes, hums, chirps, sirens, "
-            "clicks, hisses and bells; 8 kHz mono, up to 1 s). It follows pitch and rhythm words, and cannot make "
-            "real-world sounds, speech or music."))
-# Where recap.backends looks for the shipped toy model (checked here without importing the model
-# libraries, which would slow the start-up by seconds).
-TOY_DIR = Path(__file__).resolve().parents[2] / "assets" / "toy"
-
-MODELS: tuple[ModelInfo, ...] = (
-    ModelInfo("tiny", "tiny: offline demo, RANDOM weights (audio is noise)", "stable-audio", True,
-              seconds=2.0, steps=10, guidance=7.0, max_seconds=4.0),
-    ModelInfo("tiny-audioldm", "tiny-audioldm: offline demo, RANDOM weights (audio is noise)", "audioldm", True,
-              seconds=2.0, steps=10, guidance=2.5, max_seconds=30.0),
-    ModelInfo(SAO_ID, "Stable Audio Open 1.0 (gated: needs HF_TOKEN)", "stable-audio", gated=True,
-              seconds=10.0, steps=100, guidance=7.0, max_seconds=47.0),
-    ModelInfo("cvssp/audioldm-s-full-v2", "AudioLDM small v2 (16 kHz)", "audioldm", seconds=5.0, steps=10,
-              guidance=2.5, max_seconds=30.0),
-    ModelInfo("cvssp/audioldm-s-full", "AudioLDM small (16 kHz)", "audioldm", seconds=5.0, steps=10,
-              guidance=2.5, max_seconds=30.0),
-    ModelInfo("cvssp/audioldm-m-full", "AudioLDM medium (16 kHz)", "audioldm", seconds=5.0, steps=10,
-              guidance=2.5, max_seconds=30.0),
-    ModelInfo("cvssp/audioldm-l-full", "AudioLDM large (16 kHz)", "audioldm", seconds=5.0, steps=10,
-              guidance=2.5, max_seconds=30.0),
-)
-_ALIASES = MappingProxyType({"sao": SAO_ID, "stable-audio-open": SAO_ID, "audioldm": "cvssp/audioldm-s-full-v2"})
-
-
-def toy_present() -> bool:
-    """Whether the toy model's weights ship in this checkout (as ``recap.backends.toy_weights_present``)."""
-    return (TOY_DIR / "model_index.json").is_file() and \
-        (TOY_DIR / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
-
-
-def available_models() -> tuple[ModelInfo, ...]:
-    """The dropdown's models: the toy first when it ships, then the rest."""
-    return ((TOY,) if toy_present() else ()) + MODELS
-
-
-def model_info(name: str) -> ModelInfo:
-    """The UI's facts about a model; unknown AudioLDM ids get AudioLDM's defaults."""
-    name = _ALIASES.get(name, name)
-    for m in (TOY, *MODELS):
-        if m.name == name:
-            return m
-    if re.fullmatch(r"cvssp/audioldm[\w.-]{0,60}", name):
-        return ModelInfo(name, name, "audioldm", seconds=5.0, steps=10, guidance=2.5, max_seconds=30.0)
-    raise ValueError(f"unknown model {name!r}; known: {', '.join(m.name for m in MODELS)}")
-
-
-def offline_model_for(name: str) -> str:
-    """The offline stand-in of the same family as ``name``: the toy model when it ships (it follows
-    prompts), else the random-weight miniature (as ``recap.backends.offline_fallback``)."""
-    if model_info(name).family == "audioldm":
-        return "tiny-audioldm"
-    return TOY.name if toy_present() else OFFLINE_MODEL
-
-
-def _weights_cached(model_id: str) -> bool:
-    """True when the model's files are in the local Hugging Face cache (no network used)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        return isinstance(try_to_load_from_cache(model_id, "model_index.json"), str)
-    except Exception:  # a broken cache must not stop the app from starting
-        return False
 
 
 def _hf_token_present() -> bool:
@@ -162,11 +58,11 @@ def choose_start_model(wanted: str) -> tuple[str, str | None]:
     a token cannot load, so the app starts on the offline stand-in instead of failing later.
     A model that still fails on first use falls back then (:meth:`AppContext.backend`).
     """
-    info = model_info(wanted)
-    if info.builder_only or not info.gated or _weights_cached(info.name) or _hf_token_present():
-        return info.name, None
-    fallback = offline_model_for(info.name)
-    return fallback, f"{info.name} needs a Hugging Face token and none is set, so `{fallback}` is used instead. {HF_HELP}"
+    spec = get_spec(wanted)
+    if spec.builds_offline or not spec.gated or weights_cached(spec.model_id) or _hf_token_present():
+        return spec.name, None
+    fallback = offline_fallback(spec.name)
+    return fallback, f"{spec.name} needs a Hugging Face token and none is set, so `{fallback}` is used instead. {HF_HELP}"
 
 
 class SessionJobs:
@@ -271,20 +167,21 @@ class AppContext:
         Raises:
             ValueError: unknown model name.
         """
-        name = model_info(name).name
+        spec = get_spec(name)
+        name = spec.name
         with self._load_lock:
             if name in self._failed:
-                return self._load(offline_model_for(name)), self._failed[name]
+                return self._load(offline_fallback(name)), self._failed[name]
             try:
                 return self._load(name), None
             except Exception as exc:
-                from recap.backends import BackendUnavailable
+                from recap.backends.base import BackendUnavailable
 
                 if not isinstance(exc, BackendUnavailable):
                     raise
-                stand_in = offline_model_for(name)
+                stand_in = offline_fallback(name)
                 note = f"{exc} The app uses `{stand_in}` instead."
-                if model_info(name).gated and "HF_TOKEN" not in note:
+                if spec.gated and "HF_TOKEN" not in note:
                     note += f" {HF_HELP}"
                 self._failed[name] = note
                 log.warning("%s is unavailable; using %s", name, stand_in)
@@ -295,7 +192,7 @@ class AppContext:
         if name in self._backends:
             self._backends[name] = self._backends.pop(name)  # most recently used last
             return self._backends[name]
-        from recap.backends import load_backend
+        from recap.backends.loading import load_backend
 
         backend = load_backend(name, self.settings.device, self.settings.dtype, compile=self.settings.compile)
         while len(self._backends) >= max(1, self.max_loaded):

@@ -24,7 +24,8 @@ import gradio as gr
 
 from recap.paths import inside, safe_name
 from recap.ui.common import code_text, md_text, user_errors
-from recap.ui.context import AppContext, SessionJobs, model_info
+from recap.backends.registry import get_spec
+from recap.ui.context import AppContext, SessionJobs
 from recap.ui.training import (
     progress_figure,
     train_chunk,
@@ -194,7 +195,7 @@ def build_token_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens:
         from recap.tokens.training import check_config
 
         session = dict(session or {})
-        config = training_config(*form, preview_steps=min(model_info(model_name).steps, 25))
+        config = training_config(*form, preview_steps=min(get_spec(model_name).defaults.steps, 25))
         if not paths:
             raise ValueError("upload at least one clip of the sound to learn")
         backend, note = ctx.backend(model_name)

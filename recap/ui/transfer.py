@@ -30,7 +30,8 @@ from recap.ui.common import (
     warn_if_stopped,
 )
 from recap.ui.compare import model_name, seeds_of
-from recap.ui.context import AppContext, SessionJobs, model_info
+from recap.backends.registry import get_spec
+from recap.ui.context import AppContext, SessionJobs
 
 CURVE_HEADERS = ("strength", "steps run", "seeds", "cosine to source", "L2 to source", "cosine to target clips",
                  "CLAP-A source", "CLAP-A target")
@@ -78,13 +79,13 @@ def transfer_request(model: Any, source: Any, references: Any, prompt: Any, stre
     from recap.generation.transfer import MAX_REFERENCES, TransferConfig, sweep_work
 
     name = model_name(model, choices)
-    info = model_info(name)
+    info = get_spec(name)
     if not isinstance(prompt, str) or not prompt.strip():
         raise BadInput("type the prompt to transfer towards")
     prompt = check_prompt("the prompt", prompt.strip())
     config = TransferConfig(strengths=parse_strengths(strengths), seeds=seeds_of(seeds),
                             steps=None if steps in (None, "") else steps).check(info.max_seconds, name)
-    check_work(*sweep_work(config if config.steps else TransferConfig(config.strengths, config.seeds, steps=info.steps)),
+    check_work(*sweep_work(config if config.steps else TransferConfig(config.strengths, config.seeds, steps=info.defaults.steps)),
                what="this sweep")
     refs = list(references or [])
     if len(refs) > MAX_REFERENCES:

@@ -1,0 +1,244 @@
+"""The one model registry: every model recap knows, what a user must know about it, and where it comes from.
+
+Pure standard library: the web app lists models, picks its start model and sizes its sliders
+from here before anything heavy is imported (torch and diffusers take seconds).
+:func:`recap.backends.loading.load_backend` turns a spec into a loaded backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SAO_ID = "stabilityai/stable-audio-open-1.0"
+SAO_URL = f"https://huggingface.co/{SAO_ID}"
+# Where the `toy` model's weights ship (``recap toy train`` writes them).
+TOY_DIR = Path(__file__).resolve().parents[2] / "assets" / "toy"
+
+# Stable Audio Open 1.0 denoises a fixed window: "sample_size": 2097152 samples at "sample_rate":
+# 44100 in its model_config.json (stable-audio-tools), i.e. diffusers' DiT sample_size of 1024
+# latent frames times the Oobleck VAE's hop of 2*4*4*8*8 = 2048 samples.
+SAO_MAX_SECONDS = 2_097_152 / 44_100  # 47.55 s
+# AudioLDM's UNet is convolutional, so memory, not the architecture, limits a clip; recap allows
+# three of its 10.24 s training clips (1024 mel frames at hop 160, 16 kHz).
+AUDIOLDM_MAX_SECONDS = 3 * 1024 * 160 / 16_000  # 30.72 s
+# Unknown AudioLDM hub ids are accepted by name; the pattern keeps markup and paths out.
+_AUDIOLDM_ID = re.compile(r"cvssp/audioldm[\w.-]{0,60}")
+_AUDIOLDM_LICENCE = "CC BY-NC-SA 4.0"
+# family -> the backend class that runs it, as "module:Class" (imported on first use)
+_BACKENDS = {
+    "stable-audio": "recap.backends.stable_audio:StableAudioBackend",
+    "audioldm": "recap.backends.audioldm:AudioLDMBackend",
+}
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """The model's own defaults for generation settings."""
+
+    seconds: float
+    steps: int
+    guidance: float
+    negative_prompt: str | None = None
+
+
+# diffusers' documented example settings for Stable Audio Open 1.0.
+SAO_DEFAULTS = ModelDefaults(seconds=10.0, steps=100, guidance=7.0)
+# diffusers' AudioLDM defaults (num_inference_steps=10, guidance_scale=2.5); 5 s is a common length.
+AUDIOLDM_DEFAULTS = ModelDefaults(seconds=5.0, steps=10, guidance=2.5)
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One named model: what it is, what a user must know, and how to build it.
+
+    Attributes:
+        name: What users type (``--model``) and the UI's dropdown value.
+        model_id: Hub id (or a local id for models built here).
+        family: "stable-audio" or "audioldm".
+        pipeline: The diffusers pipeline class name that loads it.
+        label: How the UI's model picker shows it.
+        max_seconds: Longest clip it makes (the loaded backend's ``max_seconds``).
+        defaults: Generation settings when none are given.
+        random_weights: Built from configs with random weights: its audio is noise.
+        trained_here: Trained by ``recap toy train`` on the synthetic sounds of
+            :mod:`recap.toy.world` (so that world's features describe its clips), with its weights
+            shipped in :data:`TOY_DIR`.
+        gated: Needs an accepted licence and an HF token.
+        licence: Licence to show users.
+        description: One line for listings.
+        caveat: What a listener must know about its audio (shown above the UI's tabs).
+        builder: ``"module:function"`` that builds the pipeline here (no download) instead of
+            ``from_pretrained`` on the hub id; imported only when the model loads.
+    """
+
+    name: str
+    model_id: str
+    family: str
+    pipeline: str
+    label: str
+    max_seconds: float
+    defaults: ModelDefaults
+    random_weights: bool = False
+    trained_here: bool = False
+    gated: bool = False
+    licence: str = ""
+    description: str = ""
+    caveat: str = ""
+    builder: str | None = None
+
+    @property
+    def builds_offline(self) -> bool:
+        """Built or shipped here: nothing to download."""
+        return self.builder is not None
+
+    @property
+    def backend_class(self) -> type:
+        """The :class:`recap.backends.base.AudioBackend` subclass of its family (imports torch)."""
+        return _resolve(_BACKENDS[self.family])
+
+    def build(self) -> Any:
+        """The pipeline from :attr:`builder` (imports the model libraries)."""
+        if self.builder is None:
+            raise ValueError(f"{self.name} has no builder; it loads from the Hub as {self.model_id}")
+        return _resolve(self.builder)()
+
+
+def _resolve(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _audioldm(model_id: str, label: str, description: str) -> BackendSpec:
+    return BackendSpec(model_id, model_id, "audioldm", "AudioLDMPipeline", label, AUDIOLDM_MAX_SECONDS,
+                       AUDIOLDM_DEFAULTS, licence=_AUDIOLDM_LICENCE, description=description)
+
+
+# In the order the UI's picker and `recap models` list them.
+_SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
+    BackendSpec(
+        "toy", "recap/toy-stable-audio", "stable-audio", "StableAudioPipeline",
+        label="toy: trained here on synthetic sounds (8 kHz, up to 1 s)",
+        # 32 latent frames x hop 256 at 8 kHz (assets/toy/*/config.json)
+        max_seconds=32 * 256 / 8_000,
+        # 25 steps and guidance 4 are where its steering is clear (MODEL_CARD.md)
+        defaults=ModelDefaults(seconds=1.0, steps=25, guidance=4.0),
+        trained_here=True, licence="built here (see assets/toy/MODEL_CARD.md)",
+        description="TOY WORLD: a small Stable Audio-family model trained here on synthetic beeps, buzzes, hums, "
+        "chirps, sirens, clicks, hisses and bells (8 kHz mono, up to 1 s); follows pitch (low/mid/high) and "
+        "rhythm (continuous/repeating) words, and cannot make real-world sounds, speech or music",
+        caveat="`toy` is a small model trained here on a synthetic sound world (beeps, buzzes, hums, chirps, "
+        "sirens, clicks, hisses and bells; 8 kHz mono, up to 1 s). It follows pitch and rhythm words, and "
+        "cannot make real-world sounds, speech or music.",
+        builder="recap.backends.loading:toy_pipeline",
+    ),
+    BackendSpec(
+        "tiny", "recap/tiny-stable-audio", "stable-audio", "StableAudioPipeline",
+        label="tiny: offline demo, RANDOM weights (audio is noise)",
+        max_seconds=256 * 256 / 16_000,  # 256 latent frames x hop 256 at 16 kHz (recap.backends.tiny)
+        # short and cheap, so the offline demo answers in seconds on a CPU
+        defaults=ModelDefaults(seconds=2.0, steps=10, guidance=7.0),
+        random_weights=True, licence="built here",
+        description="Stable Audio architecture in miniature, RANDOM weights (tests/demo; audio is noise)",
+        builder="recap.backends.tiny:tiny_stable_audio_pipeline",
+    ),
+    BackendSpec(
+        "tiny-audioldm", "recap/tiny-audioldm", "audioldm", "AudioLDMPipeline",
+        label="tiny-audioldm: offline demo, RANDOM weights (audio is noise)",
+        max_seconds=AUDIOLDM_MAX_SECONDS, defaults=ModelDefaults(seconds=2.0, steps=10, guidance=2.5),
+        random_weights=True, licence="built here",
+        description="AudioLDM architecture in miniature, RANDOM weights (tests/demo; audio is noise)",
+        builder="recap.backends.tiny:tiny_audioldm_pipeline",
+    ),
+    BackendSpec(
+        SAO_ID, SAO_ID, "stable-audio", "StableAudioPipeline",
+        label="Stable Audio Open 1.0 (gated: needs HF_TOKEN)", max_seconds=SAO_MAX_SECONDS, defaults=SAO_DEFAULTS,
+        gated=True, licence="Stability AI Community License (gated: accept it on the model page)",
+        description="Stable Audio Open 1.0: T5-base + 1.06 B DiT + Oobleck VAE, 44.1 kHz stereo, up to 47.55 s",
+    ),
+    _audioldm("cvssp/audioldm-s-full-v2", "AudioLDM small v2 (16 kHz)", "AudioLDM small (v2), 16 kHz mono"),
+    _audioldm("cvssp/audioldm-s-full", "AudioLDM small (16 kHz)", "AudioLDM small, 16 kHz mono"),
+    _audioldm("cvssp/audioldm-m-full", "AudioLDM medium (16 kHz)", "AudioLDM medium, 16 kHz mono"),
+    _audioldm("cvssp/audioldm-l-full", "AudioLDM large (16 kHz)", "AudioLDM large, 16 kHz mono"),
+)}
+_ALIASES = {"sao": SAO_ID, "stable-audio-open": SAO_ID, "audioldm": "cvssp/audioldm-s-full-v2"}
+# Offline stand-ins per family, best first: the first whose weights are here is used.
+_STAND_INS = {"stable-audio": ("toy", "tiny"), "audioldm": ("tiny-audioldm",)}
+
+
+def get_spec(name: str) -> BackendSpec:
+    """The spec of a model name or alias; unregistered AudioLDM hub ids get AudioLDM's.
+
+    Raises:
+        ValueError: an unknown name (named in the message, with the known ones).
+    """
+    spec = find_spec(name)
+    if spec is None:
+        raise ValueError(f"unknown model {str(name)[:80]!r}; known: {', '.join(_SPECS)}")
+    return spec
+
+
+def find_spec(name: object) -> BackendSpec | None:
+    """:func:`get_spec`, or None for an unknown name (e.g. a run manifest written by another version)."""
+    if not isinstance(name, str):
+        return None
+    name = _ALIASES.get(name, name)
+    if name in _SPECS:
+        return _SPECS[name]
+    if _AUDIOLDM_ID.fullmatch(name):
+        return _audioldm(name, name, name)
+    return None
+
+
+def toy_weights_present() -> bool:
+    """Whether the shipped `toy` model (:data:`TOY_DIR`) is on disk."""
+    return (TOY_DIR / "model_index.json").is_file() and \
+        (TOY_DIR / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def weights_present(spec: BackendSpec) -> bool:
+    """False only for a model trained here whose shipped weights are missing."""
+    return not spec.trained_here or toy_weights_present()
+
+
+def list_specs() -> list[BackendSpec]:
+    """Every registered model, the toy first."""
+    return list(_SPECS.values())
+
+
+def available_specs() -> list[BackendSpec]:
+    """The models the UI offers: every registered one but a trained-here model whose weights are missing."""
+    return [spec for spec in _SPECS.values() if weights_present(spec)]
+
+
+def offline_fallback(name: str | None = None) -> str:
+    """The offline stand-in of ``name``'s family (default: Stable Audio's): `toy` when its weights
+    ship (it follows prompts), else the random-weight miniature; `tiny-audioldm` for AudioLDM."""
+    family = "stable-audio" if name is None else get_spec(name).family
+    candidates = [_SPECS[n] for n in _STAND_INS[family]]
+    return next((s.name for s in candidates if weights_present(s)), candidates[-1].name)
+
+
+def weights_cached(model_id: str) -> bool:
+    """True when the model's files are in the local Hugging Face cache (no network used)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(model_id, "model_index.json"), str)
+    except Exception:  # a malformed cache must not break a listing or the app's start
+        return False
+
+
+def availability(spec: BackendSpec) -> str:
+    """A sentence on whether ``spec`` can be loaded here, and what it takes when it cannot."""
+    if not weights_present(spec):
+        return f"not available: its weights are missing from {TOY_DIR}"
+    if spec.builds_offline:
+        return "available (built offline)"
+    if weights_cached(spec.model_id):
+        return "available (in the local Hugging Face cache)"
+    need = "accept the licence at the model page and set HF_TOKEN" if spec.gated else "network access"
+    return f"not downloaded: first use needs {need}"
