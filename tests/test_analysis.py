@@ -78,7 +78,7 @@ def test_writes_complete_consistent_files(run_dir, first, tiny):
     row = next(r for r in first.table("vs_baseline", "cosine") if r.group == "reword-1")
     assert (row.mean, row.n) == (pytest.approx(np.mean(cos)), 2)
     assert row.variance == pytest.approx(np.var(cos)) and row.ci_low <= row.mean <= row.ci_high
-    assert {r.group for r in first.table("vs_baseline")} == {"reword-1", "reword-2", "batch 1", "batch 2"}
+    assert {r.group for r in first.table("vs_baseline")} == {"reword-1", "reword-2", "tier 1", "tier 2"}
 
     # The CSV holds the same values as the JSON.
     with open(run_dir / "metrics.csv", newline="") as f:

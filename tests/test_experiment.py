@@ -160,17 +160,17 @@ def test_six_prompt_experiment_writes_units_tables_and_charts(reference):
     # pairs.csv: one row per rewording clip, in prompt-file order
     pairs = read_csv(out / "pairs.csv")
     assert len(pairs) == 12 and [p["prompt_id"] for p in pairs[::2]] == SIX
-    assert {(p["batch"], p["method"]) for p in pairs} == {("1", "synonym"), ("2", "synonym")}
+    assert {(p["tier"], p["method"]) for p in pairs} == {("1", "synonym"), ("2", "synonym")}
     assert {p["category"] for p in pairs} == {"nature", "weather", "water", "domestic", "transport", "industrial"}
     for p in pairs:
         assert float(p["cosine"]) <= 1.0 and float(p["l2"]) >= 0.0
         assert abs(float(p["l2"]) - np.sqrt(max(0.0, 2 - 2 * float(p["cosine"])))) < 1e-3
     # the summary equals the mean of the rows, recomputed here from pairs.csv
     summary = read_csv(out / "summary.csv")
-    by_batch = [r for r in summary if r["table"] == "by_batch"]
-    assert {r["metric"] for r in by_batch} == set(PAIR_METRICS)
-    for row in by_batch:
-        values = [float(p[row["metric"]]) for p in pairs if f"{p['method']}, batch {p['batch']}" == row["set"]]
+    by_tier = [r for r in summary if r["table"] == "by_tier"]
+    assert {r["metric"] for r in by_tier} == set(PAIR_METRICS)
+    for row in by_tier:
+        values = [float(p[row["metric"]]) for p in pairs if f"{p['method']}, tier {p['tier']}" == row["set"]]
         assert int(row["n"]) == len(values) == 6
         assert float(row["mean"]) == pytest.approx(np.mean(values), rel=1e-12, abs=1e-15)
         assert float(row["std"]) == pytest.approx(np.std(values), rel=1e-9, abs=1e-15)
@@ -179,13 +179,13 @@ def test_six_prompt_experiment_writes_units_tables_and_charts(reference):
     for table, column in (("by_category", "category"), ("by_complexity", "complexity")):
         for row in (r for r in summary if r["table"] == table):
             values = [float(p[row["metric"]]) for p in pairs if p[column] == row["group"]
-                      and f"{p['method']}, batch {p['batch']}" == row["set"]]
+                      and f"{p['method']}, tier {p['tier']}" == row["set"]]
             assert float(row["mean"]) == pytest.approx(np.mean(values), rel=1e-12, abs=1e-15)
     md = (out / "summary.md").read_text()
     assert "| Metric | Batch | Mean | Std. deviation | Variance | n | 95% CI |" in md and "Tables 5.1" in md
     for chart in ("distributions.html", "text_vs_audio.html"):
         html = (out / "charts" / chart).read_text()
-        assert "plotly.min.js" in html and "synonym, batch 2" in html
+        assert "plotly.min.js" in html and "synonym, tier 2" in html
     assert (out / "charts" / "plotly.min.js").stat().st_size > 100_000
 
 
@@ -337,13 +337,13 @@ def test_tokens_seed_variance_and_reconstruction(tiny, tmp_path):
     report = run_experiment(config, tmp_path / "out", tiny).report
     assert report.units_found == report.units_expected == 2 * 4 * 2  # prompts x variants x seeds
     token_pairs = [p for p in report.pairs if p["method"] == "token"]
-    assert {(p["variant"], p["batch"]) for p in token_pairs} == {("tok1t1-baseline", 0), ("tok1t1-reword-1a", 1)}
+    assert {(p["variant"], p["tier"]) for p in token_pairs} == {("tok1t1-baseline", 0), ("tok1t1-reword-1a", 1)}
     assert all(p["prompt"].endswith(", like <test-bell>") for p in token_pairs)
     assert all(p["mse"] is None and p["l2_raw"] is None for p in report.pairs)  # not asked for
-    sets = {r.set for r in report.table("by_batch")}
-    assert sets == {"synonym, batch 1", "token, batch 0", "token, batch 1"}
+    sets = {r.set for r in report.table("by_tier")}
+    assert sets == {"synonym, tier 1", "token, tier 0", "token, tier 1"}
     seed_rows = report.table("seed_variance")
-    assert {r.set for r in seed_rows} == sets | {"baseline, batch 0"}
+    assert {r.set for r in seed_rows} == sets | {"baseline, tier 0"}
     assert all(r.n == 2 for r in seed_rows)  # one seed pair per prompt
     recon = report.table("reconstruction")
     assert {r.metric for r in recon} == {"latent_mse", "latent_l2_raw", "latent_l2", "latent_cosine", "audio_mse"}

@@ -65,7 +65,7 @@ def test_json_answer_gives_variants_and_a_complete_record():
         sent = stub.chat_requests[0].body
 
     assert [v.text for v in result.variants] == answer["rewordings"]
-    assert {(v.method, v.distance, v.batch) for v in result.variants} == {("llm", "strong", 2)}
+    assert {(v.method, v.distance, v.tier) for v in result.variants} == {("llm", "strong", 2)}
     # The request: the default strong system prompt, structured output, the seed and temperature.
     assert sent["messages"][0] == {"role": "system", "content": STRONG_SYSTEM_PROMPT}
     assert BASELINE in sent["messages"][1]["content"]
@@ -233,7 +233,7 @@ def test_custom_distance_and_edited_system_prompt_are_sent_and_saved():
         )
         edited = recaption(BASELINE, cfg(stub, n=1, system_prompt="Only JSON. Be brief."), api_key=SECRET)
         sent = [r.body["messages"][0]["content"] for r in stub.chat_requests]
-    assert "as heard underwater" in sent[0] and custom.variants[0].batch == 3
+    assert "as heard underwater" in sent[0] and custom.variants[0].tier == 3
     assert custom.system_prompt == sent[0] == default_system_prompt("custom", "as heard underwater")
     assert sent[1] == edited.system_prompt == "Only JSON. Be brief."
     assert default_system_prompt("light") == LIGHT_SYSTEM_PROMPT

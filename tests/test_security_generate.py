@@ -27,7 +27,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-HEADERS = ["label", "method", "batch", "prompt", "text cosine", "word edits", "flags"]
+HEADERS = ["label", "method", "tier", "prompt", "text cosine", "word edits", "flags"]
 NAN, INF = float("nan"), float("inf")
 HUGE = "rain " * 200_000  # a million characters
 

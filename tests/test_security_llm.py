@@ -36,7 +36,7 @@ SECRET = "sk-owner-5ecret-never-leaves-0123456789"
 BASELINE = "rain on a tin roof"
 ANSWER = {"rewordings": ["rain on a metal roof", "rain drumming on tin"]}
 MARKER = "INTERNAL-ONLY-7f3a /etc/recap/secrets.toml"  # what an internal host's body holds
-EMPTY_TABLE = {"headers": ["label", "method", "batch", "prompt", "text cosine", "word edits", "flags"], "data": []}
+EMPTY_TABLE = {"headers": ["label", "method", "tier", "prompt", "text cosine", "word edits", "flags"], "data": []}
 ENDPOINT_LABEL = "Endpoint (empty: the server's)"
 # The inputs of the Reword button's event, in order (the page sends them by position).
 REWORD_INPUTS = ("table", "prompt", "method", "distance", "instruction", "n", "seed", "system", "endpoint", "model",

@@ -35,7 +35,7 @@ from recap.ui.context import AppContext, SessionJobs, choose_start_model  # noqa
 from recap.ui.prompt import add_variant, check_rows, remove_variant, set_baseline  # noqa: E402
 
 SECRET = "sk-ui-5ecret-never-shown-0123456789"
-HEADERS = ["label", "method", "batch", "prompt", "text cosine", "word edits", "flags"]
+HEADERS = ["label", "method", "tier", "prompt", "text cosine", "word edits", "flags"]
 
 
 def table(*rows: list) -> dict:

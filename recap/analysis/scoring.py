@@ -34,10 +34,11 @@ from recap.limits import finite, whole
 from recap.metrics.similarity import ClipKey, PairRecord, SummaryRow, group_items, summary_rows
 from recap.paths import atomic_write_bytes, json_bytes, safe_name, sha256_file
 from recap.generation.runs import RunManifest, load_run, read_json
+from recap.variants import tier_of
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "recap.metrics.similarity/1"
+FORMAT = "recap.analysis/2"  # 2: variants carry their rewording "tier"
 CACHE_DIR = "analysis_cache"
 RECONSTRUCTION_METRICS = ("latent_mse", "latent_l2_raw", "latent_l2", "latent_cosine", "audio_mse")
 # Bounds of the settings (the bootstrap's memory is n_boot × clips; references are all loaded).
@@ -83,7 +84,7 @@ class RunAnalysis:
         model: the manifest's model description; ``encoder`` names the backend that encoded.
         config: the settings used.
         cache_key: hash of clip hashes, prompts and config; equal key = nothing to recompute.
-        clips: per clip: variant, seed, method, batch, prompt, sha256, latent_shape.
+        clips: per clip: variant, seed, method, tier, prompt, sha256, latent_shape.
         baseline_pairs: baseline vs each variant, same seed.
         seed_pairs: same variant, different seeds (generation variance).
         text: per variant: cosine of its prompt's embedding with the baseline prompt's.
@@ -268,25 +269,25 @@ def _text_embeddings(prompts: list[str], run: RunManifest, lazy: _LazyBackend,
 
 def _summaries(a: RunAnalysis, run: RunManifest) -> list[SummaryRow]:
     labels = [v["label"] for v in run.variants]
-    batch_of = {v["label"]: int(v.get("batch", 0)) for v in run.variants}
+    tiers = {v["label"]: tier_of(v) for v in run.variants}
     others = [lb for lb in labels if lb != a.config.baseline]
     opts = {"confidence": a.config.confidence, "n_boot": a.config.n_boot}
-    rows = summary_rows("vs_baseline", group_items([asdict(p) for p in a.baseline_pairs], others, batch_of, "variant_b"),
+    rows = summary_rows("vs_baseline", group_items([asdict(p) for p in a.baseline_pairs], others, tiers, "variant_b"),
                         metrics.METRIC_NAMES, **opts)
-    rows += summary_rows("seed_variance", group_items([asdict(p) for p in a.seed_pairs], labels, batch_of, "variant_a",
+    rows += summary_rows("seed_variance", group_items([asdict(p) for p in a.seed_pairs], labels, tiers, "variant_a",
                                                       with_all=True), metrics.METRIC_NAMES, **opts)
-    rows += summary_rows("text", group_items(a.text, others, batch_of, "variant"), ("cosine",), **opts)
-    rows += summary_rows("reconstruction", group_items(a.reconstruction, labels, batch_of, "variant", with_all=True),
+    rows += summary_rows("text", group_items(a.text, others, tiers, "variant"), ("cosine",), **opts)
+    rows += summary_rows("reconstruction", group_items(a.reconstruction, labels, tiers, "variant", with_all=True),
                          RECONSTRUCTION_METRICS, **opts)
-    rows += summary_rows("clap", group_items(a.clap, labels, batch_of, "variant"), ("clap_a", "clap_t"), **opts)
+    rows += summary_rows("clap", group_items(a.clap, labels, tiers, "variant"), ("clap_a", "clap_t"), **opts)
     # Match flags summarise as rates: the mean of 0/1 values.
     flags = ("tempo_match", "key_match", "scale_match", "loudness_match")
     music = [{**m, **{k: float(m[k]) for k in flags if m.get(k) is not None}} for m in a.music]
-    rows += summary_rows("music", group_items(music, labels, batch_of, "variant"), flags, **opts)
+    rows += summary_rows("music", group_items(music, labels, tiers, "variant"), flags, **opts)
     if a.toy_features:
         from recap.toy.world import FEATURE_NAMES
 
-        rows += summary_rows("toy_features", group_items(a.toy_features, labels, batch_of, "variant"),
+        rows += summary_rows("toy_features", group_items(a.toy_features, labels, tiers, "variant"),
                              ("centroid_hz", *FEATURE_NAMES[1:]), **opts)
     return rows
 
@@ -345,7 +346,7 @@ def _cache_key(run: RunManifest, hashes: dict[ClipKey, str], config: AnalysisCon
     return _digest({
         "format": FORMAT, "encoder": encoder, "config": asdict(config), "references": refs, "tokens": tokens,
         "clips": sorted([k[0], k[1], h] for k, h in hashes.items()),
-        "variants": [[v["label"], v["prompt"], v.get("method"), v.get("batch")] for v in run.variants],
+        "variants": [[v["label"], v["prompt"], v.get("method"), tier_of(v)] for v in run.variants],
     })
 
 
@@ -427,10 +428,10 @@ def analyze_run(run_dir: str | Path, backend: Any | None = None, config: Analysi
     emb = _text_embeddings(list(dict.fromkeys(prompt.values())), run, lazy, cache)
     # 4. Pairings, text cosine, reconstruction
     z = {k: lat[k]["z"] for k in keys}
-    batch_of = {v["label"]: int(v.get("batch", 0)) for v in run.variants}
+    tiers = {v["label"]: tier_of(v) for v in run.variants}
     method_of = {v["label"]: v.get("method", "") for v in run.variants}
     base_prompt = prompt[config.baseline]
-    text = [{"variant": lb, "batch": batch_of[lb], "prompt": prompt[lb],
+    text = [{"variant": lb, "tier": tiers[lb], "prompt": prompt[lb],
              "cosine": metrics.cosine(emb[base_prompt], emb[prompt[lb]])} for lb in labels if lb != config.baseline]
     recon = []
     if config.reconstruction:
@@ -442,7 +443,7 @@ def analyze_run(run_dir: str | Path, backend: Any | None = None, config: Analysi
     encoder = {"name": lazy.name}
     a = RunAnalysis(
         run_id=run.run_id, model=dict(run.model), encoder=encoder, config=config, cache_key=key,
-        clips=[{"variant": k[0], "seed": k[1], "method": method_of[k[0]], "batch": batch_of[k[0]],
+        clips=[{"variant": k[0], "seed": k[1], "method": method_of[k[0]], "tier": tiers[k[0]],
                 "prompt": prompt[k[0]], "sha256": hashes[k], "latent_shape": list(z[k].shape)} for k in keys],
         baseline_pairs=metrics.baseline_pairs(z, config.baseline), seed_pairs=metrics.seed_pairs(z),
         text=text, reconstruction=recon, clap=[], music=[], summaries=[],

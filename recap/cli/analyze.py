@@ -77,13 +77,13 @@ def print_report(a: RunAnalysis, out=None) -> None:
     print(f"run {a.run_id}  model {model}  clips {len(a.clips)}  baseline {a.config.baseline!r}", file=out)
     for note in a.notes:
         print(f"note: {note}", file=out)
-    # A batch holding a single variant repeats that variant's row: leave it out.
+    # A tier holding a single variant repeats that variant's row: leave it out.
     variants_in: dict[str, set[str]] = {}
     for c in a.clips:
-        variants_in.setdefault(f"batch {c['batch']}", set()).add(c["variant"])
+        variants_in.setdefault(f"tier {c['tier']}", set()).add(c["variant"])
     redundant = {b for b, labels in variants_in.items() if len(labels) == 1}
     for table, names, heading in TABLES:
-        rows = [r for m in names for r in a.table(table, m) if r.group_kind != "batch" or r.group not in redundant]
+        rows = [r for m in names for r in a.table(table, m) if r.group_kind != "tier" or r.group not in redundant]
         if not rows:
             continue
         print(f"\n{heading}", file=out)

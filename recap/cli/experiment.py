@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "experiment",
         help="batch experiments over a prompt file (the thesis tables), resumable, multi-GPU",
         description="Reword every prompt of a prompt file, generate baseline and rewordings from identical "
-        "noise, score them against the baseline and summarise by batch, category and complexity.",
+        "noise, score them against the baseline and summarise by rewording tier, category and complexity.",
     )
     esub = p.add_subparsers(dest="experiment_command", required=True)
     r = esub.add_parser(
@@ -109,8 +109,8 @@ def _print_report(rep, show_all: bool) -> None:
               file=sys.stderr)
     print(f"{rep.name}: {rep.prompts} prompts, {rep.units_found} of {rep.units_expected} units")
     sections = [
-        ("Audio vs baseline, by batch", "by_batch", LATENT_METRICS),
-        ("Text prompt vs baseline, by batch", "by_batch", ("text_cosine",)),
+        ("Audio vs baseline, by rewording tier", "by_tier", LATENT_METRICS),
+        ("Text prompt vs baseline, by rewording tier", "by_tier", ("text_cosine",)),
         ("Generation variance (same wording, other seeds)", "seed_variance", LATENT_METRICS),
         ("Reconstruction through the VAE", "reconstruction", RECONSTRUCTION_METRICS),
     ]

@@ -20,12 +20,13 @@ from tqdm import tqdm
 
 from recap.rewording.llm import LLMError
 from recap.paths import atomic_write_bytes, atomic_write_json
-from recap.rewording.recaption import DISTANCES, METHODS, RecaptionConfig, RecaptionResult, recaption
+from recap.rewording.recaption import RecaptionConfig, RecaptionResult, recaption
+from recap.variants import DISTANCES, REWORDING_METHODS
 from recap.rewording.wordnet import WordNetMissingError
 
 # One row per prompt variant; "rows" (on every row) is how many rows the prompt has, so a prompt
 # cut short by a crash is recognised and redone.
-CSV_COLUMNS = "prompt_id baseline label text method distance batch text_cosine word_edits flags rows".split()
+CSV_COLUMNS = "prompt_id baseline label text method distance tier text_cosine word_edits flags rows".split()
 # Errors that concern one prompt only: a file run notes them and goes on with the next prompt.
 _PER_PROMPT = ("refusal", "unparsable")
 
@@ -42,9 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--prompt", help="the baseline prompt")
     src.add_argument("--file", type=Path, help="text file, one prompt per line ('#' lines skipped)")
     p.add_argument("--n", type=int, default=3, help="rewordings per prompt (default 3)")
-    p.add_argument("--distance", choices=DISTANCES, default="light", help="light = batch 1, strong = batch 2")
+    p.add_argument("--distance", choices=DISTANCES, default="light", help="light = tier 1, strong = tier 2 (the thesis's batches 1 and 2)")
     p.add_argument("--instruction", default=None, help="what to do for --distance custom")
-    p.add_argument("--method", choices=METHODS, default="auto", help="default: llm if configured, else synonym")
+    p.add_argument("--method", choices=REWORDING_METHODS, default="auto", help="default: llm if configured, else synonym")
     p.add_argument("--system-prompt", default=None, help="replace the default system prompt")
     p.add_argument("--llm-model", default=None, help="chat model (default $RECAP_LLM_MODEL)")
     p.add_argument("--base-url", "--llm-base-url", dest="llm_base_url", default=None,
@@ -129,10 +130,10 @@ def _run_one(prompt: str, config: RecaptionConfig, backend, out: Path | None, ap
     rows = [["baseline", "baseline", 0, 1.0 if scored else "-", 0, "", result.baseline]]
     for label, v in zip(result.labels()[1:], result.variants):
         cos = v.text_cosine if v.text_cosine is not None else "-"
-        rows.append([label, v.method, v.batch, cos, v.word_edits, " ".join(v.flags), v.text])
+        rows.append([label, v.method, v.tier, cos, v.word_edits, " ".join(v.flags), v.text])
     from recap.cli.common import print_table
 
-    print_table(["label", "method", "batch", "cosine", "edits", "flags", "text"], rows)
+    print_table(["label", "method", "tier", "cosine", "edits", "flags", "text"], rows)
     for v in result.dropped:
         print(f"dropped ({', '.join(v.flags)}): {v.text}")
     if len(result.variants) < config.n:
@@ -176,7 +177,7 @@ def result_rows(prompt_id: int, result: RecaptionResult) -> list[list[object]]:
     for label, v in zip(result.labels()[1:], result.variants):
         cos = "" if v.text_cosine is None else round(v.text_cosine, 6)
         flags = " ".join(v.flags)
-        rows.append([prompt_id, base, label, v.text, v.method, v.distance, v.batch, cos, v.word_edits, flags, n_rows])
+        rows.append([prompt_id, base, label, v.text, v.method, v.distance, v.tier, cos, v.word_edits, flags, n_rows])
     return rows
 
 

@@ -3,7 +3,8 @@
 Writes, next to ``units/``: ``pairs.csv`` (one row per variant clip: its scores against the
 baseline of the same prompt and seed), ``clips.csv`` (one row per clip, with reconstruction
 scores when asked for), ``summary.csv`` and ``summary.md`` (the thesis tables: mean, std,
-variance and n, plus a bootstrap interval of the mean; by batch, by category, by complexity)
+variance and n, plus a bootstrap interval of the mean; by rewording tier (the thesis's batches), by
+category, by complexity)
 and two plotly charts under ``charts/``. Rows follow the prompt file's order, then the
 variants', then the seeds', so the same units always give the same files.
 """
@@ -33,12 +34,13 @@ from recap.experiment.runner import (
 )
 from recap.paths import atomic_write_bytes, inside
 from recap.generation.runs import read_json
+from recap.variants import tier_of
 
 log = logging.getLogger(__name__)
 
 LATENT_METRICS = ("cosine", "l2", "l2_raw", "mse")
 RECONSTRUCTION_METRICS = ("latent_mse", "latent_l2_raw", "latent_l2", "latent_cosine", "audio_mse")
-KEY_COLUMNS = ("prompt_id", "category", "complexity", "variant", "batch", "method", "seed")
+KEY_COLUMNS = ("prompt_id", "category", "complexity", "variant", "tier", "method", "seed")
 PAIR_COLUMNS = KEY_COLUMNS + PAIR_METRICS + ("prompt",)
 CLIP_COLUMNS = KEY_COLUMNS + ("audio", "latent") + RECONSTRUCTION_METRICS
 TITLES = {
@@ -50,9 +52,9 @@ TITLES = {
 
 @dataclass(frozen=True)
 class TableRow:
-    """One line of a summary table: a metric over one group of one batch ("set").
+    """One line of a summary table: a metric over one group of one rewording tier ("set").
 
-    ``set`` names the batch as "<method>, batch <k>" (e.g. "synonym, batch 1"; "token, batch 0"
+    ``set`` names the tier as "<method>, tier <k>" (e.g. "synonym, tier 1"; "token, tier 0"
     is a learned token in the baseline prompt); ``group`` is "all", a category or a complexity.
     """
 
@@ -78,7 +80,7 @@ class ExperimentReport:
         pairs: One dict per variant unit (PAIR_COLUMNS).
         clips: One dict per unit (CLIP_COLUMNS).
         rows: The summary tables.
-        correlations: Per batch and over all: n, Pearson r and Spearman rho (with p-values)
+        correlations: Per tier and over all: n, Pearson r and Spearman rho (with p-values)
             between text cosine and latent cosine — does a bigger rewording move the audio more?
         notes: Things a reader must know (random weights, unfinished work).
     """
@@ -102,13 +104,13 @@ class ExperimentReport:
         return [r for r in self.rows if r.table == name]
 
 
-def set_name(method: str, batch: int) -> str:
-    return f"{method}, batch {batch}"
+def set_name(method: str, tier: int) -> str:
+    return f"{method}, tier {tier}"
 
 
 def _set_order(name: str) -> tuple[int, int, str]:
-    method, batch = name.rsplit(", batch ", 1)
-    return (method == "token", int(batch), method)
+    method, tier = name.rsplit(", tier ", 1)
+    return (method == "token", int(tier), method)
 
 
 def collect_units(out_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], int, list[str], list[str]]:
@@ -181,7 +183,7 @@ def _seed_pairs(out_dir: Path, units: Sequence[dict[str, Any]], names: Sequence[
     for pid, latents in by_prompt.items():
         for p in metrics.seed_pairs(latents):
             u = info[(pid, p.variant_a)]
-            out.append({"set": set_name(u["method"], u["batch"]), "category": u["category"],
+            out.append({"set": set_name(u["method"], tier_of(u)), "category": u["category"],
                         **{m: getattr(p, m) for m in names}})
     return out
 
@@ -221,11 +223,12 @@ def build_report(out_dir: str | Path, write: bool = True) -> ExperimentReport:
     wanted = [m for m in PAIR_METRICS if m in cfg["metrics"]]
     conf, n_boot = float(cfg["confidence"]), int(cfg["n_boot"])
     for u in units:
-        u["set"] = set_name(u["method"], u["batch"])
+        u["tier"] = tier_of(u)
+        u["set"] = set_name(u["method"], u["tier"])
     pairs = [{**{c: u.get(c) for c in PAIR_COLUMNS}, "set": u["set"]} for u in units if u["variant"] != "baseline"]
     clips = [{**{c: u.get(c) for c in KEY_COLUMNS + ("audio", "latent")}, **(u.get("reconstruction") or {}),
               "set": u["set"]} for u in units]
-    rows = _summaries("by_batch", pairs, None, wanted, conf, n_boot)
+    rows = _summaries("by_tier", pairs, None, wanted, conf, n_boot)
     rows += _summaries("by_category", pairs, "category", wanted, conf, n_boot)
     rows += _summaries("by_complexity", pairs, "complexity", wanted, conf, n_boot)
     latent = [m for m in LATENT_METRICS if m in wanted]
@@ -285,7 +288,7 @@ def _md_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str
 
 
 def table_cells(r: TableRow, with_group: bool = False) -> list[str]:
-    """A row as the thesis's columns plus the interval: metric, batch, (group), mean, std, variance, n, CI."""
+    """A row as the thesis's columns plus the interval: metric, tier, (group), mean, std, variance, n, CI."""
     cells = [TITLES.get(r.metric, r.metric), r.set] + ([r.group] if with_group else [])
     return cells + [fmt(r.mean), fmt(r.std), fmt(r.variance), str(r.n), f"[{fmt(r.ci_low)}, {fmt(r.ci_high)}]"]
 
@@ -301,8 +304,8 @@ def markdown(report: ExperimentReport) -> str:
              "more different (↓); L2 and MSE: higher is more different (↑). Intervals: percentile bootstrap "
              "of the mean.", ""]
     sections = [
-        ("Audio vs baseline, by batch (thesis Tables 5.1 and 5.3)", "by_batch", [m for m in LATENT_METRICS]),
-        ("Text prompt vs baseline, by batch (thesis Table 5.2)", "by_batch", ["text_cosine"]),
+        ("Audio vs baseline, by rewording tier (thesis Tables 5.1 and 5.3: its batches)", "by_tier", [m for m in LATENT_METRICS]),
+        ("Text prompt vs baseline, by rewording tier (thesis Table 5.2)", "by_tier", ["text_cosine"]),
         ("Generation variance: same prompt and wording, different seeds", "seed_variance", list(LATENT_METRICS)),
         ("Reconstruction through the VAE (thesis Table 5.4)", "reconstruction", list(RECONSTRUCTION_METRICS)),
     ]
@@ -327,7 +330,7 @@ def markdown(report: ExperimentReport) -> str:
 
 
 def write_charts(report: ExperimentReport, folder: Path, seed_records: Sequence[dict[str, Any]] = ()) -> list[Path]:
-    """``distributions.html`` (each score per batch, with seed variance beside it) and
+    """``distributions.html`` (each score per rewording tier, with seed variance beside it) and
     ``text_vs_audio.html`` (text cosine against latent cosine, one point per variant clip).
 
     The charts load ``plotly.min.js`` from their own folder (written once), so they work offline.
@@ -352,7 +355,7 @@ def write_charts(report: ExperimentReport, folder: Path, seed_records: Sequence[
             if values:
                 fig.add_trace(go.Box(y=values, name=s, boxmean=True, legendgroup=s, showlegend=col == 1,
                                      marker_color=palette[k % len(palette)]), row=1, col=col)
-    fig.update_layout(title=f"{report.name}: scores vs the baseline, per batch", height=520)
+    fig.update_layout(title=f"{report.name}: scores vs the baseline, per rewording tier", height=520)
     paths.append(_write_figure(fig, folder / "distributions.html", "distributions"))
     scatter = go.Figure()
     for k, s in enumerate(sets):

@@ -1,6 +1,6 @@
 """Batch experiments over a prompt file: the thesis tables, resumable, on one GPU or many.
 
-For every selected prompt: reword it (batch 1 = light, batch 2 = strong; cached per prompt),
+For every selected prompt: reword it (tier 1 = light, tier 2 = strong, the thesis's batches; cached per prompt),
 optionally add learned-token prompts, generate baseline and variants from identical noise per
 seed, encode every clip with the backend's VAE and score each variant against the baseline of
 the same seed. Work is kept as one small file set per (prompt, variant, seed) *unit*::
@@ -47,7 +47,8 @@ from recap.experiment.config import (  # noqa: F401  (ExperimentConfig and frien
     select_prompts,
     write_prompts,
 )
-from recap.generation.grid import GenerationConfig, Variant
+from recap.generation.grid import GenerationConfig
+from recap.variants import Variant, tier_of
 from recap.paths import atomic_write_bytes, atomic_write_json, safe_name
 from recap.generation.runs import read_json
 
@@ -76,21 +77,21 @@ def plan_variants(baseline: str, rewordings: Sequence[dict[str, Any]], placehold
     """Baseline, its rewordings, then each (token, template) applied to all of those.
 
     Args:
-        rewordings: ``{"label", "prompt", "method", "batch"}`` per rewording (the recaption cache).
+        rewordings: ``{"label", "prompt", "method", "tier"}`` per rewording (the recaption cache).
         placeholders: Learned-token placeholders, in config order.
 
     Returns:
-        Variants; a token variant is labelled ``tok<i>t<j>-<source label>`` and keeps the batch of
+        Variants; a token variant is labelled ``tok<i>t<j>-<source label>`` and keeps the tier of
         its source prompt, with method "token" (the thesis's TI batches 0, 1, 2).
     """
     base = [Variant("baseline", baseline, "baseline", 0)] + [
-        Variant(r["label"], r["prompt"], r["method"], int(r["batch"])) for r in rewordings]
+        Variant(r["label"], r["prompt"], r["method"], tier_of(r)) for r in rewordings]
     out = list(base)
     for i, placeholder in enumerate(placeholders, 1):
         for j, template in enumerate(templates, 1):
             for v in base:
                 text = template.format(prompt=v.prompt.rstrip().rstrip("."), token=placeholder)
-                out.append(Variant(f"tok{i}t{j}-{v.label}", text, "token", v.batch))
+                out.append(Variant(f"tok{i}t{j}-{v.label}", text, "token", v.tier))
     return out
 
 
@@ -139,7 +140,7 @@ def rewordings_for(row: PromptRow, config: ExperimentConfig, out_dir: Path, back
     for distance in config.distances:
         result = recaption(row.prompt, dataclasses.replace(config.recaption, distance=distance), backend, api_key=api_key)
         records.append(result.to_dict())
-        variants += [{"label": v.label, "prompt": v.prompt, "method": v.method, "batch": v.batch}
+        variants += [{"label": v.label, "prompt": v.prompt, "method": v.method, "tier": v.tier}
                      for v in result.to_variants()[1:]]
     if not variants:
         log.warning("prompt %s: no rewording could be made of %r", row.id, row.prompt)
@@ -422,7 +423,7 @@ def _write_unit(out_dir: Path, row: PromptRow, v: Variant, seed: int, audio: Any
     atomic_write_bytes(folder / f"{stem}.safetensors", save({"z": z}))
     record = {
         "format": UNIT_FORMAT, "prompt_id": row.id, "category": row.category, "complexity": row.complexity,
-        "variant": v.label, "prompt": v.prompt, "method": v.method, "batch": v.batch, "seed": seed,
+        "variant": v.label, "prompt": v.prompt, "method": v.method, "tier": v.tier, "seed": seed,
         "audio": f"{stem}.wav" if config.save_audio else None, "latent": f"{stem}.safetensors",
         "latent_shape": list(z.shape),
         **{m: score[m] for m in PAIR_METRICS}, "reconstruction": score["reconstruction"],

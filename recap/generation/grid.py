@@ -28,13 +28,13 @@ from recap.backends.speed import clips_per_batch, free_memory
 from recap.errors import BadInput
 from recap.limits import LIMITS, finite, whole
 from recap.paths import atomic_write_json, safe_name, sha256_file
+from recap.variants import MAX_TIER, METHODS, TIER_LIGHT, Variant
 from recap.generation.runs import ClipRecord, RunManifest, clip_stem, new_run_id, versions
 
 log = logging.getLogger(__name__)
 
 # progress(done_clips, total_clips, message); done may be fractional within a batch
 Progress = Callable[[float, int, str], None]
-METHODS = ("baseline", "manual", "synonym", "llm", "multi-turn", "token")
 MAX_PROMPT_CHARS = 1000
 MAX_LABEL_CHARS = 64
 # Seeds seed numpy-compatible generators (32 bits) and are written into file names.
@@ -64,23 +64,6 @@ class WorkLimit:
 # The bound every grid and sweep is held to unless its caller says otherwise (a batch experiment,
 # bounded by its own counts, passes None).
 REQUEST_LIMIT = WorkLimit()
-
-
-@dataclass
-class Variant:
-    """One prompt of the comparison.
-
-    Attributes:
-        label: Unique, file-name safe name ("baseline", "reword-1a", "ti").
-        prompt: The text (may contain learned-token placeholders).
-        method: How it was made: baseline / manual / synonym / llm / multi-turn / token.
-        batch: 0 = baseline, 1 = light rewording, 2 = strong rewording (the thesis's batches).
-    """
-
-    label: str
-    prompt: str
-    method: str = "manual"
-    batch: int = 0
 
 
 @dataclass
@@ -166,10 +149,10 @@ class GridResult:
         return next(c for c in self.clips if c.variant.label == label and c.seed == seed)
 
 
-def make_variants(baseline: str, others: Sequence[str], method: str = "manual", batch: int = 1) -> list[Variant]:
+def make_variants(baseline: str, others: Sequence[str], method: str = "manual", tier: int = TIER_LIGHT) -> list[Variant]:
     """Baseline plus labelled variants ``variant-1``, ``variant-2``, ..."""
     return [Variant("baseline", baseline, "baseline", 0)] + [
-        Variant(f"variant-{i}", p, method, batch) for i, p in enumerate(others, 1)
+        Variant(f"variant-{i}", p, method, tier) for i, p in enumerate(others, 1)
     ]
 
 
@@ -275,8 +258,8 @@ def check_variants(variants: Sequence[Variant]) -> None:
             raise BadInput(f"label {v.label!r} is used twice")
         if v.method not in METHODS:
             raise BadInput(f"variant {v.label!r}: unknown method {_short(v.method)} (one of {', '.join(METHODS)})")
-        if not isinstance(v.batch, int) or isinstance(v.batch, bool) or not 0 <= v.batch <= 99:
-            raise BadInput(f"variant {v.label!r}: batch must be a whole number from 0 to 99, got {_short(v.batch)}")
+        if not isinstance(v.tier, int) or isinstance(v.tier, bool) or not 0 <= v.tier <= MAX_TIER:
+            raise BadInput(f"variant {v.label!r}: tier must be a whole number from 0 to {MAX_TIER}, got {_short(v.tier)}")
         seen.add(v.label)
 
 

@@ -195,8 +195,9 @@ def _check_manifest(data: Any, run_dir: Path) -> RunManifest:
     for v in variants:
         _need(_is_name(v.get("label")), where, "a variant label is not a folder-safe name")
         _need(isinstance(v.get("prompt"), str), where, f"variant {v['label']!r} has no prompt text")
-        _need(isinstance(v.get("method", ""), str) and _is_int(v.get("batch", 0)), where,
-              f"variant {v['label']!r} has a bad method or batch")
+        # manifests written before the rename call the tier "batch"
+        _need(isinstance(v.get("method", ""), str) and _is_int(v.get("tier", v.get("batch", 0))), where,
+              f"variant {v['label']!r} has a bad method or tier")
         labels.append(v["label"])
     _need(len(set(labels)) == len(labels), where, "variant labels repeat")
     seeds = data["seeds"]

@@ -300,7 +300,7 @@ class SummaryRow:
     """One line of a thesis-style table: a metric summarised over a group of values.
 
     ``table`` names the table (e.g. vs_baseline, seed_variance, text, reconstruction);
-    ``group_kind`` is variant, batch or all.
+    ``group_kind`` is variant, tier (rewording tier) or all.
     """
 
     table: str
@@ -322,26 +322,26 @@ Group = tuple[str, str, list[Mapping[str, Any]]]
 def group_items(
     items: Sequence[Mapping[str, Any]],
     labels: Sequence[str],
-    batch_of: Mapping[str, int],
+    tiers: Mapping[str, int],
     label_field: str,
     with_all: bool = False,
 ) -> list[Group]:
-    """Groups measurement records per variant, then per batch (the thesis's grouping).
+    """Groups measurement records per variant, then per rewording tier (the thesis's batches).
 
     Args:
         items: records (dicts) holding a variant label under ``label_field``.
         labels: variants to report, in display order.
-        batch_of: batch number of each variant (0 baseline, 1 light, 2 strong rewording).
+        tiers: rewording tier of each variant (:data:`recap.variants.TIER_NAMES`).
         label_field: key of the variant label in each record.
         with_all: add one group with every item.
 
     Returns:
-        Non-empty groups: each variant, then "batch k" for each batch, then "all".
+        Non-empty groups: each variant, then "tier k" for each tier, then "all".
     """
     groups: list[Group] = [("variant", lb, [x for x in items if x[label_field] == lb]) for lb in labels]
-    for b in sorted({batch_of[lb] for lb in labels}):
-        groups.append(("batch", f"batch {b}", [x for x in items if x[label_field] in labels
-                                               and batch_of[x[label_field]] == b]))
+    for t in sorted({tiers[lb] for lb in labels}):
+        groups.append(("tier", f"tier {t}", [x for x in items if x[label_field] in labels
+                                             and tiers[x[label_field]] == t]))
     if with_all:
         groups.append(("all", "all", list(items)))
     return [g for g in groups if g[2]]

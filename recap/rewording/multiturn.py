@@ -24,8 +24,8 @@ from recap.rewording import llm
 from recap.errors import BadInput
 from recap.limits import LIMITS, text
 from recap.rewording.llm import LLMError
+from recap.variants import TIER_OF_DISTANCE
 from recap.rewording.recaption import (
-    BATCH_OF_DISTANCE,
     FLAG_SALVAGED,
     RULES,
     RecaptionConfig,
@@ -197,9 +197,9 @@ def fuse_parts(
     system = config.system_prompt or default_fuse_prompt(config.distance, config.custom_instruction)
     parsed, record = ask_for_list(endpoint, config, system, f"{described}\n\nWrite {config.n} prompts.", "fuse",
                                   stop)
-    batch = BATCH_OF_DISTANCE[config.distance]
+    tier = TIER_OF_DISTANCE[config.distance]
     flags = [FLAG_SALVAGED] if parsed.salvaged else []
-    variants = [Rewording(t, "multi-turn", config.distance, batch, flags=list(flags)) for t in parsed.items]
+    variants = [Rewording(t, "multi-turn", config.distance, tier, flags=list(flags)) for t in parsed.items]
     config = dataclasses.replace(resolved_config(config, endpoint), method="multi-turn")
     kept, dropped = check_rewordings(parts.prompt, variants, config, backend)
     return RecaptionResult(

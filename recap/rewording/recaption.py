@@ -2,8 +2,8 @@
 
 The thesis reworded each baseline prompt in two batches of growing distance: batch 1 swaps a
 few words for synonyms, batch 2 rewords most of it (sections 4.2-4.3, Table 4.1). Here the
-distance is ``light`` (batch 1), ``strong`` (batch 2) or ``custom`` (the user's instruction,
-batch 3). The LLM path asks any OpenAI-compatible endpoint; the synonym path needs no API and
+distance is ``light`` (tier 1, the thesis's batch 1), ``strong`` (tier 2) or ``custom`` (the
+user's instruction, tier 3); :mod:`recap.variants` defines the tiers. The LLM path asks any OpenAI-compatible endpoint; the synonym path needs no API and
 is the default when no endpoint is configured. The multi-turn path (Resonating Visuals, ch. 4)
 first extracts the prompt's parts, lets the user edit them, then fuses them into rewordings.
 
@@ -32,19 +32,16 @@ from recap.limits import LIMITS, finite, text, whole
 from recap.rewording.llm import CallOptions, Endpoint, LLMError, check_endpoint_url, same_endpoint
 from recap.rewording.checks import named_entities, normalise_prompt, text_cosines, word_edit_distance
 from recap.rewording.synonyms import synonym_variants
+from recap.variants import DISTANCES, REWORDING_METHODS, TIER_OF_DISTANCE, Variant
 
 if TYPE_CHECKING:
     from recap.backends.base import AudioBackend
     from recap.config import Settings
-    from recap.generation.grid import Variant
     from recap.rewording.multiturn import PromptParts
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "recap.rewording.recaption/1"
-DISTANCES = ("light", "strong", "custom")
-METHODS = ("auto", "llm", "synonym", "multi-turn")
-BATCH_OF_DISTANCE = {"light": 1, "strong": 2, "custom": 3}
 MAX_N = 20
 MAX_SEED = 2**32 - 1
 MAX_RETRIES = 10
@@ -98,7 +95,7 @@ class RecaptionConfig:
 
     Attributes:
         n: Rewordings wanted per prompt (1..20).
-        distance: "light" (batch 1), "strong" (batch 2) or "custom" (batch 3, LLM only).
+        distance: "light" (tier 1), "strong" (tier 2) or "custom" (tier 3, LLM only).
         custom_instruction: What to do for "custom", e.g. "describe it as heard underwater".
         system_prompt: The system prompt to send; None uses the default for the distance
             (:func:`default_system_prompt`). For multi-turn it is the fusion stage's prompt.
@@ -141,8 +138,8 @@ class RecaptionConfig:
         text("custom_instruction", self.custom_instruction)
         if self.distance == "custom" and not (self.custom_instruction or "").strip():
             raise BadInput("distance 'custom' needs a custom_instruction")
-        if self.method not in METHODS:
-            raise BadInput(f"method must be one of {METHODS}; got {_shown(self.method)}")
+        if self.method not in REWORDING_METHODS:
+            raise BadInput(f"method must be one of {REWORDING_METHODS}; got {_shown(self.method)}")
         if self.method == "synonym" and self.distance == "custom":
             raise BadInput("the synonym rewriter knows only 'light' and 'strong'; 'custom' needs an LLM")
         text("system_prompt", self.system_prompt)
@@ -174,7 +171,7 @@ class Rewording:
     text: str
     method: str
     distance: str
-    batch: int
+    tier: int
     flags: list[str] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)  # synonym swaps, "old -> new"
     text_cosine: float | None = None  # vs the baseline, with the backend's text encoder
@@ -213,16 +210,14 @@ class RecaptionResult:
         }
 
     def labels(self) -> list[str]:
-        """File-safe labels: "baseline", then "reword-<batch><a, b, ...>" per variant."""
-        return ["baseline"] + [f"reword-{v.batch}{_letters(i)}" for i, v in enumerate(self.variants)]
+        """File-safe labels: "baseline", then "reword-<tier><a, b, ...>" per variant."""
+        return ["baseline"] + [f"reword-{v.tier}{_letters(i)}" for i, v in enumerate(self.variants)]
 
     def to_variants(self) -> list[Variant]:
-        """The baseline and the rewordings as :class:`recap.generation.grid.Variant` for a run."""
-        from recap.generation.grid import Variant
-
+        """The baseline and the rewordings as :class:`recap.variants.Variant` for a run."""
         out = [Variant("baseline", self.baseline, "baseline", 0)]
         for label, v in zip(self.labels()[1:], self.variants):
-            out.append(Variant(label, v.text, v.method, v.batch))
+            out.append(Variant(label, v.text, v.method, v.tier))
         return out
 
 
@@ -477,7 +472,7 @@ def recaption(
     t0 = time.monotonic()
 
     # 2. Make the rewordings
-    batch = BATCH_OF_DISTANCE[config.distance]
+    tier = TIER_OF_DISTANCE[config.distance]
     if method == "synonym":
         made = synonym_variants(prompt, config.n, config.distance, config.seed)
         variants = [
@@ -485,7 +480,7 @@ def recaption(
                 v.text,
                 "synonym",
                 config.distance,
-                batch,
+                tier,
                 changes=[f"{c.original} -> {c.replacement}" for c in v.changes],
             )
             for v in made
@@ -503,7 +498,7 @@ def recaption(
         user = f"Sound description: {prompt}\nWrite {config.n} rewordings."
         parsed, record = ask_for_list(endpoint, config, system, user, "reword", stop)
         flags = [FLAG_SALVAGED] if parsed.salvaged else []
-        variants = [Rewording(t, "llm", config.distance, batch, flags=list(flags)) for t in parsed.items]
+        variants = [Rewording(t, "llm", config.distance, tier, flags=list(flags)) for t in parsed.items]
         config = dataclasses.replace(resolved_config(config, endpoint), method="llm")
         result = RecaptionResult(prompt, variants, "llm", config, exchange=[record], system_prompt=system)
 

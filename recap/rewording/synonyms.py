@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from recap.rewording.wordnet import WORDNET_LOCK, load_wordnet
+from recap.variants import SYNONYM_DISTANCES
 
 logger = logging.getLogger(__name__)
 
-DISTANCES = ("light", "strong")
 # Share of the replaceable words each distance changes (at least one / two words).
 _SHARE = {"light": 0.25, "strong": 0.75}
 _MIN_CHANGES = {"light": 1, "strong": 2}
@@ -330,8 +330,8 @@ def synonym_variants(
         raise ValueError(f"prompt must be a non-empty string; got {prompt!r}")
     if n < 1:
         raise ValueError(f"n must be at least 1; got {n}")
-    if distance not in DISTANCES:
-        raise ValueError(f"distance must be one of {DISTANCES} for the synonym rewriter; got {distance!r}")
+    if distance not in SYNONYM_DISTANCES:
+        raise ValueError(f"distance must be one of {SYNONYM_DISTANCES} for the synonym rewriter; got {distance!r}")
     wn = load_wordnet(wordnet_root)
     tokens = tokenize(prompt)
     with WORDNET_LOCK:

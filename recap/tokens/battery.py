@@ -32,7 +32,8 @@ import numpy as np
 from recap.metrics import similarity as metrics
 from recap.audio_io import Clip, write_wav
 from recap.backends.base import AudioBackend
-from recap.generation.grid import GenerationConfig, GridResult, Progress, Variant, generate_grid, save_run
+from recap.generation.grid import GenerationConfig, GridResult, Progress, generate_grid, save_run
+from recap.variants import TIER_LIGHT, Variant
 from recap.tokens.files import LearnedToken
 from recap.paths import atomic_write_bytes, atomic_write_json
 from recap.generation.runs import RunManifest
@@ -129,11 +130,11 @@ def battery_variants(templates: Sequence[str], placeholder: str, word: str | Non
                      with_class_prompts: bool = False) -> list[Variant]:
     """``edit-NN`` = template NN with the token (method "token"); ``class-NN`` = with ``word`` (method "manual")."""
     templates = check_templates(templates)
-    variants = [Variant(f"edit-{i:02d}", fill(t, placeholder), "token", 1) for i, t in enumerate(templates, 1)]
+    variants = [Variant(f"edit-{i:02d}", fill(t, placeholder), "token", TIER_LIGHT) for i, t in enumerate(templates, 1)]
     if with_class_prompts:
         if not word:
             raise ValueError("class-word prompts need a class word (the token has no init word; give one)")
-        variants += [Variant(f"class-{i:02d}", fill(t, word), "manual", 1) for i, t in enumerate(templates, 1)]
+        variants += [Variant(f"class-{i:02d}", fill(t, word), "manual", TIER_LIGHT) for i, t in enumerate(templates, 1)]
     return variants
 
 

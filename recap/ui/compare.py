@@ -36,8 +36,8 @@ from recap.backends.registry import get_spec
 from recap.ui.context import AppContext, SessionJobs
 from recap.ui.runview import PAIR_HEADERS, SUMMARY_HEADERS
 
-# Cells of the prompt table: label, method, batch, prompt, text cosine, word edits, flags.
-TABLE_COLUMNS = ("label", "method", "batch", "prompt", "text cosine", "word edits", "flags")
+# Cells of the prompt table: label, method, tier, prompt, text cosine, word edits, flags.
+TABLE_COLUMNS = ("label", "method", "tier", "prompt", "text cosine", "word edits", "flags")
 MAX_CELL_CHARS = 1000  # recap.generation.grid.MAX_PROMPT_CHARS (not imported: it loads the model libraries)
 MAX_SEEDS_TEXT = 200
 RUNS_SHOWN = 200  # a local run browser lists the newest this many
@@ -52,7 +52,7 @@ def chosen_variants(rows: Any, selected: list[str] | None, baseline_text: str = 
     Raises:
         ValueError: an invalid table (see ``check_rows``), or nothing to compare with.
     """
-    from recap.generation.grid import Variant
+    from recap.variants import Variant
     from recap.ui.prompt import check_rows, set_baseline
 
     rows = check_rows(set_baseline(rows, baseline_text) if not table_rows(rows) else rows)
@@ -82,7 +82,7 @@ def raw_table(payload: Any) -> list[list[Any]]:
         return []
     data = payload.get("data") if isinstance(payload, dict) else payload
     if not isinstance(data, list) or not all(isinstance(r, list) and len(r) <= 2 * len(TABLE_COLUMNS) for r in data):
-        raise BadInput("the variant table must be a list of rows (label, method, batch, prompt, ...)")
+        raise BadInput("the variant table must be a list of rows (label, method, tier, prompt, ...)")
     rows = [r for r in data if any(c not in (None, "") for c in r)]  # the page sends blank rows too
     if len(rows) > LIMITS.variants:
         raise BadInput(f"the variant table has {len(rows):,} rows; one grid takes at most {LIMITS.variants}")

@@ -29,6 +29,7 @@ from recap.rewording.multiturn import (
     fuse_parts,
 )
 from recap.paths import safe_name
+from recap.variants import METHODS, TIER_HELP, TIER_MANUAL, TIER_TOKEN
 from recap.rewording.recaption import (
     FLAG_TOO_LONG,
     MAX_MODEL_CHARS,
@@ -45,12 +46,10 @@ from recap.ui.context import AppContext, SessionJobs, close_session
 if TYPE_CHECKING:
     from recap.config import Settings
 
-HEADERS = ("label", "method", "batch", "prompt", "text cosine", "word edits", "flags")
-BATCH_MANUAL, BATCH_TOKEN = 4, 5
-BATCH_HELP = "batch: 0 baseline · 1 light · 2 strong · 3 custom rewording · 4 written by hand · 5 learned token"
+HEADERS = ("label", "method", "tier", "prompt", "text cosine", "word edits", "flags")
 METHOD_CHOICES = (("Synonyms (offline, no API key)", "synonym"), ("LLM", "llm"),
                   ("Multi-turn LLM (extract parts, edit, fuse)", "multi-turn"))
-DISTANCE_CHOICES = (("light (batch 1)", "light"), ("strong (batch 2)", "strong"), ("custom (LLM only)", "custom"))
+DISTANCE_CHOICES = (("light (tier 1)", "light"), ("strong (tier 2)", "strong"), ("custom (LLM only)", "custom"))
 _PLACEHOLDER = "{instruction}"
 MAX_KEY_CHARS = 500
 ENDPOINTS_OFF = ("Off on this server: its own endpoint is used. The owner can allow typed endpoints with "
@@ -80,7 +79,7 @@ def result_rows(result: RecaptionResult) -> list[list[Any]]:
     rows = [["baseline", "baseline", 0, result.baseline, 1.0, 0, ""]]
     for label, v in zip(result.labels()[1:], result.variants):
         cos = None if v.text_cosine is None else round(v.text_cosine, 4)
-        rows.append([label, v.method, v.batch, v.text, cos, v.word_edits, "; ".join(v.flags)])
+        rows.append([label, v.method, v.tier, v.text, cos, v.word_edits, "; ".join(v.flags)])
     return rows
 
 
@@ -90,17 +89,17 @@ def _norm_row(row: list[Any]) -> list[Any]:
 
 
 def check_rows(rows: list[list[Any]]) -> list[list[Any]]:
-    """Validates an edited table; returns it normalised (labels file-safe, batches whole numbers).
+    """Validates an edited table; returns it normalised (labels file-safe, tiers whole numbers).
 
     Raises:
-        ValueError: naming the row with an empty or over-long prompt, a bad label or batch,
+        ValueError: naming the row with an empty or over-long prompt, a bad label or tier,
             a repeated label, or no baseline row.
     """
-    from recap.generation.grid import MAX_PROMPT_CHARS, METHODS
+    from recap.generation.grid import MAX_PROMPT_CHARS
 
     out, seen = [], set()
     for i, row in enumerate(table_rows(rows), 1):
-        label, method, batch, prompt, *rest = _norm_row(row)
+        label, method, tier, prompt, *rest = _norm_row(row)
         label, prompt = str(label or "").strip(), str(prompt or "").strip()
         if not prompt:
             raise ValueError(f"row {i} ({label or 'no label'}) has an empty prompt")
@@ -115,10 +114,10 @@ def check_rows(rows: list[list[Any]]) -> list[list[Any]]:
         if method not in METHODS:
             raise ValueError(f"row {i} ({label}): method {method!r} is not one of {', '.join(METHODS)}")
         try:
-            batch = int(float(batch if batch not in (None, "") else BATCH_MANUAL))
+            tier = int(float(tier if tier not in (None, "") else TIER_MANUAL))
         except (TypeError, ValueError):
-            raise ValueError(f"row {i} ({label}): batch {batch!r} is not a whole number ({BATCH_HELP})") from None
-        out.append([label, method, batch, prompt, *rest])
+            raise ValueError(f"row {i} ({label}): tier {tier!r} is not a whole number ({TIER_HELP})") from None
+        out.append([label, method, tier, prompt, *rest])
     if out and "baseline" not in seen:
         raise ValueError("the table has no row labelled 'baseline'; every comparison is made against it")
     return out
@@ -156,8 +155,8 @@ def add_variant(rows: Any, text: str, placeholders: list[str] | tuple[str, ...] 
     k = 1 + sum(1 for t in taken if t.startswith(f"{stem}-"))
     while f"{stem}-{k}" in taken:
         k += 1
-    method, batch = ("token", BATCH_TOKEN) if uses_token else ("manual", BATCH_MANUAL)
-    return [*current, [f"{stem}-{k}", method, batch, text, None, None, ""]]
+    method, tier = ("token", TIER_TOKEN) if uses_token else ("manual", TIER_MANUAL)
+    return [*current, [f"{stem}-{k}", method, tier, text, None, None, ""]]
 
 
 def remove_variant(rows: Any, label: str) -> list[list[Any]]:
@@ -348,7 +347,7 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
     table = gr.Dataframe(headers=list(HEADERS), type="array", interactive=True, wrap=True, label="Variants",
                          datatype=["str", "str", "number", "str", "number", "number", "str"],
                          column_count=len(HEADERS), elem_id="variants-table")
-    gr.Markdown(f"<small>{BATCH_HELP}. Text cosine: mean-pooled text-encoder embeddings of the prompt and the "
+    gr.Markdown(f"<small>{TIER_HELP}. Text cosine: mean-pooled text-encoder embeddings of the prompt and the "
                 "baseline; after editing a prompt press *Rescore*.</small>")
     with gr.Row():
         add_box = gr.Textbox(label="Add a prompt", placeholder="a recording of <my-bell> on a tin roof", scale=3)
