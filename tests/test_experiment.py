@@ -296,7 +296,7 @@ def test_two_processes_split_the_work_and_merge_without_duplicates(reference, tm
 def test_llm_rewordings_are_cached_per_prompt_and_keys_are_not_stored(tiny, tmp_path, monkeypatch):
     from openai_stub import OpenAIStub, Reply
 
-    from recap.rewording.recaption import default_system_prompt
+    from recap.rewording.base import default_system_prompt
 
     secret = "sk-test-never-stored-0123456789"
     monkeypatch.setenv("OPENAI_API_KEY", secret)

@@ -14,7 +14,7 @@ from openai_stub import OpenAIStub, Reply
 from recap.rewording.llm import LLMError, parse_list_answer
 from recap.rewording.multiturn import extract_parts, fuse_parts
 from recap.rewording.checks import text_cosine, word_edit_distance
-from recap.rewording.recaption import (
+from recap.rewording.base import (
     FLAG_DUPLICATE,
     FLAG_SALVAGED,
     FLAG_SAME_AS_BASELINE,
@@ -22,8 +22,8 @@ from recap.rewording.recaption import (
     STRONG_SYSTEM_PROMPT,
     RecaptionConfig,
     default_system_prompt,
-    recaption,
 )
+from recap.rewording.recaption import recaption
 from recap.rewording.wordnet import wordnet_available
 
 SECRET = "sk-test-5ecret-do-not-leak-0123456789"

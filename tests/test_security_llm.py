@@ -26,7 +26,8 @@ from recap.config import Settings
 from recap.errors import BadInput, Cancelled
 from recap.limits import LIMITS
 from recap.rewording.llm import SERVER_ENDPOINT, CallOptions, Endpoint, LLMError, chat
-from recap.rewording.recaption import RecaptionConfig, llm_endpoint, recaption
+from recap.rewording.base import RecaptionConfig, llm_endpoint
+from recap.rewording.recaption import recaption
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402

@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from recap.rewording.llm import LLMError
 from recap.paths import atomic_write_bytes, atomic_write_json
-from recap.rewording.recaption import RecaptionConfig, RecaptionResult, recaption
+from recap.rewording.base import RecaptionConfig, RecaptionResult
+from recap.rewording.recaption import recaption
 from recap.variants import DISTANCES, REWORDING_METHODS
 from recap.rewording.wordnet import WordNetMissingError
 

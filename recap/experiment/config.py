@@ -23,7 +23,7 @@ from recap.errors import BadInput
 from recap.generation.grid import MAX_BATCH, MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_SECONDS, MAX_SEED, check_prompt
 from recap.limits import LIMITS
 from recap.paths import atomic_write_bytes, safe_name
-from recap.rewording.recaption import RecaptionConfig
+from recap.rewording.base import RecaptionConfig
 from recap.variants import DISTANCES
 
 PAIR_METRICS = ("text_cosine", "cosine", "l2", "l2_raw", "mse")

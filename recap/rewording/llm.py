@@ -8,7 +8,7 @@ A public server makes these calls for strangers, so each one is bounded and says
 
 - the API key goes to the client and nowhere else, and is scrubbed from every message and record
   in case a server echoes it back (which key may go to which endpoint is decided where the
-  :class:`Endpoint` is built, :func:`recap.rewording.recaption.llm_endpoint`);
+  :class:`Endpoint` is built, :func:`recap.rewording.base.llm_endpoint`);
 - an answer is read up to ``LIMITS.llm_answer_bytes``, uncompressed, and refused beyond that
   while it arrives; all tries together end within ``LIMITS.llm_total_s``, and a ``stop`` event
   ends them at once;

@@ -17,15 +17,15 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from recap.rewording import llm
 from recap.errors import BadInput
-from recap.limits import LIMITS, text
 from recap.rewording.llm import LLMError
 from recap.variants import TIER_OF_DISTANCE
-from recap.rewording.recaption import (
+from recap.rewording.base import (
+    PART_NAMES,
+    PromptParts,
     FLAG_SALVAGED,
     RULES,
     RecaptionConfig,
@@ -43,8 +43,6 @@ if TYPE_CHECKING:
     from recap.backends.base import AudioBackend
     from recap.config import Settings
 
-PART_NAMES = ("source", "action", "setting", "perspective", "texture")
-MAX_PART_CHARS = LIMITS.text_chars // 4  # a part is a phrase
 
 EXTRACT_SYSTEM_PROMPT = (
     "Break the user's sound description into its parts. Answer only with JSON with these keys: "
@@ -84,44 +82,6 @@ def default_fuse_prompt(distance: str, custom_instruction: str | None = None) ->
         raise BadInput(f"distance must be one of {tuple(_FUSE_DISTANCE)}; got {str(distance)[:40]!r}")
     hint = _FUSE_DISTANCE[distance].replace("{instruction}", (custom_instruction or "").strip())
     return FUSE_SYSTEM_PROMPT.replace("{distance}", hint)
-
-
-@dataclass
-class PromptParts:
-    """The parts of a prompt (stage 1), editable before fusion.
-
-    ``extracted`` keeps what the model first answered, so edits stay visible in the record.
-    """
-
-    prompt: str
-    source: str = ""
-    action: str = ""
-    setting: str = ""
-    perspective: str = ""
-    texture: str = ""
-    extracted: dict[str, str] = field(default_factory=dict)
-    system_prompt: str = ""
-    exchange: list[dict[str, Any]] = field(default_factory=list)
-
-    def fields(self) -> dict[str, str]:
-        return {k: getattr(self, k) for k in PART_NAMES}
-
-    def describe(self) -> str:
-        """The parts as ``name: value`` lines (empty parts left out): the fusion stage's input."""
-        return "\n".join(f"{k}: {v.strip()}" for k, v in self.fields().items() if v and v.strip())
-
-    def edited(self) -> list[str]:
-        """Names of the parts that differ from what was extracted."""
-        return [k for k, v in self.fields().items() if self.extracted and v != self.extracted.get(k, "")]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"edited": self.edited()}
-
-    def check(self) -> None:
-        """Raises :class:`BadInput` naming a part that is not short text (parts come from a page)."""
-        text("the prompt of the parts", self.prompt)
-        for name, value in self.fields().items():
-            text(f"part {name!r}", value, MAX_PART_CHARS)
 
 
 def extract_parts(prompt: str, config: RecaptionConfig | None = None, *, api_key: str | None = None,

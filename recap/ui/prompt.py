@@ -4,7 +4,7 @@ The table of variants lives in the browser (the Dataframe's value): each visitor
 Pure handlers first (rows in, rows out), Blocks wiring after. An API key typed here is used for
 the call only: no handler returns it, logs it or stores it. Which key may go to which endpoint,
 and whether a visitor may type an endpoint at all, is decided in the core
-(:func:`recap.rewording.recaption.llm_endpoint`, with ``visitor=True``); every other value from the page is
+(:func:`recap.rewording.base.llm_endpoint`, with ``visitor=True``); every other value from the page is
 bounded here, with a sentence that names it.
 """
 
@@ -20,26 +20,21 @@ import gradio as gr
 from recap.errors import BadInput
 from recap.limits import LIMITS, text, whole
 from recap.rewording.llm import MAX_URL_CHARS
-from recap.rewording.multiturn import (
-    EXTRACT_SYSTEM_PROMPT,
-    PART_NAMES,
-    PromptParts,
-    default_fuse_prompt,
-    extract_parts,
-    fuse_parts,
-)
 from recap.paths import safe_name
-from recap.variants import METHODS, TIER_HELP, TIER_MANUAL, TIER_TOKEN
-from recap.rewording.recaption import (
+from recap.rewording.base import (
     FLAG_TOO_LONG,
     MAX_MODEL_CHARS,
     MAX_N,
     MAX_SEED,
+    PART_NAMES,
+    PromptParts,
     RecaptionConfig,
     RecaptionResult,
     default_system_prompt,
-    recaption,
 )
+from recap.rewording.multiturn import EXTRACT_SYSTEM_PROMPT, default_fuse_prompt, extract_parts, fuse_parts
+from recap.rewording.recaption import recaption
+from recap.variants import METHODS, TIER_HELP, TIER_MANUAL, TIER_TOKEN
 from recap.ui.common import PROMPT_LIMIT, code_text, md_text, table_rows, user_errors
 from recap.ui.context import AppContext, SessionJobs, close_session
 
