@@ -257,6 +257,23 @@ class AudioBackend(ABC):
                 prompt = re.sub(pattern, " ".join(expand_placeholder(placeholder, n)), prompt)
         return prompt
 
+    def unknown_words(self, prompt: str, tokens: TokenVectors | None = None) -> list[str]:
+        """The words of ``prompt`` that the text encoder cannot read, in order, each once.
+
+        A word counts when any piece of it becomes the tokenizer's unknown token: a closed
+        vocabulary (the `toy` model's) reads words it was not trained on as ``<unk>``, so two
+        prompts that differ only there embed alike. Placeholders of ``tokens`` are readable; one
+        that is not loaded is not.
+        """
+        tok = self.tokenizer_for(tokens)
+        unk = getattr(tok, "unk_token_id", None)
+        if unk is None or not isinstance(prompt, str):
+            return []
+        words = self.expand_prompt(prompt, tokens).split()
+        # per word rather than per offset: slow tokenizers have no offsets, and a word is what to show
+        ids = tok(words, add_special_tokens=False, is_split_into_words=False)["input_ids"] if words else []
+        return list(dict.fromkeys(w for w, i in zip(words, ids) if unk in i))
+
     def count_tokens(self, prompt: str, tokens: TokenVectors | None = None) -> int:
         """Number of text-encoder tokens ``prompt`` takes, special tokens included, before truncation."""
         tok = self.tokenizer_for(tokens)
@@ -380,11 +397,17 @@ class AudioBackend(ABC):
         """Estimated accelerator memory one clip adds to a VAE decode (0: unknown)."""
         return 0
 
+    def decode_input_shape(self, latent_shape: Sequence[int], seconds: float | None) -> tuple[int, ...]:
+        """Shape of the latents (without batch) that :meth:`decode` runs its decoder on for ``seconds``
+        of audio: all of ``latent_shape`` unless the backend decodes only what it keeps."""
+        return tuple(int(n) for n in latent_shape)
+
     def decode_batched(self, latents: torch.Tensor, seconds: float | None = None) -> torch.Tensor:
         """:meth:`decode` in as few calls as free memory allows (the decoder, not the denoiser, is
         what peaks: Oobleck's last block runs 128 channels at the full sample rate)."""
         n = latents.shape[0]
-        chunk = clips_per_batch(free_memory(self.device), self.decode_bytes_per_clip(latents.shape[1:]), n, n)
+        per_clip = self.decode_bytes_per_clip(self.decode_input_shape(latents.shape[1:], seconds))
+        chunk = clips_per_batch(free_memory(self.device), per_clip, n, n)
         return torch.cat([self.decode(latents[i : i + chunk], seconds) for i in range(0, n, chunk)])
 
     def content_latents(self, latents: torch.Tensor, seconds: float) -> torch.Tensor:

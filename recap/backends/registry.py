@@ -51,6 +51,11 @@ SAO_DEFAULTS = ModelDefaults(seconds=10.0, steps=100, guidance=7.0)
 AUDIOLDM_DEFAULTS = ModelDefaults(seconds=5.0, steps=10, guidance=2.5)
 
 
+# Prompts of the kind the open-vocabulary models were trained on (AudioCaps / Freesound style).
+_OPEN_EXAMPLES = ("rain on a tin roof", "a dog barking in the distance", "footsteps on gravel",
+                  "a hammer hitting a wooden surface", "an old telephone ringing in an empty room")
+
+
 @dataclass(frozen=True)
 class BackendSpec:
     """One named model: what it is, what a user must know, and how to build it.
@@ -73,6 +78,9 @@ class BackendSpec:
         caveat: What a listener must know about its audio (shown above the UI's tabs).
         builder: ``"module:function"`` that builds the pipeline here (no download) instead of
             ``from_pretrained`` on the hub id; imported only when the model loads.
+        examples: Prompts it follows, for the UI to offer (the first is the placeholder).
+        closed_vocabulary: Its text encoder knows only a fixed list of words and reads every
+            other word as <unk>: rewordings must keep to its words.
     """
 
     name: str
@@ -89,6 +97,8 @@ class BackendSpec:
     description: str = ""
     caveat: str = ""
     builder: str | None = None
+    examples: tuple[str, ...] = _OPEN_EXAMPLES
+    closed_vocabulary: bool = False
 
     @property
     def builds_offline(self) -> bool:
@@ -134,6 +144,10 @@ _SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
         "sirens, clicks, hisses and bells; 8 kHz mono, up to 1 s). It follows pitch and rhythm words, and "
         "cannot make real-world sounds, speech or music.",
         builder="recap.backends.loading:toy_pipeline",
+        # words of its captions (recap.toy.world); any other word is <unk> to it
+        examples=("a high repeating beep", "a low continuous hum", "a mid repeating siren", "a high continuous chirp",
+                  "a low repeating buzz"),
+        closed_vocabulary=True,
     ),
     BackendSpec(
         "tiny", "recap/tiny-stable-audio", "stable-audio", "StableAudioPipeline",

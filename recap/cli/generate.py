@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         rows.append([rec.variant, rec.seed, round(rec.seconds, 3), float(np.abs(clip.audio).max()), rec.audio,
                      manifest.variant(rec.variant)["prompt"]])
     print_table(["variant", "seed", "seconds", "peak", "file", "prompt"], rows)
+    for label, words in result.unreadable.items():
+        print(f"warning: {backend.name} reads these words of {label!r} as unknown (<unk>): {' '.join(words)}")
     return 0
 
 

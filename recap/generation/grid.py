@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -144,6 +145,8 @@ class GridResult:
     denoising_calls: int
     batch_sizes: list[int]
     seconds_elapsed: float
+    # label -> words its prompt has that the model's text encoder reads as <unk> (only those with some)
+    unreadable: dict[str, list[str]] = field(default_factory=dict)
 
     def clip(self, label: str, seed: int) -> GridClip:
         return next(c for c in self.clips if c.variant.label == label and c.seed == seed)
@@ -277,6 +280,34 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
+# How a learned token is written in a prompt: <name>
+_PLACEHOLDER_RE = re.compile(r"<[^<>\s]{1,40}>")
+
+
+def check_readable(backend: AudioBackend, variants: Sequence[Variant],
+                   tokens: Mapping[str, torch.Tensor] | None = None) -> dict[str, list[str]]:
+    """The words each variant's prompt has that the model cannot read ({label: words}, only
+    labels with some), logged as a warning; a placeholder of a token that is not loaded is refused.
+
+    Raises:
+        BadInput: a prompt names a learned token (``<name>``) that ``tokens`` does not hold:
+            it would be read as plain text, and the clip would not show the token.
+    """
+    out = {}
+    for v in variants:
+        missing = [p for p in dict.fromkeys(_PLACEHOLDER_RE.findall(v.prompt)) if p not in (tokens or {})]
+        if missing:
+            raise BadInput(f"variant {v.label!r} uses {', '.join(missing)}, which is not a loaded learned token; "
+                           "load it (Token tab, or --token FILE) or take it out of the prompt")
+        words = backend.unknown_words(v.prompt, dict(tokens) if tokens else None)
+        if words:
+            out[v.label] = words
+    if out:
+        log.warning("%s cannot read some words (it reads them as <unk>, so they change nothing): %s", backend.name,
+                    "; ".join(f"{label}: {' '.join(w)}" for label, w in out.items()))
+    return out
+
+
 def generate_grid(
     backend: AudioBackend,
     variants: Sequence[Variant],
@@ -305,6 +336,7 @@ def generate_grid(
     config = config.check(backend.max_seconds, backend.name).resolved(backend)
     n_clips = len(variants) * len(config.seeds)
     check_work(n_clips, n_clips * config.steps, limit)
+    unreadable = check_readable(backend, variants, tokens)
     # 2. Noise once per seed: the fairness guarantee lives here
     noise = {s: backend.initial_noise([s], config.seconds, full_window=not config.fast_preview)[0] for s in config.seeds}
     items = [(v, s) for v in variants for s in config.seeds]
@@ -343,7 +375,7 @@ def generate_grid(
         i += len(chunk)
     elapsed = time.perf_counter() - start
     log.info("%d clips in %d denoising calls, %.2f s", total, len(batch_sizes), elapsed)
-    return GridResult(clips, list(variants), config, len(batch_sizes), batch_sizes, elapsed)
+    return GridResult(clips, list(variants), config, len(batch_sizes), batch_sizes, elapsed, unreadable)
 
 
 def save_run(
@@ -374,7 +406,8 @@ def save_run(
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         model=backend.describe(),
         config=asdict(result.config),
-        variants=[asdict(v) for v in result.variants],
+        variants=[asdict(v) | ({"unreadable": result.unreadable[v.label]} if v.label in result.unreadable else {})
+                  for v in result.variants],
         seeds=list(result.config.seeds),
         clips=records,
         tokens=list(token_info),

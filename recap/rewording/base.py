@@ -51,6 +51,8 @@ FLAG_EXTRA = "extra"  # the model gave more than asked for
 FLAG_NAMES = "names:"  # real places, people or brands, e.g. "names:Paris"
 FLAG_TOO_LONG = "over-token-limit:"  # e.g. "over-token-limit:81>64"
 FLAG_SALVAGED = "salvaged"  # read out of a broken (cut-off) JSON answer
+# words the model's text encoder reads as <unk>, e.g. "unreadable:dog,barking" (a closed vocabulary)
+FLAG_UNREADABLE = "unreadable:"
 
 RULES = (
     "Keep the same sound: the same source, action and setting. Do not name real places, people, "
@@ -370,8 +372,8 @@ def check_rewordings(
     Repeats of the baseline or of an earlier variant are dropped (or only flagged when
     ``config.drop_duplicates`` is off), variants past ``config.n`` are dropped as extra, names
     of real places, people or brands not already in the baseline are flagged, and, with a
-    backend, prompts over its token limit are flagged and every kept variant gets its text
-    cosine to the baseline. Every kept variant gets its word edit distance.
+    backend, prompts over its token limit or with words its text encoder cannot read are
+    flagged and every kept variant gets its text cosine to the baseline. Every kept variant gets its word edit distance.
 
     Returns:
         (kept, dropped), each variant carrying its flags.
@@ -398,9 +400,7 @@ def check_rewordings(
         if names:
             v.flags.append(FLAG_NAMES + ",".join(dict.fromkeys(names)))
         if backend is not None:
-            count = backend.count_tokens(v.text)
-            if count > backend.max_prompt_tokens:
-                v.flags.append(f"{FLAG_TOO_LONG}{count}>{backend.max_prompt_tokens}")
+            v.flags += model_flags(backend, v.text)
         v.word_edits = word_edit_distance(baseline, v.text)
         kept.append(v)
     if backend is not None:
@@ -413,6 +413,18 @@ def check_rewordings(
 
 # --------------------------------------------------------------------------------------------
 # Entry points
+
+
+def model_flags(backend: AudioBackend, prompt: str, tokens: Any = None) -> list[str]:
+    """What the model will not read of ``prompt``: tokens past its limit, words it reads as <unk>."""
+    flags = []
+    count = backend.count_tokens(prompt, tokens)
+    if count > backend.max_prompt_tokens:
+        flags.append(f"{FLAG_TOO_LONG}{count}>{backend.max_prompt_tokens}")
+    unknown = backend.unknown_words(prompt, tokens)
+    if unknown:
+        flags.append(FLAG_UNREADABLE + ",".join(unknown))
+    return flags
 
 
 def check_prompt(prompt: str) -> str:

@@ -93,7 +93,9 @@ def recaption(
     # 2. Make the rewordings
     tier = TIER_OF_DISTANCE[config.distance]
     if method == "synonym":
-        made = synonym_variants(prompt, config.n, config.distance, config.seed)
+        # a model that reads some words as <unk> gets only words it can read
+        known = None if backend is None else (lambda word: not backend.unknown_words(word))
+        made = synonym_variants(prompt, config.n, config.distance, config.seed, known=known)
         variants = [
             Rewording(
                 v.text,

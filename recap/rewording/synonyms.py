@@ -17,6 +17,7 @@ import logging
 import random
 import re
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from recap.rewording.wordnet import WORDNET_LOCK, load_wordnet
@@ -249,8 +250,9 @@ class _Slot:
     choices: tuple[str, ...]  # already inflected
 
 
-def _slots(wn: Any, tokens: list[str], distance: str) -> list[_Slot]:
-    """Every word position that can change, with its inflected replacement choices."""
+def _slots(wn: Any, tokens: list[str], distance: str, known: Callable[[str], bool] | None = None) -> list[_Slot]:
+    """Every word position that can change, with its inflected replacement choices (only those
+    ``known`` accepts, when given)."""
     irregular = _irregular_bases(wn)
     # Learned tokens count as words here so that the word before one is its neighbour.
     word_idx = [i for i, t in enumerate(tokens) if is_word(t) or t.startswith("<") or t.strip() in _SENTENCE_END]
@@ -283,7 +285,9 @@ def _slots(wn: Any, tokens: list[str], distance: str) -> list[_Slot]:
         for cand in _candidates(wn, lemma, pos, distance)[: _TOP_K[distance]]:
             if form == "ed" and cand.split("_")[0] in irregular:
                 continue
-            choices.append(_match_case(_inflect(cand, form, pos) if form != "base" else cand.replace("_", " "), tok))
+            choice = _match_case(_inflect(cand, form, pos) if form != "base" else cand.replace("_", " "), tok)
+            if known is None or known(choice):
+                choices.append(choice)
         if choices:
             slots.append(_Slot(i, pos, tuple(choices)))
     return slots
@@ -305,7 +309,8 @@ def _norm(text: str) -> str:
 
 
 def synonym_variants(
-    prompt: str, n: int = 3, distance: str = "light", seed: int = 0, *, wordnet_root: str | None = None
+    prompt: str, n: int = 3, distance: str = "light", seed: int = 0, *, wordnet_root: str | None = None,
+    known: Callable[[str], bool] | None = None,
 ) -> list[SynonymVariant]:
     """Rewords ``prompt`` ``n`` times by swapping content words for WordNet synonyms.
 
@@ -317,6 +322,8 @@ def synonym_variants(
             ``"strong"`` (about three quarters, wider synonyms).
         seed: The same (prompt, n, distance, seed) always gives the same variants.
         wordnet_root: Folder with a WordNet database, else it is looked for (:func:`recap.rewording.wordnet.load_wordnet`).
+        known: Accepts a replacement the model can read; a model with a closed vocabulary (the
+            `toy` model) reads other words as <unk>, and a rewording into them changes nothing.
 
     Returns:
         Variants, each different from the baseline and from each other (compared on their
@@ -335,7 +342,7 @@ def synonym_variants(
     wn = load_wordnet(wordnet_root)
     tokens = tokenize(prompt)
     with WORDNET_LOCK:
-        slots = _slots(wn, tokens, distance)
+        slots = _slots(wn, tokens, distance, known)
     if not slots:
         logger.warning("no word of %r has a WordNet synonym; nothing to reword", prompt)
         return []

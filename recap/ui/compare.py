@@ -10,11 +10,16 @@ the form (a step count of a million, NaN guidance, a model that is not in the pi
 core's bounds (:mod:`recap.generation.grid`), not a message that does not say which field it was.
 On a public server the run browser shows only the runs made in this browser session (their ids
 are kept in a ``gr.State``) and opens no other.
+
+Pure handlers first (values in, values out; the app's context and its GPU-gated functions come
+first and are bound at wiring time), Blocks wiring after. The style-transfer panel below the tab
+is :mod:`recap.ui.transfer`, wired by the app.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,24 +27,27 @@ from typing import Any
 import gradio as gr
 
 from recap.errors import BadInput
-from recap.limits import LIMITS, text
+from recap.limits import LIMITS
 from recap.ui import runview
 from recap.ui.common import (
+    bind,
     code_text,
     md_text,
-    parse_seeds,
+    model_name,
+    seeds_of,
     table_rows,
     user_errors,
     warn_if_stopped,
 )
 from recap.backends.registry import get_spec
-from recap.ui.context import AppContext, SessionJobs
+from recap.ui.context import AppContext
+from recap.ui.jobs import SessionJobs, arm_job, stop_job
 from recap.ui.runview import PAIR_HEADERS, SUMMARY_HEADERS
+from recap.ui.session_tokens import tokens_for_prompts
 
 # Cells of the prompt table: label, method, tier, prompt, text cosine, word edits, flags.
 TABLE_COLUMNS = ("label", "method", "tier", "prompt", "text cosine", "word edits", "flags")
 MAX_CELL_CHARS = 1000  # recap.generation.grid.MAX_PROMPT_CHARS (not imported: it loads the model libraries)
-MAX_SEEDS_TEXT = 200
 RUNS_SHOWN = 200  # a local run browser lists the newest this many
 TABLE_CHOICES = (("vs baseline (same seed)", "vs_baseline"), ("seed variance", "seed_variance"),
                  ("text cosine", "text"), ("reconstruction", "reconstruction"), ("CLAP", "clap"), ("music", "music"))
@@ -94,22 +102,6 @@ def raw_table(payload: Any) -> list[list[Any]]:
             if isinstance(cell, str) and len(cell) > MAX_CELL_CHARS:
                 raise BadInput(f"row {i}, {column}: the text is {len(cell):,} characters; the limit is {MAX_CELL_CHARS}")
     return rows
-
-
-def model_name(name: Any, choices: list[str]) -> str:
-    """``name`` when it is one of the picker's models; :class:`BadInput` naming it otherwise."""
-    if not isinstance(name, str) or name not in choices:
-        raise BadInput(f"model {str(name)[:60]!r} is not one of this server's models ({', '.join(choices)})")
-    return name
-
-
-def seeds_of(value: Any) -> list[int]:
-    """Seeds from the seeds field ("0, 1, 2" or "0-3"), each in 0..2^32-1, at most ``LIMITS.seeds``."""
-    from recap.generation.grid import check_seeds
-
-    if value is not None and not isinstance(value, str):
-        raise BadInput(f"seeds must be text such as 0, 1, 2 or 0-3, got {type(value).__name__}")
-    return check_seeds(parse_seeds(text("seeds", value, MAX_SEEDS_TEXT)))
 
 
 @dataclass
@@ -191,30 +183,177 @@ def status_text(view: dict[str, Any], note: str | None = None) -> str:
         lines.append("⚠️ **Random weights: this audio is noise and the numbers say nothing about wording.**")
     if note:
         lines.append(f"⚠️ {note}")
+    if view.get("unreadable"):
+        lines.append("⚠️ The model reads these words as unknown (<unk>), so they change nothing in its clips: "
+                     + "; ".join(f"{code_text(label)}: {md_text(' '.join(words))}" for label, words in view["unreadable"].items()))
     lines += [md_text(x) for x in view.get("notes", []) if "random weights" not in x]
     return "\n\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- handlers
+def variant_choices(rows: Any, selected: list[str] | None, known: list[str] | None) -> tuple[Any, list[str]]:
+    """The "Variants to generate" boxes for the prompt table: a label seen for the first time is
+    ticked, one the visitor unticked stays unticked.
+
+    Returns:
+        (update of the boxes, the labels now known).
+    """
+    # At most a grid's worth of rows: a larger table is refused at Generate, not listed here.
+    labels = [str(r[0])[:80] for r in table_rows(rows)[:LIMITS.variants] if r and str(r[0]).strip()]
+    value = [x for x in labels if x in (selected or []) or x not in (known or [])]
+    return gr.update(choices=labels, value=value), labels
+
+
+def model_defaults(name: str) -> tuple[Any, Any, Any]:
+    """Updates of the seconds, steps and guidance sliders to model ``name``'s defaults."""
+    spec = get_spec(name)
+    return (gr.update(maximum=spec.max_seconds, value=min(spec.defaults.seconds, spec.max_seconds)),
+            gr.update(value=spec.defaults.steps), gr.update(value=spec.defaults.guidance))
+
+
+def run_list(ctx: AppContext, mine: list[str] | None) -> Any:
+    """The run browser's choices: on a public server only the runs this session made."""
+    return gr.update(choices=runview.visible_runs(ctx.settings.runs_dir, mine, ctx.settings.public, RUNS_SHOWN))
+
+
+def generate_run(ctx: AppContext, gpu_generate: Callable[..., tuple[Any, Any]], choices: list[str],
+                 model_name: Any, rows: Any, selected: Any, baseline_text: Any, seeds_text: Any, seconds_: Any,
+                 steps_: Any, guidance_: Any, negative_: Any, recon: Any, music_: Any, jobs: SessionJobs,
+                 session: dict | None, record: dict | None, mine: list[str] | None,
+                 progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+    """Generate: checks the raw form, generates and measures the grid, and shows it.
+
+    Args:
+        gpu_generate: :func:`generate_and_analyze` behind the app's GPU gate.
+        choices: The model picker's values.
+        model_name ... music_: The form's raw values (the names are the ``/generate`` API's).
+
+    Returns:
+        (run view, status, pair rows, summary rows, the session's run ids); skips all five when
+        the visitor stopped the job.
+    """
+    from recap.analysis.scoring import AnalysisConfig
+
+    # 1. Every field, before anything loads (the raw page values: see the module docstring)
+    req = grid_request(model_name, rows, selected, baseline_text, seeds_text, seconds_, steps_, guidance_, negative_,
+                       recon, music_, choices)
+    # 2. The model, and the session's tokens the prompts use (refused when made for another model)
+    progress(0, desc="loading the model…")
+    backend, note = ctx.backend(req.model)
+    tokens, token_info = tokens_for_prompts([v.prompt for v in req.variants], backend, session)
+    extra = {"source": "app"}
+    if record and record.get("baseline") == next(v.prompt for v in req.variants if v.label == "baseline"):
+        extra["recaption"] = record
+    # 3. Generate and measure
+    stop = jobs.begin()
+    try:
+        manifest, analysis = gpu_generate(
+            backend, req.variants, req.config, tokens, token_info, ctx.settings.runs_dir,
+            AnalysisConfig(reconstruction=req.reconstruction, music=req.music, n_boot=1000), extra,
+            progress=lambda done, total, msg: progress(done / max(total, 1), desc=msg), stop=stop)
+    except Exception as exc:
+        if warn_if_stopped(exc):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        raise
+    view = runview.run_view(manifest, analysis)
+    return (view, status_text(view, note), view["pairs"], runview.summary_rows(view, "vs_baseline"),
+            runview.remember_run(mine, manifest.run_id))
+
+
+def open_saved_run(ctx: AppContext, gpu_open: Callable[..., tuple[Any, Any]], run_id: Any, recon: Any,
+                   mine: list[str] | None) -> tuple[Any, ...]:
+    """Open: a saved run this session may see, measured (cached) on its own model.
+
+    Returns:
+        (run view, status, pair rows, summary rows).
+    """
+    from recap.analysis.scoring import AnalysisConfig
+    from recap.generation.runs import load_run
+
+    if not run_id:
+        raise ValueError("choose a saved run first")
+    run_dir = runview.session_run_dir(ctx.settings.runs_dir, run_id, mine, ctx.settings.public)
+    backend, note = ctx.backend(get_spec(load_run(run_dir).model["name"]).name)
+    manifest, analysis = gpu_open(backend, run_dir, AnalysisConfig(reconstruction=bool(recon), n_boot=1000))
+    view = runview.run_view(manifest, analysis)
+    return view, status_text(view, note), view["pairs"], runview.summary_rows(view, "vs_baseline")
+
+
+def download_run(view: dict | None, lo_v: Any, hi_v: Any, jobs: SessionJobs) -> tuple[str, Any]:
+    """The run as a zip with its figures for the bin range [lo_v, hi_v), and the file box shown."""
+    runview.check_bins(lo_v, hi_v)
+    if not view:
+        raise ValueError("generate or open a run first")
+    # One archive per session at a time: clicking again replaces it instead of adding a copy.
+    folder = jobs.scratch / "run-archive"
+    shutil.rmtree(folder, ignore_errors=True)
+    path = runview.zip_run(view, folder, lo_v, hi_v)
+    return str(path), gr.update(visible=True)
+
+
+def bin_figures(view: dict | None, lo: Any, hi: Any) -> tuple[Any, Any, str, Any]:
+    """The whole-grid figures and caption for a bin range, and the range (which redraws the cells)."""
+    lo_i, hi_i = runview.check_bins(lo, hi)
+    if not view:
+        return None, None, "", gr.skip()  # nothing generated yet: the sliders just set the range to use
+    specs = runview.spectrograms(view, lo_i, hi_i)
+    grid, diff = runview.grid_figures(view, specs)
+    return grid, diff, runview.bins_caption(view, lo_i, hi_i), [lo_i, hi_i]
+
+
+def grid_cells(view: dict | None, lo: Any, hi: Any, run: gr.State, drawn_bins: gr.State) -> None:
+    """Lays out the grid inside a ``gr.render``: a row per variant, a column per seed, each cell its
+    player, spectrogram and scores. The cells redraw when ``drawn_bins`` changes.
+
+    The cells listen to ``drawn_bins``, not to the sliders: a listener made inside a render on
+    the sliders would replace the one the tab made on them.
+    """
+    if not view:
+        gr.Markdown("*Generate a grid to see it here: rows are variants, columns seeds.*")
+        return
+    try:
+        specs = runview.spectrograms(view, lo, hi)
+    except ValueError:
+        specs = runview.spectrograms(view, 100, 150)
+    figures = dict(zip(specs, runview.cell_figures(specs)))
+    plots = []
+    with gr.Row():
+        gr.Markdown("**variant**", min_width=160)
+        for seed in view["seeds"]:
+            gr.Markdown(f"**seed {seed}**", min_width=220)
+    for label in view["labels"]:
+        with gr.Row(equal_height=False, elem_classes=["recap-grid-row"]):
+            with gr.Column(min_width=160, scale=1):
+                gr.Markdown(f"**{md_text(label)}**\n\n{md_text(view['prompts'][label])}")
+            for seed in view["seeds"]:
+                with gr.Column(min_width=220, scale=2):
+                    gr.Audio(view["audio"].get(f"{label}|{seed}"), label=f"{label} · seed {seed}",
+                             interactive=False, buttons=["download"], elem_classes=["recap-clip"])
+                    plots.append(gr.Plot(figures.get((label, int(seed))), show_label=False,
+                                         elem_classes=["recap-cell-spec"]))
+                    gr.Markdown(runview.cell_caption(view, label, seed))
+
+    def redraw(view_, bins):
+        return runview.cell_figures(runview.spectrograms(view_, *bins)) if view_ and bins else [gr.skip()] * len(plots)
+
+    drawn_bins.change(user_errors(redraw), [run, drawn_bins], plots, api_visibility="private")
 
 
 # ----------------------------------------------------------------------------- wiring
 @dataclass
 class CompareTab:
     run: gr.State
+    mine: gr.State  # ids of the runs this browser session made (the transfer panel adds its own)
 
 
 def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens: gr.State,
                       prompt_table: gr.Dataframe, baseline: gr.Textbox, record: gr.State) -> CompareTab:
     """Adds the tab's components and events to the open Blocks/Tab context."""
-    gpu_generate = ctx.gpu(generate_and_analyze, duration=300)
-    gpu_open = ctx.gpu(open_and_analyze, duration=120)
     start = get_spec(ctx.start_model)
-
-    run = gr.State(None)
-    known = gr.State([])
+    run, known = gr.State(None), gr.State([])
     # Ids of the runs this browser session made: on a public server, the only ones it may list and open.
     mine = gr.State([])
-    # The bin range last drawn. The cells created inside the render listen to this, not to the
-    # sliders: a listener made inside a render on the sliders would replace the one made here.
-    drawn_bins = gr.State(None)
+    drawn_bins = gr.State(None)  # the bin range last drawn (see grid_cells)
     with gr.Row():
         chosen = gr.CheckboxGroup([], label="Variants to generate (from the Prompt tab; none ticked = all)", scale=3)
         seeds = gr.Textbox("0, 1", label="Seeds (one column each; e.g. 0, 1, 2 or 0-3)", scale=1, elem_id="seeds")
@@ -237,35 +376,7 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
 
     @gr.render(inputs=[run, lo, hi], triggers=[run.change])
     def show_grid(view, lo_v, hi_v):
-        if not view:
-            gr.Markdown("*Generate a grid to see it here: rows are variants, columns seeds.*")
-            return
-        try:
-            specs = runview.spectrograms(view, lo_v, hi_v)
-        except ValueError:
-            specs = runview.spectrograms(view, 100, 150)
-        figures = dict(zip(specs, runview.cell_figures(specs)))
-        plots = []
-        with gr.Row():
-            gr.Markdown("**variant**", min_width=160)
-            for seed in view["seeds"]:
-                gr.Markdown(f"**seed {seed}**", min_width=220)
-        for label in view["labels"]:
-            with gr.Row(equal_height=False, elem_classes=["recap-grid-row"]):
-                with gr.Column(min_width=160, scale=1):
-                    gr.Markdown(f"**{md_text(label)}**\n\n{md_text(view['prompts'][label])}")
-                for seed in view["seeds"]:
-                    with gr.Column(min_width=220, scale=2):
-                        gr.Audio(view["audio"].get(f"{label}|{seed}"), label=f"{label} · seed {seed}",
-                                 interactive=False, buttons=["download"], elem_classes=["recap-clip"])
-                        plots.append(gr.Plot(figures.get((label, int(seed))), show_label=False,
-                                             elem_classes=["recap-cell-spec"]))
-                        gr.Markdown(runview.cell_caption(view, label, seed))
-
-        def redraw(view_, bins):
-            return runview.cell_figures(runview.spectrograms(view_, *bins)) if view_ and bins else [gr.skip()] * len(plots)
-
-        drawn_bins.change(user_errors(redraw), [run, drawn_bins], plots, api_visibility="private")
+        grid_cells(view, lo_v, hi_v, run, drawn_bins)
 
     with gr.Accordion("Whole grid on one figure, and differences to the baseline", open=False):
         grid_plot = gr.Plot(label="Spectrograms")
@@ -284,140 +395,33 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
     with gr.Column(visible=False) as zip_box:  # shown once there is an archive
         zip_file = gr.File(label="Run archive", interactive=False)
 
-    def sync(rows, selected, known_):
-        # At most a grid's worth of rows: a larger table is refused at Generate, not listed here.
-        labels = [str(r[0])[:80] for r in table_rows(rows)[:LIMITS.variants] if r and str(r[0]).strip()]
-        value = [x for x in labels if x in (selected or []) or x not in (known_ or [])]
-        return gr.update(choices=labels, value=value), labels
-
-    prompt_table.change(sync, [prompt_table, chosen, known], [chosen, known], api_visibility="private")
-
-    def on_model(name):
-        spec = get_spec(name)
-        return (gr.update(maximum=spec.max_seconds, value=min(spec.defaults.seconds, spec.max_seconds)),
-                gr.update(value=spec.defaults.steps), gr.update(value=spec.defaults.guidance))
-
-    model.change(on_model, model, [seconds, steps, guidance], api_visibility="private")
-
-    def refresh_runs(mine_):
-        return gr.update(choices=runview.visible_runs(ctx.settings.runs_dir, mine_, ctx.settings.public, RUNS_SHOWN))
-
-    choices = [value for _, value in model.choices]
-
-    @user_errors
-    def generate(model_name, rows, selected, baseline_text, seeds_text, seconds_, steps_, guidance_, negative_,
-                 recon, music_, jobs_: SessionJobs, session: dict, record_: dict | None, mine_: list[str] | None,
-                 progress=gr.Progress()):
-        from recap.analysis.scoring import AnalysisConfig
-        from recap.ui.token import check_token_use, usable_tokens
-
-        # 1. Every field, before anything loads (the raw page values: see the module docstring)
-        req = grid_request(model_name, rows, selected, baseline_text, seeds_text, seconds_, steps_, guidance_,
-                           negative_, recon, music_, choices)
-        progress(0, desc="loading the model…")
-        backend, note = ctx.backend(req.model)
-        check_token_use([v.prompt for v in req.variants], backend, session)
-        tokens_ = usable_tokens(backend, session)
-        used = [session[p] for p in tokens_ if any(p in v.prompt for v in req.variants)]
-        extra = {"source": "app"}
-        if record_ and record_.get("baseline") == next(v.prompt for v in req.variants if v.label == "baseline"):
-            extra["recaption"] = record_
-        stop = jobs_.begin()
-        try:
-            manifest, analysis = gpu_generate(
-                backend, req.variants, req.config, {p: tokens_[p] for p in (t.placeholder for t in used)},
-                [t.summary() for t in used], ctx.settings.runs_dir,
-                AnalysisConfig(reconstruction=req.reconstruction, music=req.music, n_boot=1000), extra,
-                progress=lambda done, total, msg: progress(done / max(total, 1), desc=msg), stop=stop)
-        except Exception as exc:
-            if warn_if_stopped(exc):
-                return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-            raise
-        view = runview.run_view(manifest, analysis)
-        return (view, status_text(view, note), view["pairs"], runview.summary_rows(view, "vs_baseline"),
-                runview.remember_run(mine_, manifest.run_id))
-
+    prompt_table.change(variant_choices, [prompt_table, chosen, known], [chosen, known], api_visibility="private")
+    model.change(model_defaults, model, [seconds, steps, guidance], api_visibility="private")
+    refresh_runs = bind(run_list, ctx)
+    figures = user_errors(bin_figures)
     outputs = [run, status, pairs, summaries]
     figure_outputs = [grid_plot, diff_plot, bins_md, drawn_bins]
+    generate = user_errors(bind(generate_run, ctx, ctx.gpu(generate_and_analyze, duration=300),
+                                [value for _, value in model.choices]))
     # preprocess=False: the handler gets the raw values and checks each one itself (grid_request),
     # so a value past the form's own bounds is refused with a sentence that names the field.
-    generate_btn.click(_arm, jobs, None, concurrency_limit=None, api_visibility="private").then(
+    generate_btn.click(arm_job, jobs, None, concurrency_limit=None, api_visibility="private").then(
         generate, [model, prompt_table, chosen, baseline, seeds, seconds, steps, guidance, negative, reconstruction,
                    music, jobs, tokens, record, mine], outputs + [mine], api_name="generate", concurrency_limit=1,
         concurrency_id="gpu", preprocess=False).success(
-        _figures, [run, lo, hi], figure_outputs, api_visibility="private").then(
+        figures, [run, lo, hi], figure_outputs, api_visibility="private").then(
         refresh_runs, mine, runs_dd, api_visibility="private")
-    stop_btn.click(_stop, jobs, None, concurrency_limit=None, api_name="stop")
-
+    stop_btn.click(stop_job, jobs, None, concurrency_limit=None, api_name="stop")
     # The bin range is checked by runview.check_bins (raw values, as for Generate), with its name.
-    gr.on([lo.change, hi.change], _figures, [run, lo, hi], figure_outputs, api_name="spectrograms",
-          preprocess=False)
+    gr.on([lo.change, hi.change], figures, [run, lo, hi], figure_outputs, api_name="spectrograms", preprocess=False)
     table_pick.change(lambda view, t: runview.summary_rows(view, t), [run, table_pick], summaries,
                       api_name="summary_table")
-
-    @user_errors
-    def download(view, lo_v, hi_v, jobs_: SessionJobs):
-        runview.check_bins(lo_v, hi_v)
-        if not view:
-            raise ValueError("generate or open a run first")
-        # One archive per session at a time: clicking again replaces it instead of adding a copy.
-        folder = jobs_.scratch / "run-archive"
-        shutil.rmtree(folder, ignore_errors=True)
-        path = runview.zip_run(view, folder, lo_v, hi_v)
-        return str(path), gr.update(visible=True)
-
-    zip_btn.click(download, [run, lo, hi, jobs], [zip_file, zip_box], api_name="download_run", preprocess=False)
-
+    zip_btn.click(user_errors(download_run), [run, lo, hi, jobs], [zip_file, zip_box], api_name="download_run",
+                  preprocess=False)
     refresh_btn.click(refresh_runs, mine, runs_dd, api_name="list_runs")
     gr.on(triggers=None, fn=refresh_runs, inputs=mine, outputs=runs_dd, api_visibility="private")  # on page load
-
-    @user_errors
-    def open_run(run_id, recon, mine_):
-        from recap.analysis.scoring import AnalysisConfig
-        from recap.generation.runs import load_run
-
-        if not run_id:
-            raise ValueError("choose a saved run first")
-        run_dir = runview.session_run_dir(ctx.settings.runs_dir, run_id, mine_, ctx.settings.public)
-        backend, note = ctx.backend(get_spec(load_run(run_dir).model["name"]).name)
-        manifest, analysis = gpu_open(backend, run_dir, AnalysisConfig(reconstruction=bool(recon), n_boot=1000))
-        view = runview.run_view(manifest, analysis)
-        return view, status_text(view, note), view["pairs"], runview.summary_rows(view, "vs_baseline")
-
-    open_btn.click(open_run, [runs_dd, reconstruction, mine], outputs, api_name="open_run", concurrency_limit=1,
+    open_btn.click(user_errors(bind(open_saved_run, ctx, ctx.gpu(open_and_analyze, duration=120))),
+                   [runs_dd, reconstruction, mine], outputs, api_name="open_run", concurrency_limit=1,
                    concurrency_id="gpu").success(
-        _figures, [run, lo, hi], figure_outputs, api_visibility="private")
-    _maybe_transfer(ctx, model, jobs, tokens, mine)
-    return CompareTab(run=run)
-
-
-@user_errors
-def _figures(view: dict | None, lo: float, hi: float) -> tuple[Any, Any, str, Any]:
-    """The whole-grid figures and caption for a bin range, and the range (which redraws the cells)."""
-    lo_i, hi_i = runview.check_bins(lo, hi)
-    if not view:
-        return None, None, "", gr.skip()  # nothing generated yet: the sliders just set the range to use
-    specs = runview.spectrograms(view, lo_i, hi_i)
-    grid, diff = runview.grid_figures(view, specs)
-    return grid, diff, runview.bins_caption(view, lo_i, hi_i), [lo_i, hi_i]
-
-
-def _arm(jobs: SessionJobs) -> None:
-    jobs.arm()
-
-
-def _stop(jobs: SessionJobs) -> None:
-    jobs.stop()
-    gr.Info("Stopping at the next step…")
-
-
-def _maybe_transfer(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens: gr.State, mine: gr.State) -> None:
-    """The style-transfer panel, when ``recap.generation.transfer`` is installed in this checkout (its runs
-    join the session's list ``mine``)."""
-    import importlib.util
-
-    if importlib.util.find_spec("recap.generation.transfer") is None:
-        return
-    from recap.ui.transfer import build_transfer_panel
-
-    build_transfer_panel(ctx, model, jobs, tokens, mine)
+        figures, [run, lo, hi], figure_outputs, api_visibility="private")
+    return CompareTab(run=run, mine=mine)

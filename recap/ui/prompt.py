@@ -23,6 +23,7 @@ from recap.rewording.llm import MAX_URL_CHARS
 from recap.paths import safe_name
 from recap.rewording.base import (
     FLAG_TOO_LONG,
+    FLAG_UNREADABLE,
     MAX_MODEL_CHARS,
     MAX_N,
     MAX_SEED,
@@ -31,12 +32,16 @@ from recap.rewording.base import (
     RecaptionConfig,
     RecaptionResult,
     default_system_prompt,
+    model_flags,
 )
+from recap.rewording.checks import word_edit_distance
 from recap.rewording.multiturn import EXTRACT_SYSTEM_PROMPT, default_fuse_prompt, extract_parts, fuse_parts
 from recap.rewording.recaption import recaption
 from recap.variants import METHODS, TIER_HELP, TIER_MANUAL, TIER_TOKEN
 from recap.ui.common import PROMPT_LIMIT, code_text, md_text, table_rows, user_errors
-from recap.ui.context import AppContext, SessionJobs, close_session
+from recap.ui.context import AppContext
+from recap.ui.jobs import SessionJobs, close_session, stop_request
+from recap.ui.session_tokens import usable_tokens
 
 if TYPE_CHECKING:
     from recap.config import Settings
@@ -165,7 +170,8 @@ def remove_variant(rows: Any, label: str) -> list[list[Any]]:
 
 
 def score_rows(backend: Any, rows: list[list[Any]], tokens: dict[str, Any] | None = None) -> list[list[Any]]:
-    """Text cosine of every prompt to the baseline (one batch) and the over-token-limit flag."""
+    """Text cosine of every prompt to the baseline (one batch), its word edits to the baseline, and
+    the flags of what the model will not read (over its token limit, words it reads as <unk>)."""
     from recap.metrics.similarity import text_cosine_matrix
 
     rows = check_rows(rows)
@@ -177,11 +183,9 @@ def score_rows(backend: Any, rows: list[list[Any]], tokens: dict[str, Any] | Non
     cos = {r[0]: float(matrix[0, i]) for i, r in enumerate(ordered)}
     for r in rows:
         r[4] = round(cos[r[0]], 4)
-        flags = [f for f in str(r[6] or "").split("; ") if f and not f.startswith(FLAG_TOO_LONG)]
-        n = backend.count_tokens(r[3], tokens or None)
-        if n > backend.max_prompt_tokens:
-            flags.append(f"{FLAG_TOO_LONG}{n}>{backend.max_prompt_tokens}")
-        r[6] = "; ".join(flags)
+        r[5] = word_edit_distance(base[3], r[3])
+        flags = [f for f in str(r[6] or "").split("; ") if f and not f.startswith((FLAG_TOO_LONG, FLAG_UNREADABLE))]
+        r[6] = "; ".join(flags + model_flags(backend, r[3], tokens or None))
     return rows
 
 
@@ -366,7 +370,7 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
     @user_errors
     def on_score(model_name, rows, session_tokens):
         backend, _ = ctx.backend(model_name)
-        return gpu_score(backend, rows, _usable(backend, session_tokens))
+        return gpu_score(backend, rows, usable_tokens(backend, session_tokens))
 
     @user_errors
     def on_reword(*args):
@@ -396,7 +400,7 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
     fuse_btn.click(on_fuse, [table, parts_record, *part_boxes, distance, instruction, n, seed, system, *llm_inputs],
                    [table, info, record], api_name="fuse_parts", concurrency_limit=4).success(
         on_score, [model, table, tokens], table, api_visibility="private", concurrency_limit=1, concurrency_id="gpu")
-    stop_btn.click(_stop, jobs, None, concurrency_limit=None, api_name="stop_rewording")
+    stop_btn.click(stop_request, jobs, None, concurrency_limit=None, api_name="stop_rewording")
     for event in (baseline.submit, baseline.blur):
         event(set_baseline, [table, baseline], table, api_visibility="private")
     add_btn.click(user_errors(lambda rows, text, toks, base: add_variant(rows, text, list(toks or {}), base)),
@@ -406,15 +410,3 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
     rescore_btn.click(on_score, [model, table, tokens], table, api_visibility="private", concurrency_limit=1,
                       concurrency_id="gpu")
     return PromptTab(baseline=baseline, table=table, record=record)
-
-
-def _stop(jobs: SessionJobs) -> None:
-    jobs.stop()
-    gr.Info("Stopping the LLM request…")
-
-
-def _usable(backend: Any, session_tokens: dict | None) -> dict[str, Any]:
-    """The session's tokens this model can use (same text-encoder width and model)."""
-    from recap.ui.token import usable_tokens
-
-    return usable_tokens(backend, session_tokens)

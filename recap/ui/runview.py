@@ -52,6 +52,7 @@ def run_view(manifest: Any, analysis: Any) -> dict[str, Any]:
         "labels": [v["label"] for v in manifest.variants],
         "seeds": list(manifest.seeds),
         "prompts": {v["label"]: v["prompt"] for v in manifest.variants},
+        "unreadable": {v["label"]: v["unreadable"] for v in manifest.variants if v.get("unreadable")},
         "audio": {f"{c.variant}|{c.seed}": str(manifest.audio_path(c)) for c in manifest.clips},
         "scores": {f"{p.variant_b}|{p.seed_b}": {"cosine": p.cosine, "l2": p.l2} for p in analysis.baseline_pairs},
         "pairs": [[p.variant_b, p.seed_b, next(v["prompt"] for v in manifest.variants if v["label"] == p.variant_b),
