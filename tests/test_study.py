@@ -430,7 +430,7 @@ def test_listen_tab_wires_handlers_into_blocks(store, ab_study):
 
     import gradio as gr
 
-    from recap.ui.context import SessionJobs
+    from recap.ui.jobs import SessionJobs
     from recap.ui.listen import build_listen_tab
 
     with gr.Blocks() as demo:

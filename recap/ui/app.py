@@ -23,16 +23,13 @@ from recap.limits import LIMITS
 from recap.ui.about import build_about_tab
 from recap.ui.common import model_banner
 from recap.ui.compare import build_compare_tab
-from recap.ui.context import (
-    AppContext,
-    SessionJobs,
-    choose_start_model,
-    close_session,
-)
+from recap.ui.context import AppContext, choose_start_model
 from recap.ui.guard import guard_middleware
+from recap.ui.jobs import SessionJobs, close_session
 from recap.ui.listen import build_listen_tab, code_from_query
 from recap.ui.prompt import build_prompt_tab
 from recap.ui.token import build_token_tab
+from recap.ui.transfer import build_transfer_panel, transfer_installed
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +89,9 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             with gr.Tab("Token", id="token") as token_tab:
                 build_token_tab(ctx, model, jobs, tokens, prompt.table)
             with gr.Tab("Generate & compare", id="compare") as compare_tab:
-                build_compare_tab(ctx, model, jobs, tokens, prompt.table, prompt.baseline, prompt.record)
+                compare = build_compare_tab(ctx, model, jobs, tokens, prompt.table, prompt.baseline, prompt.record)
+                if transfer_installed():  # its runs join the compare tab's run browser
+                    build_transfer_panel(ctx, model, jobs, tokens, compare.mine)
             with gr.Tab("Listen & rate", id="listen"):
                 listen = build_listen_tab(ctx, jobs)
             with gr.Tab("About", id="about") as about:

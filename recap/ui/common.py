@@ -1,4 +1,4 @@
-"""Small helpers the tabs share: errors as sentences, seeds, tables, banners."""
+"""Small helpers the tabs share: errors as sentences, seeds and models from the page, tables, banners."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from typing import Any
 
 import gradio as gr
 
-from recap.errors import Cancelled, RecapError
+from recap.errors import BadInput, Cancelled, RecapError
 from recap.backends.registry import get_spec
+from recap.limits import text as bounded_text
 from recap.ui.context import HF_HELP
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ MAX_SEEDS = 16
 # recap.generation.grid.MAX_PROMPT_CHARS, repeated here because importing recap.generation.grid loads the
 # model libraries (seconds) and the page must be built without them.
 PROMPT_LIMIT = 1000
+MAX_SEEDS_TEXT = 200
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
 
 
@@ -102,6 +104,16 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def bind(fn: Callable, *args: Any) -> Callable:
+    """``fn`` with its first arguments fixed (the app's context, a GPU-gated function): the event
+    handler a tab wires. It keeps ``fn``'s name, which names the event's endpoint when no
+    ``api_name`` is given, and ``fn``'s remaining parameters, which Gradio reads."""
+    bound = functools.partial(fn, *args)
+    bound.__name__ = fn.__name__  # type: ignore[attr-defined]
+    bound.__doc__ = fn.__doc__
+    return bound
+
+
 def parse_seeds(text: str | Sequence[int] | None) -> list[int]:
     """Seeds from "0, 1, 2", "0 1 2" or a range "0-3" (inclusive).
 
@@ -131,6 +143,22 @@ def parse_seeds(text: str | Sequence[int] | None) -> list[int]:
     if len(seeds) > MAX_SEEDS:
         raise ValueError(f"{len(seeds)} seeds is too many for one grid here; the limit is {MAX_SEEDS}")
     return seeds
+
+
+def seeds_of(value: Any) -> list[int]:
+    """Seeds from the raw seeds field ("0, 1, 2" or "0-3"), each in 0..2^32-1, at most ``LIMITS.seeds``."""
+    from recap.generation.grid import check_seeds
+
+    if value is not None and not isinstance(value, str):
+        raise BadInput(f"seeds must be text such as 0, 1, 2 or 0-3, got {type(value).__name__}")
+    return check_seeds(parse_seeds(bounded_text("seeds", value, MAX_SEEDS_TEXT)))
+
+
+def model_name(name: Any, choices: list[str]) -> str:
+    """``name`` when it is one of the picker's models; :class:`BadInput` naming it otherwise."""
+    if not isinstance(name, str) or name not in choices:
+        raise BadInput(f"model {str(name)[:60]!r} is not one of this server's models ({', '.join(choices)})")
+    return name
 
 
 def table_rows(value: Any) -> list[list[Any]]:

@@ -1,10 +1,10 @@
-"""What every tab shares: settings, the lazily loaded models, the GPU gate, per-session job control.
+"""What every tab shares: settings, the lazily loaded models, the GPU gate, the files it may serve.
 
 The context holds nothing that belongs to one visitor. Models are loaded on first use (not at
 import, so the server is up in seconds), once, behind a lock, and used read-only by everyone:
 learned tokens are applied per call (``tokens=``), so loading a token never changes what
-another visitor's prompt means. Per-visitor values live in ``gr.State`` (:class:`SessionJobs`,
-the session's tokens, its run) or in the browser.
+another visitor's prompt means. Per-visitor values live in ``gr.State`` (the session's job
+control, :class:`recap.ui.jobs.SessionJobs`; its tokens; its run) or in the browser.
 
 On a ZeroGPU Space (the ``spaces`` package is importable) every GPU-bound function is wrapped
 in ``spaces.GPU``; elsewhere that wrapper is the function itself.
@@ -16,8 +16,6 @@ import functools
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,62 +61,6 @@ def choose_start_model(wanted: str) -> tuple[str, str | None]:
         return spec.name, None
     fallback = offline_fallback(spec.name)
     return fallback, f"{spec.name} needs a Hugging Face token and none is set, so `{fallback}` is used instead. {HF_HELP}"
-
-
-class SessionJobs:
-    """One visitor's job control, kept in ``gr.State``: the Stop flag and a scratch folder.
-
-    A job calls :meth:`begin` for a fresh ``threading.Event`` it passes to the core as ``stop=``;
-    the Stop button calls :meth:`stop`. :meth:`arm` runs when a button is clicked, before the job
-    waits in the queue, so a Stop pressed while waiting still stops it.
-
-    ``gr.State`` deep-copies its initial value for every new session: a copy is a fresh object.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._event = threading.Event()
-        self._armed = False
-        self._scratch: Path | None = None
-
-    def __deepcopy__(self, memo: dict) -> SessionJobs:
-        return SessionJobs()
-
-    def arm(self) -> None:
-        with self._lock:
-            self._event = threading.Event()
-            self._armed = True
-
-    def begin(self) -> threading.Event:
-        with self._lock:
-            if not self._armed:
-                self._event = threading.Event()
-            self._armed = False
-            return self._event
-
-    def stop(self) -> None:
-        with self._lock:
-            self._event.set()
-
-    @property
-    def scratch(self) -> Path:
-        """A private temporary folder of this session (previews, checkpoints, downloads)."""
-        with self._lock:
-            if self._scratch is None:
-                self._scratch = Path(tempfile.mkdtemp(prefix="recap-session-"))
-            return self._scratch
-
-    def close(self) -> None:
-        """Removes the scratch folder (called when Gradio drops the session)."""
-        with self._lock:
-            if self._scratch is not None:
-                shutil.rmtree(self._scratch, ignore_errors=True)
-                self._scratch = None
-
-
-def close_session(jobs: Any) -> None:
-    if isinstance(jobs, SessionJobs):
-        jobs.close()
 
 
 @dataclass

@@ -57,7 +57,7 @@ from recap.study.stats import (
     write_json,
 )
 from recap.ui.common import md_text, user_errors
-from recap.ui.context import SessionJobs, close_session
+from recap.ui.jobs import SessionJobs, close_session
 
 __all__ = ["ExperimenterGate", "Unlock", "RaterView", "open_study", "submit_answer", "code_from_query",
            "run_choices", "create_study", "study_choices", "progress_table", "study_results", "md_text",

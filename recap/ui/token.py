@@ -9,13 +9,17 @@ session, where *Resume* continues it from its checkpoint in the session's scratc
 Toasts (``gr.Info``/``gr.Warning``) render HTML, so every text in them that a user or a file
 supplied is escaped; Markdown status lines use ``md_text``/``code_text``.
 
-The core modules load the model libraries, so they are imported inside the handlers.
+Pure handlers first (values in, values out; the app's context and its GPU-gated functions come
+first and are bound at wiring time, so a test calls them directly), Blocks wiring after. The core
+modules load the model libraries, so they are imported inside the handlers.
 """
 
 from __future__ import annotations
 
 import html
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +27,12 @@ from typing import Any
 import gradio as gr
 
 from recap.paths import inside, safe_name
-from recap.ui.common import code_text, md_text, user_errors
+from recap.ui.common import bind, code_text, md_text, user_errors
 from recap.backends.registry import get_spec
-from recap.ui.context import AppContext, SessionJobs
+from recap.ui.context import AppContext
+from recap.ui.jobs import SessionJobs, arm_job, stop_job
+from recap.ui.prompt import add_variant
+from recap.ui.session_tokens import usable_tokens
 from recap.ui.training import (
     progress_figure,
     train_chunk,
@@ -38,26 +45,6 @@ NEAREST_HEADERS = ("vector", "rank", "word", "cosine")
 
 
 # ----------------------------------------------------------------------------- pure helpers
-def usable_tokens(backend: Any, session: dict | None) -> dict[str, Any]:
-    """placeholder -> vectors of the session's tokens that fit ``backend`` (width and model)."""
-    out = {}
-    for placeholder, token in (session or {}).items():
-        model_id = token.meta.get("model_id")
-        if token.vectors.shape[1] == backend.embedding_dim and (not model_id or model_id == backend.model_id):
-            out[placeholder] = token.vectors
-    return out
-
-
-def check_token_use(prompts: list[str], backend: Any, session: dict | None) -> None:
-    """Raises ValueError when a prompt uses a session token made for another model."""
-    usable = usable_tokens(backend, session)
-    for placeholder, token in (session or {}).items():
-        if placeholder not in usable and any(placeholder in p for p in prompts):
-            raise ValueError(f"{placeholder} was trained for {token.meta.get('model_id') or 'another model'} "
-                             f"(width {token.vectors.shape[1]}); {backend.name} cannot use it. Switch the model "
-                             "or train the token for this one.")
-
-
 def token_rows(session: dict | None) -> list[list[Any]]:
     rows = []
     for placeholder, t in (session or {}).items():
@@ -107,34 +94,202 @@ def toast_text(text: object) -> str:
     return html.escape(str(text), quote=False)
 
 
+# ----------------------------------------------------------------------------- handlers
+def token_listing(session: dict | None, selected: str | None) -> tuple[list[list[Any]], Any]:
+    """The session's token table, and the token picker with ``selected`` kept when it is still there."""
+    names = list(session or {})
+    return token_rows(session), gr.update(choices=names, value=selected if selected in names else None)
+
+
+def selected_token(session: dict | None, placeholder: str | None) -> Any:
+    """The session's token ``placeholder``; ValueError when the session has none by that name."""
+    if not session or placeholder not in session:
+        raise ValueError("choose a token of this session first (train or load one)")
+    return session[placeholder]
+
+
+def run_training(ctx: AppContext, run_chunk: Callable[..., Iterator[Any]], nearest: Callable[..., list[list[Any]]],
+                 resume: bool, model_name: str, clips_: list[str] | None, name_: str, init_: str, init_word_: str,
+                 n_vectors_: float, steps_: float, learning_rate: float, batch_size: float, seconds_: float,
+                 snr_db: float, seed_: float, preview_every_: float, jobs: SessionJobs, session: dict | None,
+                 progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, ...]]:
+    """Train (or, with ``resume``, continue) a token, yielding the page's outputs as it goes.
+
+    Args:
+        run_chunk: :func:`recap.ui.training.train_chunk` behind the app's GPU gate.
+        nearest: :func:`nearest_rows` behind the app's GPU gate.
+        model_name ... preview_every_: The form (the names are the ``/train_token`` API's).
+
+    Yields:
+        (curve, stats, preview, session, token rows, token picker, saved tokens, nearest words);
+        while training only the first three change. A finished token is saved to the shared
+        folder; a stopped one stays in the session, resumable from its checkpoint.
+    """
+    from recap.tokens.training import check_config
+
+    # 1. The form and the clips, checked before anything starts: a sentence, not a job
+    session = dict(session or {})
+    config = training_config(name_, init_, init_word_, n_vectors_, steps_, learning_rate, batch_size, seconds_,
+                             snr_db, seed_, preview_every_, preview_steps=min(get_spec(model_name).defaults.steps, 25))
+    if not clips_:
+        raise ValueError("upload at least one clip of the sound to learn")
+    backend, note = ctx.backend(model_name)
+    if note:
+        gr.Warning(toast_text(note))
+    config = check_config(backend, config)
+    # 2. Train, showing the curve and each preview
+    stop = jobs.begin()
+    checkpoint_dir = jobs.scratch / "checkpoints" / safe_name(config.placeholder, fallback="token")
+    history, token, last, last_preview, notes = [], None, 0.0, None, []
+    for item in train_in_chunks(run_chunk, backend, list(clips_), config, stop, checkpoint_dir, resume,
+                                ctx.train_chunk_steps):
+        if not hasattr(item, "loss"):
+            token = item
+            break
+        for clip_note in item.notes:  # e.g. a clip far too loud was normalised: say so at once
+            if clip_note not in notes:
+                notes.append(clip_note)
+                gr.Warning(toast_text(clip_note))
+        history.append((item.step, item.loss, item.norm, item.cos_to_init))
+        progress(item.step / item.steps, desc=f"step {item.step} of {item.steps}")
+        audio = None
+        if item.preview is not None:
+            from recap.audio_io import write_wav
+
+            audio = str(write_wav(jobs.scratch / "previews" / f"{safe_name(config.placeholder)}-{item.step}.wav",
+                                  item.preview, backend.sample_rate))
+            last_preview = audio
+        # The page redraws a few times a second at most; previews and the last step always show.
+        if audio or item.step == item.steps or time.monotonic() - last > 0.4:
+            last = time.monotonic()
+            yield (progress_figure(history), _stats(item), audio or gr.skip(), gr.skip(), gr.skip(), gr.skip(),
+                   gr.skip(), gr.skip())
+    # 3. Save a finished token; keep a stopped one in the session
+    if token.meta.get("complete"):
+        from recap.tokens.files import save_token
+        from recap.generation.runs import new_run_id
+
+        save_token(token, ctx.settings.tokens_dir, f"{safe_name(config.placeholder)}-{new_run_id()}")
+        done = f"Trained {code_text(token.placeholder)} and saved it as {code_text(Path(token.path).name)}."
+    else:
+        done = (f"Stopped at step {token.meta['steps_done']} of {config.steps}. {code_text(token.placeholder)} "
+                "can be used as it is in this session, or press *Resume* to continue.")
+    for clip_note in notes or token.meta.get("notes", []):
+        done += f"\n\n⚠️ {md_text(clip_note)}"
+    session[token.placeholder] = token
+    rows, choice = token_listing(session, token.placeholder)
+    yield (progress_figure(history), done, last_preview or gr.skip(), session, rows, choice,
+           saved_update(ctx.settings.tokens_dir), nearest(backend, token))
+
+
+def load_session_token(ctx: AppContext, nearest: Callable[..., list[list[Any]]], model_name: str,
+                       file_name: str | None, upload_path: str | None, session: dict | None) -> tuple[Any, ...]:
+    """Loads a saved token (``file_name``) or an uploaded file into the session.
+
+    Returns:
+        (session, token rows, token picker, nearest words of the loaded token).
+    """
+    from recap.tokens.files import load_token
+
+    if upload_path:
+        path = Path(upload_path)
+    elif file_name:
+        path = inside(ctx.settings.tokens_dir, Path(str(file_name)).name)
+    else:
+        raise ValueError("choose a saved token or upload a .safetensors file first")
+    backend, _ = ctx.backend(model_name)
+    token = load_token(backend, path)
+    if upload_path:
+        token.path = None  # the upload's temporary copy is not a saved token
+    session = dict(session or {})
+    replaced = token.placeholder in session
+    session[token.placeholder] = token
+    rows, choice = token_listing(session, token.placeholder)
+    gr.Info(toast_text(f"Loaded {token.placeholder}" + (" (replacing the one loaded before)" if replaced else "")))
+    return session, rows, choice, nearest(backend, token)
+
+
+def saved_update(tokens_dir: Path) -> Any:
+    """Update of the saved-token picker: the shared saved tokens, newest first."""
+    return gr.update(choices=saved_choices(tokens_dir))
+
+
+def token_details(ctx: AppContext, nearest: Callable[..., list[list[Any]]], model_name: str, session: dict | None,
+                  placeholder: str | None) -> list[list[Any]]:
+    """The nearest vocabulary words of the picked token (none when it does not fit the model)."""
+    if not placeholder:
+        return []
+    backend, _ = ctx.backend(model_name)
+    token = selected_token(session, placeholder)
+    if not usable_tokens(backend, {placeholder: token}):
+        return []
+    return nearest(backend, token)
+
+
+def download_token(session: dict | None, placeholder: str | None, jobs: SessionJobs) -> tuple[list[str], Any]:
+    """The picked token's two files in a fresh download folder of the session, and the file box shown."""
+    token = selected_token(session, placeholder)
+    return export_token(token, Path(tempfile.mkdtemp(dir=jobs.scratch, prefix="token-"))), gr.update(visible=True)
+
+
+def add_token_prompt(rows: Any, placeholder: str | None, session: dict | None) -> list[list[Any]]:
+    """The prompt table with "a recording of <placeholder>" added as a token prompt."""
+    selected_token(session, placeholder)
+    return add_variant(rows, f"a recording of {placeholder}", list(session))
+
+
+def drop_token(session: dict | None, placeholder: str | None) -> tuple[Any, ...]:
+    """The session without token ``placeholder``: (session, token rows, token picker, nearest words)."""
+    selected_token(session, placeholder)
+    session = {k: v for k, v in session.items() if k != placeholder}
+    return (session, *token_listing(session, None), [])
+
+
+def push_session_token(session: dict | None, placeholder: str | None, repo_id: str, secret: str,
+                       jobs: SessionJobs) -> str:
+    """Pushes the picked token to the visitor's Hub repository with their own token; a Markdown line."""
+    from recap.tokens.files import check_hub_token, push_token
+
+    # The visitor's own token, checked first: an empty one would let huggingface_hub fall
+    # back to the server's HF_TOKEN and write wherever a stranger names.
+    secret = check_hub_token(secret)
+    repo_id = check_repo_id(repo_id)
+    token = selected_token(session, placeholder)
+    path = export_token(token, Path(tempfile.mkdtemp(dir=jobs.scratch, prefix="push-")))[0]
+    url = push_token(path, repo_id, token=secret)
+    return f"Pushed to [{md_text(repo_id)}]({url})."
+
+
+def clip_previews(paths: list[str] | None) -> None:
+    """Lays out a player and a spectrogram of each uploaded clip (the first 8), inside a ``gr.render``."""
+    if not paths:
+        return
+    with gr.Row():
+        for p in paths[:8]:
+            with gr.Column(min_width=220):
+                gr.Audio(p, label=Path(p).name, interactive=False, buttons=[])
+                gr.Plot(_clip_figure(p), show_label=False)
+
+
 # ----------------------------------------------------------------------------- wiring
 @dataclass
-class TokenTab:
-    session_tokens: gr.State
+class _TrainPanel:
+    clips: gr.File
+    settings: list[Any]  # in the order of run_training's form parameters (name_ ... preview_every_)
+    train_btn: gr.Button
+    resume_btn: gr.Button
+    stop_btn: gr.Button
+    stats: gr.Markdown
+    curve: gr.Plot
+    preview: gr.Audio
 
 
-def build_token_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens: gr.State,
-                    prompt_table: gr.Dataframe) -> TokenTab:
-    """Adds the tab's components and events to the open Blocks/Tab context."""
-    gpu_chunk = ctx.gpu(train_chunk, duration=120)
-    gpu_nearest = ctx.gpu(nearest_rows, duration=30)
-
-    gr.Markdown("Teach the model a new word for a sound: upload a few clips of it, name the word "
-                "(e.g. `<my-bell>`), and train only that word's embedding; the model itself stays unchanged.")
+def _train_panel() -> _TrainPanel:
+    """The "Train a token" accordion: the clips (each shown), the settings, the buttons, the live curve."""
     with gr.Accordion("Train a token", open=True):
         clips = gr.File(label="Clips of the sound (1 or more)", file_count="multiple", file_types=["audio"],
                         elem_id="train-clips")
-
-        @gr.render(inputs=[clips])
-        def show_clips(paths):
-            if not paths:
-                return
-            with gr.Row():
-                for p in paths[:8]:
-                    with gr.Column(min_width=220):
-                        gr.Audio(p, label=Path(p).name, interactive=False, buttons=[])
-                        gr.Plot(_clip_figure(p), show_label=False)
-
+        gr.render(inputs=[clips])(clip_previews)
         with gr.Row():
             name = gr.Textbox(label="New word", value="<my-sound>", max_length=40)
             init = gr.Radio([("class word", "word"), ("mean of vocabulary", "mean"), ("random", "random")],
@@ -157,7 +312,24 @@ def build_token_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens:
         with gr.Row():
             curve = gr.Plot(label="Training", scale=3)
             preview = gr.Audio(label="Latest preview", interactive=False, scale=1)
+    return _TrainPanel(clips, [name, init, init_word, n_vectors, steps, lr, batch, seconds, snr, seed, preview_every],
+                       train_btn, resume_btn, stop_btn, stats, curve, preview)
 
+
+@dataclass
+class TokenTab:
+    session_tokens: gr.State
+
+
+def build_token_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens: gr.State,
+                    prompt_table: gr.Dataframe) -> TokenTab:
+    """Adds the tab's components and events to the open Blocks/Tab context."""
+    gpu_chunk = ctx.gpu(train_chunk, duration=120)
+    gpu_nearest = ctx.gpu(nearest_rows, duration=30)
+
+    gr.Markdown("Teach the model a new word for a sound: upload a few clips of it, name the word "
+                "(e.g. `<my-bell>`), and train only that word's embedding; the model itself stays unchanged.")
+    train = _train_panel()
     with gr.Accordion("Tokens", open=True):
         gr.Markdown("Tokens in use in this session. Saved tokens are shared with everyone using this server.")
         active = gr.Dataframe(headers=list(TOKEN_HEADERS), interactive=False, type="array", label="In this session")
@@ -184,192 +356,36 @@ def build_token_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens:
             push_btn = gr.Button("Push to the Hub")
         push_md = gr.Markdown()
 
-    settings_inputs = [name, init, init_word, n_vectors, steps, lr, batch, seconds, snr, seed, preview_every]
-
-    def listing(session: dict, selected: str | None):
-        names = list(session or {})
-        return token_rows(session), gr.update(choices=names, value=selected if selected in names else None)
-
-    def train(resume: bool, model_name: str, paths: list[str] | None, form: list[Any], jobs_: SessionJobs,
-              session: dict | None, progress: gr.Progress):
-        from recap.tokens.training import check_config
-
-        session = dict(session or {})
-        config = training_config(*form, preview_steps=min(get_spec(model_name).defaults.steps, 25))
-        if not paths:
-            raise ValueError("upload at least one clip of the sound to learn")
-        backend, note = ctx.backend(model_name)
-        if note:
-            gr.Warning(toast_text(note))
-        config = check_config(backend, config)  # before anything is started: a sentence, not a job
-        stop = jobs_.begin()
-        checkpoint_dir = jobs_.scratch / "checkpoints" / safe_name(config.placeholder, fallback="token")
-        history, token, last, last_preview, notes = [], None, 0.0, None, []
-        for item in train_in_chunks(gpu_chunk, backend, list(paths), config, stop, checkpoint_dir, resume,
-                                    ctx.train_chunk_steps):
-            if not hasattr(item, "loss"):
-                token = item
-                break
-            for clip_note in item.notes:  # e.g. a clip far too loud was normalised: say so at once
-                if clip_note not in notes:
-                    notes.append(clip_note)
-                    gr.Warning(toast_text(clip_note))
-            history.append((item.step, item.loss, item.norm, item.cos_to_init))
-            progress(item.step / item.steps, desc=f"step {item.step} of {item.steps}")
-            audio = None
-            if item.preview is not None:
-                from recap.audio_io import write_wav
-
-                audio = str(write_wav(jobs_.scratch / "previews" / f"{safe_name(config.placeholder)}-{item.step}.wav",
-                                      item.preview, backend.sample_rate))
-                last_preview = audio
-            # The page redraws a few times a second at most; previews and the last step always show.
-            if audio or item.step == item.steps or time.monotonic() - last > 0.4:
-                last = time.monotonic()
-                yield (progress_figure(history), _stats(item), audio or gr.skip(), gr.skip(), gr.skip(), gr.skip(),
-                       gr.skip(), gr.skip())
-        if token.meta.get("complete"):
-            from recap.tokens.files import save_token
-            from recap.generation.runs import new_run_id
-
-            save_token(token, ctx.settings.tokens_dir, f"{safe_name(config.placeholder)}-{new_run_id()}")
-            done = f"Trained {code_text(token.placeholder)} and saved it as {code_text(Path(token.path).name)}."
-        else:
-            done = (f"Stopped at step {token.meta['steps_done']} of {config.steps}. {code_text(token.placeholder)} "
-                    "can be used as it is in this session, or press *Resume* to continue.")
-        for clip_note in notes or token.meta.get("notes", []):
-            done += f"\n\n⚠️ {md_text(clip_note)}"
-        session[token.placeholder] = token
-        rows, choice = listing(session, token.placeholder)
-        yield (progress_figure(history), done, last_preview or gr.skip(), session, rows, choice,
-               gr.update(choices=saved_choices(ctx.settings.tokens_dir)), gpu_nearest(backend, token))
-
-    @user_errors
-    def train_new(model_name, clips_, name_, init_, init_word_, n_vectors_, steps_, learning_rate, batch_size,
-                  seconds_, snr_db, seed_, preview_every_, jobs_, session, progress=gr.Progress()):
-        form = [name_, init_, init_word_, n_vectors_, steps_, learning_rate, batch_size, seconds_, snr_db, seed_,
-                preview_every_]
-        yield from train(False, model_name, clips_, form, jobs_, session, progress)
-
-    @user_errors
-    def train_more(model_name, clips_, name_, init_, init_word_, n_vectors_, steps_, learning_rate, batch_size,
-                   seconds_, snr_db, seed_, preview_every_, jobs_, session, progress=gr.Progress()):
-        form = [name_, init_, init_word_, n_vectors_, steps_, learning_rate, batch_size, seconds_, snr_db, seed_,
-                preview_every_]
-        yield from train(True, model_name, clips_, form, jobs_, session, progress)
-
-    train_inputs = [model, clips, *settings_inputs, jobs, tokens]
-    train_outputs = [curve, stats, preview, tokens, active, current, saved, nearest]
-    for button, fn, api_name in ((train_btn, train_new, "train_token"), (resume_btn, train_more, "resume_token")):
+    train_inputs = [model, train.clips, *train.settings, jobs, tokens]
+    train_outputs = [train.curve, train.stats, train.preview, tokens, active, current, saved, nearest]
+    for button, resume, api_name in ((train.train_btn, False, "train_token"), (train.resume_btn, True, "resume_token")):
         # Arming first (no queue limit) makes a Stop pressed while the job waits for the GPU count.
-        button.click(_arm, jobs, None, concurrency_limit=None, api_visibility="private").then(
-            fn, train_inputs, train_outputs, api_name=api_name, concurrency_limit=1, concurrency_id="gpu",
-            show_progress_on=[stats])  # the live plot stays uncovered
-    stop_btn.click(_stop, jobs, None, concurrency_limit=None, api_name="stop_training")
+        button.click(arm_job, jobs, None, concurrency_limit=None, api_visibility="private").then(
+            user_errors(bind(run_training, ctx, gpu_chunk, gpu_nearest, resume)), train_inputs, train_outputs,
+            api_name=api_name, concurrency_limit=1, concurrency_id="gpu",
+            show_progress_on=[train.stats])  # the live plot stays uncovered
+    train.stop_btn.click(stop_job, jobs, None, concurrency_limit=None, api_name="stop_training")
 
-    @user_errors
-    def load(model_name, file_name, upload_path, session):
-        from recap.tokens.files import load_token
-
-        if upload_path:
-            path = Path(upload_path)
-        elif file_name:
-            path = inside(ctx.settings.tokens_dir, Path(str(file_name)).name)
-        else:
-            raise ValueError("choose a saved token or upload a .safetensors file first")
-        backend, _ = ctx.backend(model_name)
-        token = load_token(backend, path)
-        if upload_path:
-            token.path = None  # the upload's temporary copy is not a saved token
-        session = dict(session or {})
-        replaced = token.placeholder in session
-        session[token.placeholder] = token
-        rows, choice = listing(session, token.placeholder)
-        gr.Info(toast_text(f"Loaded {token.placeholder}" + (" (replacing the one loaded before)" if replaced else "")))
-        return session, rows, choice, gpu_nearest(backend, token)
-
+    load = user_errors(bind(load_session_token, ctx, gpu_nearest))
     load_outputs = [tokens, active, current, nearest]
     load_btn.click(load, [model, saved, gr.State(None), tokens], load_outputs, api_name="load_token",
                    concurrency_limit=1, concurrency_id="gpu")
     upload_btn.click(load, [model, gr.State(None), upload, tokens], load_outputs, api_name="upload_token",
                      concurrency_limit=1, concurrency_id="gpu")
-    def refresh_saved():
-        return gr.update(choices=saved_choices(ctx.settings.tokens_dir))
-
+    refresh_saved = bind(saved_update, ctx.settings.tokens_dir)
     refresh_btn.click(refresh_saved, None, saved, api_name="list_tokens")
     gr.on(triggers=None, fn=refresh_saved, outputs=saved, api_visibility="private")  # on page load
-
-    def _selected(session, placeholder):
-        if not session or placeholder not in session:
-            raise ValueError("choose a token of this session first (train or load one)")
-        return session[placeholder]
-
-    @user_errors
-    def details(model_name, session, placeholder):
-        if not placeholder:
-            return []
-        backend, _ = ctx.backend(model_name)
-        token = _selected(session, placeholder)
-        if not usable_tokens(backend, {placeholder: token}):
-            return []
-        return gpu_nearest(backend, token)
-
-    current.input(details, [model, tokens, current], nearest, api_visibility="private", concurrency_limit=1,
-                  concurrency_id="gpu")
-
-    @user_errors
-    def download(session, placeholder, jobs_):
-        token = _selected(session, placeholder)
-        import tempfile
-
-        return export_token(token, Path(tempfile.mkdtemp(dir=jobs_.scratch, prefix="token-"))), gr.update(visible=True)
-
-    download_btn.click(download, [tokens, current, jobs], [files, files_box], api_name="download_token")
-
-    @user_errors
-    def add_prompt(rows, placeholder, session):
-        from recap.ui.prompt import add_variant
-
-        _selected(session, placeholder)
-        return add_variant(rows, f"a recording of {placeholder}", list(session))
-
-    use_btn.click(add_prompt, [prompt_table, current, tokens], prompt_table, api_visibility="private")
-
-    @user_errors
-    def drop(session, placeholder):
-        _selected(session, placeholder)
-        session = {k: v for k, v in session.items() if k != placeholder}
-        return (session, *listing(session, None), [])
-
-    drop_btn.click(drop, [tokens, current], [tokens, active, current, nearest], api_visibility="private")
-
-    @user_errors
-    def push(session, placeholder, repo_id, secret, jobs_):
-        from recap.tokens.files import check_hub_token, push_token
-
-        # The visitor's own token, checked first: an empty one would let huggingface_hub fall
-        # back to the server's HF_TOKEN and write wherever a stranger names.
-        secret = check_hub_token(secret)
-        repo_id = check_repo_id(repo_id)
-        token = _selected(session, placeholder)
-        import tempfile
-
-        path = export_token(token, Path(tempfile.mkdtemp(dir=jobs_.scratch, prefix="push-")))[0]
-        url = push_token(path, repo_id, token=secret)
-        return f"Pushed to [{md_text(repo_id)}]({url})."
-
-    push_btn.click(push, [tokens, current, repo, hf_token, jobs], push_md, api_name="push_token",
-                   concurrency_limit=2)
+    current.input(user_errors(bind(token_details, ctx, gpu_nearest)), [model, tokens, current], nearest,
+                  api_visibility="private", concurrency_limit=1, concurrency_id="gpu")
+    download_btn.click(user_errors(download_token), [tokens, current, jobs], [files, files_box],
+                       api_name="download_token")
+    use_btn.click(user_errors(add_token_prompt), [prompt_table, current, tokens], prompt_table,
+                  api_visibility="private")
+    drop_btn.click(user_errors(drop_token), [tokens, current], [tokens, active, current, nearest],
+                   api_visibility="private")
+    push_btn.click(user_errors(push_session_token), [tokens, current, repo, hf_token, jobs], push_md,
+                   api_name="push_token", concurrency_limit=2)
     return TokenTab(session_tokens=tokens)
-
-
-def _arm(jobs: SessionJobs) -> None:
-    jobs.arm()
-
-
-def _stop(jobs: SessionJobs) -> None:
-    jobs.stop()
-    gr.Info("Stopping at the next step…")
 
 
 def _stats(step: Any) -> str:

@@ -26,12 +26,15 @@ from recap.ui import runview
 from recap.ui.common import (
     code_text,
     md_text,
+    model_name,
+    seeds_of,
     user_errors,
     warn_if_stopped,
 )
-from recap.ui.compare import model_name, seeds_of
 from recap.backends.registry import get_spec
-from recap.ui.context import AppContext, SessionJobs
+from recap.ui.context import AppContext
+from recap.ui.jobs import SessionJobs, arm_job
+from recap.ui.session_tokens import tokens_for_prompts
 
 CURVE_HEADERS = ("strength", "steps run", "seeds", "cosine to source", "L2 to source", "cosine to target clips",
                  "CLAP-A source", "CLAP-A target")
@@ -135,6 +138,13 @@ def _r(x: Any) -> Any:
     return None if x is None else round(float(x), 4)
 
 
+def transfer_installed() -> bool:
+    """Whether this checkout has :mod:`recap.generation.transfer` (the panel is shown only then)."""
+    import importlib.util
+
+    return importlib.util.find_spec("recap.generation.transfer") is not None
+
+
 def build_transfer_panel(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens: gr.State,
                          mine: gr.State | None = None) -> None:
     """Adds the accordion to the open Blocks/Tab context; the runs it makes join ``mine``."""
@@ -180,17 +190,14 @@ def build_transfer_panel(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, to
     def on_transfer(model_name, source_path, refs, prompt_text, strengths_text, seeds_text, steps_, jobs_: SessionJobs,
                     session: dict, mine_: list[str] | None, progress=gr.Progress()):
         from recap.analysis.transfer_curves import curves_figure
-        from recap.ui.token import check_token_use, usable_tokens
 
         req = transfer_request(model_name, source_path, refs, prompt_text, strengths_text, seeds_text, steps_, choices)
         backend, note = ctx.backend(req.model)
-        check_token_use([req.prompt], backend, session)
-        toks = {p: v for p, v in usable_tokens(backend, session).items() if p in req.prompt}
+        toks, token_info = tokens_for_prompts([req.prompt], backend, session)
         stop = jobs_.begin()
         try:
             manifest, curves = gpu_transfer(
-                backend, req.source, req.prompt, req.config, toks, req.references, ctx.settings.runs_dir,
-                [session[p].summary() for p in toks],
+                backend, req.source, req.prompt, req.config, toks, req.references, ctx.settings.runs_dir, token_info,
                 progress=lambda done, total, msg: progress(done / max(total, 1), desc=msg), stop=stop)
         except Exception as exc:
             if warn_if_stopped(exc):
@@ -205,8 +212,8 @@ def build_transfer_panel(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, to
         return (view, "\n\n".join(lines), curves_figure(curves), view["rows"],
                 runview.remember_run(mine_, manifest.run_id))
 
-    go_btn.click(lambda j: j.arm(), jobs, None, concurrency_limit=None, api_visibility="private").then(
+    go_btn.click(arm_job, jobs, None, concurrency_limit=None, api_visibility="private").then(
         on_transfer, [model, source, references, prompt, strengths, seeds, steps, jobs, tokens, mine],
         [view_state, status, curves_plot, table, mine], api_name="transfer", concurrency_limit=1,
         concurrency_id="gpu")
-    stop_btn.click(lambda j: j.stop(), jobs, None, concurrency_limit=None, api_visibility="private")
+    stop_btn.click(SessionJobs.stop, jobs, None, concurrency_limit=None, api_visibility="private")
