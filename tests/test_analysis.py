@@ -77,7 +77,10 @@ def test_writes_complete_consistent_files(run_dir, first, tiny):
     cos = [p.cosine for p in first.baseline_pairs if p.variant_b == "reword-1"]
     row = next(r for r in first.table("vs_baseline", "cosine") if r.group == "reword-1")
     assert (row.mean, row.n) == (pytest.approx(np.mean(cos)), 2)
-    assert row.variance == pytest.approx(np.var(cos)) and row.ci_low <= row.mean <= row.ci_high
+    # Changed with the interval's definition: 2 seeds used to get a percentile-bootstrap interval;
+    # below 3 seeds there is none, and the row says over what it would be.
+    assert row.variance == pytest.approx(np.var(cos)) and row.ci_low is None and row.ci_high is None
+    assert (row.unit, row.method, row.latent) == ("seed", "t", "clip latent")
     assert {r.group for r in first.table("vs_baseline")} == {"reword-1", "reword-2", "tier 1", "tier 2"}
 
     # The CSV holds the same values as the JSON.
@@ -99,6 +102,34 @@ def test_reconstruction_is_encode_decode_encode(run_dir, first, tiny):
     assert rec["latent_mse"] == pytest.approx(metrics.mse(z, z_rec), rel=1e-3)
     assert rec["latent_l2_raw"] == pytest.approx(metrics.l2_raw(z, z_rec), rel=1e-3)
     assert rec["audio_mse"] > 0
+    # waveform raw L2 is the norm of the same difference: L2^2 = MSE x samples (thesis Table 5.4's pair)
+    samples = tiny.channels * int(round(1.0 * tiny.sample_rate))
+    assert rec["audio_l2_raw"] ** 2 == pytest.approx(rec["audio_mse"] * samples, rel=1e-2)
+
+
+def test_reconstruction_is_shown_beside_a_seed_change_and_the_closest_rewording(run_dir, first):
+    run = load_run(run_dir)
+    by = {c: [x for x in first.comparisons if x["comparison"] == c] for c in
+          ("autoencoder round trip", "seed change", "closest rewording")}
+    # 6 clips round trip; 3 variants x 1 next seed; 2 baseline seeds
+    assert [len(v) for v in by.values()] == [6, 3, 2]
+    change = next(x for x in by["seed change"] if x["variant"] == "reword-1")
+    a, b = (load_audio(run.audio_path(run.clip("reword-1", s))).audio for s in (0, 1))
+    assert change["audio_mse"] == pytest.approx(float(np.mean((a - b) ** 2)), rel=1e-6)
+    assert change["audio_l2_raw"] == pytest.approx(float(np.linalg.norm(a - b)), rel=1e-6)
+    for x in by["closest rewording"]:  # the rewording whose clip latent is nearest the baseline at that seed
+        same_seed = [p for p in first.baseline_pairs if p.seed_b == x["seed"]]
+        assert x["variant"] == max(same_seed, key=lambda p: p.cosine).variant_b
+    groups = {r.group for r in first.table("reconstruction", "audio_l2_raw")}
+    assert groups == {"autoencoder round trip", "seed change", "closest rewording"}
+
+
+def test_wording_effect_is_a_ratio_to_generation_variance(first):
+    base = next(p for p in first.seed_pairs if p.variant_a == "baseline")  # seeds 0 and 1
+    wording = [1 - p.cosine for p in first.baseline_pairs if p.variant_b == "reword-2"]
+    row = next(r for r in first.table("wording_effect") if r.group == "reword-2")
+    assert row.mean == pytest.approx(np.mean(wording) / (1 - base.cosine))
+    assert (row.n, row.unit, row.method, row.ci_low) == (2, "seed", "delta-t", None)  # 2 seeds: n too small
 
 
 def test_second_call_recomputes_and_rewrites_nothing(run_dir, first, tiny, monkeypatch):
@@ -160,7 +191,8 @@ def test_bad_settings_are_refused(run_dir, tiny, tmp_path):
 def test_cli_prints_the_tables_and_writes_figures(run_dir, first, capsys):
     assert main(["analyze", str(run_dir), "--bins", "100", "120"]) == 0
     out = capsys.readouterr().out
-    for heading in ("Tables 5.1 / 5.3", "Generation variance", "Table 5.2", "Table 5.4", "95% CI"):
+    for heading in ("Tables 5.1 / 5.3", "Generation variance", "Table 5.2", "Table 5.4", "95% CI", "Wording effect",
+                    "clip latent cosine", "n too small", "2 seeds, t", "seed change", "closest rewording"):
         assert heading in out
     assert "reword-1" in out and "random weights" in out
     figures = run_dir / "figures"

@@ -176,11 +176,18 @@ def test_six_prompt_experiment_writes_units_tables_and_charts(reference):
         assert float(row["std"]) == pytest.approx(np.std(values), rel=1e-9, abs=1e-15)
         assert float(row["variance"]) == pytest.approx(np.var(values), rel=1e-9, abs=1e-20)
         assert float(row["ci_low"]) <= float(row["mean"]) <= float(row["ci_high"])
+        # 6 prompts, one variant clip each: the interval is over prompts
+        assert (row["unit"], row["method"]) == ("prompt", "t")
+        assert row["latent"] == ("" if row["metric"] == "text_cosine" else "clip latent")
+    assert {p["latent"] for p in pairs} == {"clip latent"}
     for table, column in (("by_category", "category"), ("by_complexity", "complexity")):
         for row in (r for r in summary if r["table"] == table):
             values = [float(p[row["metric"]]) for p in pairs if p[column] == row["group"]
                       and f"{p['method']}, tier {p['tier']}" == row["set"]]
             assert float(row["mean"]) == pytest.approx(np.mean(values), rel=1e-12, abs=1e-15)
+    # one point per variant, 2 variants of each of 6 prompts (1 seed), interval over prompts
+    corr = {c["set"]: c for c in outcome.report.correlations}
+    assert (corr["all"]["variants"], corr["all"]["prompts"]) == (12, 6) and "pearson_p" not in corr["all"]
     md = (out / "summary.md").read_text()
     assert "| Metric | Batch | Mean | Std. deviation | Variance | n | 95% CI |" in md and "Tables 5.1" in md
     for chart in ("distributions.html", "text_vs_audio.html"):
@@ -346,6 +353,13 @@ def test_tokens_seed_variance_and_reconstruction(tiny, tmp_path):
     assert {r.set for r in seed_rows} == sets | {"baseline, tier 0"}
     assert all(r.n == 2 for r in seed_rows)  # one seed pair per prompt
     recon = report.table("reconstruction")
-    assert {r.metric for r in recon} == {"latent_mse", "latent_l2_raw", "latent_l2", "latent_cosine", "audio_mse"}
+    # Changed by this issue: waveform raw L2 joins waveform MSE (thesis Table 5.4's pair), and each
+    # quantity is shown for the round trip, a seed change and the closest rewording.
+    assert {r.metric for r in recon} == {"latent_mse", "latent_l2_raw", "latent_l2", "latent_cosine", "audio_mse",
+                                         "audio_l2_raw"}
+    assert {r.group for r in recon} == {"autoencoder round trip", "seed change", "closest rewording"}
+    assert all(r.unit == "prompt" and r.n == 2 and r.ci_low is None for r in recon)  # 2 prompts: n too small
+    ratio = {r.set: r for r in report.table("wording_effect")}
+    assert set(ratio) == sets and all(r.mean > 0 and r.unit == "prompt" for r in ratio.values())
     clips = read_csv(tmp_path / "out" / "clips.csv")
     assert len(clips) == 16 and all(float(c["latent_mse"]) >= 0 for c in clips)

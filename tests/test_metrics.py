@@ -22,9 +22,9 @@ from recap.metrics.similarity import (
     pair_scores,
     pairwise_matrix,
     seed_pairs,
-    summarize,
     text_cosine_matrix,
 )
+from recap.analysis.tables import summarize
 
 finite = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False, width=64)
 
@@ -210,7 +210,11 @@ def test_summary_hand_computed():
     s = summarize([1.0, 2.0, 3.0, 4.0])
     assert (s.mean, s.variance, s.n) == (2.5, 1.25, 4)
     assert s.std == pytest.approx(math.sqrt(1.25))
-    assert 1.0 <= s.ci_low < 2.5 < s.ci_high <= 4.0
+    # Changed with the interval's definition (percentile bootstrap -> Student t over the values): the
+    # bootstrap could not leave [1, 4]; the t interval is 2.5 -+ t(0.975, 3) * s / 2, with s = sqrt(5/3):
+    # 3.182446 * 1.290994 / 2 = 2.054260.
+    assert (s.ci_low, s.ci_high) == pytest.approx((0.445740, 4.554260), abs=1e-6)
+    assert (s.unit, s.method) == ("value", "t")
 
 
 def test_summary_interval_is_reproducible_and_narrows_with_more_data():
@@ -219,13 +223,14 @@ def test_summary_interval_is_reproducible_and_narrows_with_more_data():
     assert summarize(small) == summarize(small)
     s_small, s_large = summarize(small), summarize(large)
     assert s_large.ci_high - s_large.ci_low < s_small.ci_high - s_small.ci_low
-    # the bootstrap interval of a mean of N(0,1) data of size 1000 is about +-1.96/sqrt(1000)
+    # the interval of a mean of N(0,1) data of size 1000 is about +-1.96/sqrt(1000)
     assert s_large.ci_high - s_large.ci_low == pytest.approx(2 * 1.96 / math.sqrt(1000), rel=0.2)
 
 
 def test_summary_of_one_value_and_of_none():
     s = summarize([0.7])
-    assert (s.mean, s.std, s.variance, s.n, s.ci_low, s.ci_high) == (0.7, 0.0, 0.0, 1, 0.7, 0.7)
+    # Changed: one value used to get a zero-width "interval" [0.7, 0.7]; below 3 units there is none.
+    assert (s.mean, s.std, s.variance, s.n, s.ci_low, s.ci_high) == (0.7, 0.0, 0.0, 1, None, None)
     with pytest.raises(ValueError, match="zero values"):
         summarize([])
     with pytest.raises(ValueError, match="confidence"):
@@ -234,3 +239,12 @@ def test_summary_of_one_value_and_of_none():
 
 def test_metric_names_are_the_documented_ones():
     assert metrics.METRIC_NAMES == ("cosine", "l2", "l2_raw", "mse")
+
+
+def test_summary_clusters_values_that_share_a_unit():
+    # two prompts' values, 0 and 1 for one prompt, 2 and 3 for another, 4 and 5 for a third:
+    # three clusters, so n = 3 (not 6) and the interval is cluster-robust
+    s = summarize([0.0, 1.0, 2.0, 3.0, 4.0, 5.0], unit="prompt", clusters=["a", "a", "b", "b", "c", "c"])
+    assert (s.values, s.n, s.unit, s.method) == (6, 3, "prompt", "cluster-robust t")
+    # cluster sums of residuals -4, 0, 4: se = sqrt(3/2 * 32) / 6 = 1.154701; t(0.975, 2) = 4.302653
+    assert (s.ci_low, s.ci_high) == pytest.approx((2.5 - 4.968276, 2.5 + 4.968276), abs=1e-5)

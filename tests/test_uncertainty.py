@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from recap.metrics.similarity import summarize
 from recap.metrics.uncertainty import (
     MIN_N,
     cluster_interval,
     clustered_share,
     clustered_correlation,
+    cluster_ratio_interval,
     paired_ratio_interval,
     pairwise_interval,
+    percentile_bootstrap,
     t_interval,
     wilson_interval,
 )
@@ -37,8 +38,8 @@ def test_t_interval_covers_at_four_seeds_where_the_percentile_bootstrap_does_not
         v = rng.normal(0.7, 0.05, size=4)
         t = t_interval(v, unit="seed")
         t_hits += _covers(t.low, t.high, 0.7)
-        b = summarize(v, n_boot=300, seed=i)
-        boot_hits += b.ci_low <= 0.7 <= b.ci_high
+        lo, hi = percentile_bootstrap(v, n_boot=300, seed=i)
+        boot_hits += lo <= 0.7 <= hi
     assert 0.93 <= t_hits / sims <= 0.97
     assert boot_hits / sims < 0.88  # the control: the percentile bootstrap at n = 4 undercovers
 
@@ -201,3 +202,28 @@ def test_clustered_share_by_hand():
 def test_wilson_interval_by_hand():
     # 7/10: denom 1.384146, centre 0.644622, half 0.247885
     assert wilson_interval(7, 10) == pytest.approx((0.39677, 0.89220), abs=1e-4)
+
+
+def test_cluster_ratio_interval_is_paired_ratio_with_one_pair_per_cluster():
+    a, b = [0.2, 0.3, 0.25, 0.4], [0.5, 0.4, 0.45, 0.6]
+    one = cluster_ratio_interval(a, b, ["p", "q", "r", "s"], unit="prompt")
+    ref = paired_ratio_interval(a, b, unit="prompt")
+    assert (one.estimate, one.low, one.high) == pytest.approx((ref.estimate, ref.low, ref.high))
+
+
+def test_cluster_ratio_interval_covers_with_shared_prompt_effects():
+    rng = np.random.default_rng(19)
+    hits = naive = 0
+    prompts, per = 8, 6
+    for _ in range(1000):
+        # each prompt has its own wording effect (mean 0.5 of a seed change), shared by its variants and seeds
+        effect = np.repeat(rng.gamma(16, 0.5 / 16, size=prompts), per)
+        seed_change = rng.gamma(4, 0.1, size=prompts * per)
+        wording = effect * rng.gamma(4, 0.1, size=prompts * per)
+        iv = cluster_ratio_interval(wording, seed_change, np.repeat(np.arange(prompts), per), unit="prompt")
+        assert iv.n == prompts
+        hits += _covers(iv.low, iv.high, 0.5)
+        p = paired_ratio_interval(wording, seed_change, unit="clip")  # the 48 clips as if independent
+        naive += _covers(p.low, p.high, 0.5)
+    assert 0.92 <= hits / 1000 <= 0.975
+    assert naive / 1000 < 0.90

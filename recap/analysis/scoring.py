@@ -1,7 +1,8 @@
 """Analysis of a run folder: latent metrics, text cosine, reconstruction, CLAP and music scores.
 
-:func:`analyze_run` reads ``RUN_DIR/manifest.json`` and the audio, and writes
-``RUN_DIR/metrics.json`` (everything, with the config that made it) and ``RUN_DIR/metrics.csv``
+The measurements come from :mod:`recap.analysis.clip_scores` (the one scoring path, shared with
+experiments), the tables from :mod:`recap.analysis.run_tables`. :func:`analyze_run` reads
+``RUN_DIR/manifest.json`` and the audio, and writes ``RUN_DIR/metrics.json`` (everything, with the config that made it) and ``RUN_DIR/metrics.csv``
 (one row per measured value, tidy). Work is cached twice, so repeating an analysis is free:
 
 - per clip, by the SHA-256 of its WAV file: the VAE latents of the clip and of its
@@ -12,36 +13,35 @@
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
 
-from recap.metrics import similarity as metrics
+from recap.analysis.cache import LazyBackend, TensorCache, digest, write_if_changed
+from recap.analysis.clip_scores import LATENT_NAMES, encode_clips, score_clips
+from recap.analysis.run_tables import run_csv, run_summaries
+from recap.analysis.tables import SummaryRow
 from recap.audio_io import load_audio
 from recap.backends.registry import find_spec
 from recap.metrics.clap import DEFAULT_CLAP_MODEL
 from recap.metrics.clap import is_cached as clap_is_cached
 from recap.errors import BadInput
 from recap.limits import finite, whole
-from recap.metrics.similarity import ClipKey, PairRecord, SummaryRow, group_items, summary_rows
-from recap.paths import atomic_write_bytes, json_bytes, safe_name, sha256_file
+from recap.metrics.similarity import ClipKey, PairRecord
+from recap.paths import json_bytes, safe_name, sha256_file
 from recap.generation.runs import RunManifest, load_run, read_json
 from recap.variants import tier_of
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "recap.analysis/2"  # 2: variants carry their rewording "tier"
+# 2: variants carry their rewording "tier"; 3: intervals over the independent unit, waveform L2,
+# reconstruction comparisons, the wording effect, the latent named
+FORMAT = "recap.analysis/3"
 CACHE_DIR = "analysis_cache"
-RECONSTRUCTION_METRICS = ("latent_mse", "latent_l2_raw", "latent_l2", "latent_cosine", "audio_mse")
-# Bounds of the settings (the bootstrap's memory is n_boot × clips; references are all loaded).
+# Bounds of the settings (references are all loaded).
 MAX_N_BOOT = 100_000
 MAX_BATCH_SIZE = 256
 MAX_REFERENCES = 64
@@ -59,9 +59,13 @@ class AnalysisConfig:
         music: add tempo / key / loudness against the reference clips (paper 001).
         references: audio files the CLAP-A and music scores compare with (e.g. a learned
             token's training clips); empty means the run's baseline clips.
-        confidence: coverage of the bootstrap interval of each mean.
-        n_boot: bootstrap resamples.
+        confidence: coverage of the interval of each mean (t over seeds, jackknife over clips,
+            cluster-robust t over variants; see :mod:`recap.analysis.tables`).
+        n_boot: bootstrap resamples; the run tables use none (their intervals are analytic), kept
+            so that saved configs and callers stay valid.
         batch_size: clips per VAE call (memory only; results do not depend on it beyond float rounding).
+        latent: which latent the pair scores use: "clip" (encode(saved wav), the default) or
+            "sampler" (the final denoised latent the run saved; every table then says so).
     """
 
     baseline: str = "baseline"
@@ -73,6 +77,7 @@ class AnalysisConfig:
     confidence: float = 0.95
     n_boot: int = 2000
     batch_size: int = 8
+    latent: str = "clip"
 
 
 @dataclass
@@ -88,11 +93,14 @@ class RunAnalysis:
         baseline_pairs: baseline vs each variant, same seed.
         seed_pairs: same variant, different seeds (generation variance).
         text: per variant: cosine of its prompt's embedding with the baseline prompt's.
-        reconstruction: per clip: latent MSE / L2 / unit-L2 / cosine between encode(x) and
-            encode(decode(encode(x))), and waveform MSE between x and decode(encode(x)).
+        reconstruction: per clip: waveform MSE and raw L2 between x and decode(encode(x)), and latent
+            MSE / raw L2 / unit L2 / cosine between encode(x) and encode(decode(encode(x))).
         clap: per clip CLAP-A / CLAP-T (empty unless asked and available).
         music: per clip tempo, key, loudness and their match with the references.
         summaries: the tables.
+        comparisons: the reconstruction table's records: the round trip, a seed change and the
+            closest rewording, per clip (``comparison`` names which).
+        latent: the latent of the pair scores ("clip latent" or "sampler latent").
         toy_features: per clip, for runs of the ``toy`` model: the toy world's model-free spectral
             measurements (centroid, loudness variation, flatness, pitch-modulation depth/speed).
         notes: things a reader must know (random weights, skipped parts).
@@ -113,6 +121,8 @@ class RunAnalysis:
     music: list[dict[str, Any]]
     summaries: list[SummaryRow]
     toy_features: list[dict[str, Any]] = field(default_factory=list)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+    latent: str = LATENT_NAMES["clip"]
     notes: list[str] = field(default_factory=list)
     recomputed: bool = field(default=True, compare=False)
 
@@ -142,73 +152,14 @@ class RunAnalysis:
         )
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-class _TensorCache:
-    """Tensors stored per key as safetensors files in one folder (written atomically)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def get(self, key: str) -> dict[str, torch.Tensor] | None:
-        path = self.folder / f"{safe_name(key, max_len=120)}.safetensors"
-        try:
-            return load_file(str(path)) if path.is_file() else None
-        except Exception as exc:  # a truncated or foreign file is recomputed, not fatal
-            logger.warning("ignoring unreadable cache file %s (%s)", path.name, exc)
-            return None
-
-    def put(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
-        path = self.folder / f"{safe_name(key, max_len=120)}.safetensors"
-        atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}))
-
-
-def _write_if_changed(path: Path, data: bytes) -> bool:
-    if path.is_file() and path.read_bytes() == data:
-        return False
-    atomic_write_bytes(path, data)
-    return True
-
-
-class _LazyBackend:
-    """Loads the run's backend the first time something is not cached, not before."""
-
-    def __init__(self, manifest: RunManifest, backend: Any | None) -> None:
-        self.name = backend.name if backend is not None else str(manifest.model.get("name"))
-        self.loaded = backend
-
-    def get(self) -> Any:
-        if self.loaded is None:
-            from recap.backends.loading import load_backend
-            from recap.config import settings
-
-            s = settings()
-            logger.info("loading backend %s to encode clips", self.name)
-            self.loaded = load_backend(self.name, device=s.device, dtype=s.dtype)
-        return self.loaded
-
-
-def _as_model_audio(audio: torch.Tensor, sr: int, backend: Any) -> torch.Tensor:
-    """[B, C, T] audio at the backend's rate and channel count (what its decoder reproduces)."""
-    if sr != backend.sample_rate:
-        import librosa
-
-        audio = torch.from_numpy(librosa.resample(audio.numpy(), orig_sr=sr, target_sr=backend.sample_rate, axis=-1))
-    if audio.shape[1] != backend.channels:
-        audio = audio.mean(1, keepdim=True).repeat(1, backend.channels, 1)
-    return audio
-
-
-def _encode_clips(run: RunManifest, keys: list[ClipKey], hashes: dict[ClipKey, str], lazy: _LazyBackend,
-                  cache: _TensorCache, config: AnalysisConfig) -> dict[ClipKey, dict[str, torch.Tensor]]:
-    """Latents (and reconstruction latents) per clip, from the cache or by encoding the missing ones."""
+def _encode_clips(run: RunManifest, keys: list[ClipKey], hashes: dict[ClipKey, str], lazy: LazyBackend,
+                  cache: TensorCache, config: AnalysisConfig) -> dict[ClipKey, dict[str, torch.Tensor]]:
+    """:func:`~recap.analysis.clip_scores.encode_clips` entries per clip, from the cache or by encoding the missing ones."""
     out: dict[ClipKey, dict[str, torch.Tensor]] = {}
     missing: list[ClipKey] = []
     for key in keys:
         hit = cache.get(f"{hashes[key]}-{lazy.name}")
-        if hit is not None and (not config.reconstruction or "z_rec" in hit):
+        if hit is not None and (not config.reconstruction or "audio_l2_raw" in hit):
             out[key] = hit
         else:
             missing.append(key)
@@ -223,18 +174,10 @@ def _encode_clips(run: RunManifest, keys: list[ClipKey], hashes: dict[ClipKey, s
         by_shape: dict[tuple[int, int, int], list[int]] = {}
         for i, c in enumerate(clips):
             by_shape.setdefault((c.audio.shape[0], c.audio.shape[1], c.sample_rate), []).append(i)
-        for (_, n_samples, sr), idx in by_shape.items():
+        for (_, _, sr), idx in by_shape.items():
             audio = torch.stack([torch.from_numpy(clips[i].audio) for i in idx])  # [B, C, T]
-            z = backend.encode_audio(audio, sr)
-            entry = {"z": z}
-            if config.reconstruction:
-                recon = backend.decode(z, n_samples / sr)  # [B, C', T'] at the backend's rate
-                target = _as_model_audio(audio, sr, backend)
-                length = min(recon.shape[-1], target.shape[-1])
-                audio_mse = ((recon[..., :length] - target[..., :length]) ** 2).flatten(1).mean(1)
-                entry.update(z_rec=backend.encode_audio(recon, backend.sample_rate), audio_mse=audio_mse)
-            for j, i in enumerate(idx):
-                tensors = {k: v[j].float().cpu() for k, v in entry.items()}
+            entries = encode_clips(backend, audio, sr, reconstruction=config.reconstruction, batch_size=len(idx))
+            for i, tensors in zip(idx, entries):
                 cache.put(f"{hashes[chunk[i]]}-{lazy.name}", tensors)
                 out[chunk[i]] = tensors
     return out
@@ -246,17 +189,18 @@ def _run_tokens(run: RunManifest) -> tuple[dict[str, torch.Tensor], list[str]]:
 
     tokens, hashes = {}, []
     for info in run.tokens:
-        if info.get("file") and Path(info["file"]).is_file():
-            token = read_token_file(info["file"])
+        path = run.token_file(info)
+        if path is not None:
+            token = read_token_file(path)
             tokens[token.placeholder] = token.vectors
-            hashes.append(sha256_file(Path(info["file"])))
+            hashes.append(sha256_file(path))
     return tokens, hashes
 
 
-def _text_embeddings(prompts: list[str], run: RunManifest, lazy: _LazyBackend,
-                     cache: _TensorCache) -> dict[str, torch.Tensor]:
+def _text_embeddings(prompts: list[str], run: RunManifest, lazy: LazyBackend,
+                     cache: TensorCache) -> dict[str, torch.Tensor]:
     tokens, token_hashes = _run_tokens(run)
-    keys = {p: "text-" + _digest([lazy.name, p, token_hashes])[:40] for p in prompts}
+    keys = {p: "text-" + digest([lazy.name, p, token_hashes])[:40] for p in prompts}
     out = {p: hit["e"] for p in prompts if (hit := cache.get(keys[p])) is not None}
     todo = [p for p in prompts if p not in out]
     if todo:
@@ -265,31 +209,6 @@ def _text_embeddings(prompts: list[str], run: RunManifest, lazy: _LazyBackend,
             cache.put(keys[p], {"e": e.float().cpu()})
             out[p] = e.float().cpu()
     return out
-
-
-def _summaries(a: RunAnalysis, run: RunManifest) -> list[SummaryRow]:
-    labels = [v["label"] for v in run.variants]
-    tiers = {v["label"]: tier_of(v) for v in run.variants}
-    others = [lb for lb in labels if lb != a.config.baseline]
-    opts = {"confidence": a.config.confidence, "n_boot": a.config.n_boot}
-    rows = summary_rows("vs_baseline", group_items([asdict(p) for p in a.baseline_pairs], others, tiers, "variant_b"),
-                        metrics.METRIC_NAMES, **opts)
-    rows += summary_rows("seed_variance", group_items([asdict(p) for p in a.seed_pairs], labels, tiers, "variant_a",
-                                                      with_all=True), metrics.METRIC_NAMES, **opts)
-    rows += summary_rows("text", group_items(a.text, others, tiers, "variant"), ("cosine",), **opts)
-    rows += summary_rows("reconstruction", group_items(a.reconstruction, labels, tiers, "variant", with_all=True),
-                         RECONSTRUCTION_METRICS, **opts)
-    rows += summary_rows("clap", group_items(a.clap, labels, tiers, "variant"), ("clap_a", "clap_t"), **opts)
-    # Match flags summarise as rates: the mean of 0/1 values.
-    flags = ("tempo_match", "key_match", "scale_match", "loudness_match")
-    music = [{**m, **{k: float(m[k]) for k in flags if m.get(k) is not None}} for m in a.music]
-    rows += summary_rows("music", group_items(music, labels, tiers, "variant"), flags, **opts)
-    if a.toy_features:
-        from recap.toy.world import FEATURE_NAMES
-
-        rows += summary_rows("toy_features", group_items(a.toy_features, labels, tiers, "variant"),
-                             ("centroid_hz", *FEATURE_NAMES[1:]), **opts)
-    return rows
 
 
 def _toy_features(run: RunManifest, keys: list[ClipKey]) -> list[dict[str, Any]]:
@@ -306,7 +225,7 @@ def _toy_features(run: RunManifest, keys: list[ClipKey]) -> list[dict[str, Any]]
     return out
 
 
-def _optional_scores(a: RunAnalysis, run: RunManifest, keys: list[ClipKey], lazy: _LazyBackend) -> None:
+def _optional_scores(a: RunAnalysis, run: RunManifest, keys: list[ClipKey], lazy: LazyBackend) -> None:
     """Adds CLAP and music scores to ``a`` in place; a part that cannot run leaves a note."""
     cfg = a.config
     clips = {k: (c.audio, c.sample_rate) for k in keys
@@ -342,8 +261,8 @@ def _optional_scores(a: RunAnalysis, run: RunManifest, keys: list[ClipKey], lazy
 
 def _cache_key(run: RunManifest, hashes: dict[ClipKey, str], config: AnalysisConfig, encoder: str) -> str:
     refs = [[p, sha256_file(Path(p))] for p in config.references]
-    tokens = sorted(sha256_file(Path(t["file"])) for t in run.tokens if t.get("file") and Path(t["file"]).is_file())
-    return _digest({
+    tokens = sorted(sha256_file(path) for path in map(run.token_file, run.tokens) if path is not None)
+    return digest({
         "format": FORMAT, "encoder": encoder, "config": asdict(config), "references": refs, "tokens": tokens,
         "clips": sorted([k[0], k[1], h] for k, h in hashes.items()),
         "variants": [[v["label"], v["prompt"], v.get("method"), tier_of(v)] for v in run.variants],
@@ -373,6 +292,8 @@ def check_config(config: AnalysisConfig) -> None:
         raise BadInput(f"baseline must be a variant label, got {str(config.baseline)[:40]!r}")
     whole("batch_size", config.batch_size, 1, MAX_BATCH_SIZE)
     whole("n_boot", config.n_boot, 1, MAX_N_BOOT)
+    if config.latent not in LATENT_NAMES:
+        raise BadInput(f"latent must be one of {', '.join(LATENT_NAMES)}, got {str(config.latent)[:20]!r}")
     confidence = finite("confidence", config.confidence, 0.0, 1.0)
     if not 0 < confidence < 1:
         raise BadInput(f"confidence must be strictly between 0 and 1, got {confidence}")
@@ -402,6 +323,8 @@ def analyze_run(run_dir: str | Path, backend: Any | None = None, config: Analysi
     if config.baseline not in labels:
         raise ValueError(f"baseline variant {config.baseline!r} is not in run {run.run_id} (variants: {labels})")
     check_config(config)
+    if config.latent == "sampler" and not all(c.latents for c in run.clips):
+        raise ValueError(f"run {run.run_id} did not save sampler latents for every clip; use the clip latent")
     for ref in config.references:
         if not Path(ref).is_file():
             raise ValueError(f"reference clip {ref!r} does not exist")
@@ -414,7 +337,7 @@ def analyze_run(run_dir: str | Path, backend: Any | None = None, config: Analysi
         hashes[(c.variant, int(c.seed))] = h = sha256_file(run.audio_path(c))
         if c.sha256 and c.sha256 != h:
             logger.warning("%s changed since generation (hash differs from the manifest)", c.audio)
-    lazy = _LazyBackend(run, backend)
+    lazy = LazyBackend(run, backend)
     key = _cache_key(run, hashes, config, lazy.name)
     json_path = run_dir / "metrics.json"
     cached = _load_cached(json_path, key, config)
@@ -422,36 +345,37 @@ def analyze_run(run_dir: str | Path, backend: Any | None = None, config: Analysi
         logger.info("metrics of run %s are up to date", run.run_id)
         return cached
     # 3. Latents and text embeddings (cached per clip / prompt)
-    cache = _TensorCache(run_dir / CACHE_DIR)
+    cache = TensorCache(run_dir / CACHE_DIR)
     lat = _encode_clips(run, keys, hashes, lazy, cache, config)
     prompt = {v["label"]: v["prompt"] for v in run.variants}
     emb = _text_embeddings(list(dict.fromkeys(prompt.values())), run, lazy, cache)
-    # 4. Pairings, text cosine, reconstruction
-    z = {k: lat[k]["z"] for k in keys}
+    # 4. The one scoring path: pairs, seed pairs, text cosine, reconstruction and its comparisons
     tiers = {v["label"]: tier_of(v) for v in run.variants}
     method_of = {v["label"]: v.get("method", "") for v in run.variants}
-    base_prompt = prompt[config.baseline]
-    text = [{"variant": lb, "tier": tiers[lb], "prompt": prompt[lb],
-             "cosine": metrics.cosine(emb[base_prompt], emb[prompt[lb]])} for lb in labels if lb != config.baseline]
-    recon = []
-    if config.reconstruction:
-        for k in keys:
-            s = metrics.pair_scores(lat[k]["z"], lat[k]["z_rec"])
-            recon.append({"variant": k[0], "seed": k[1], "latent_mse": s.mse, "latent_l2_raw": s.l2_raw,
-                          "latent_l2": s.l2, "latent_cosine": s.cosine, "audio_mse": float(lat[k]["audio_mse"])})
+    z = {k: lat[k]["z"] for k in keys}
+    # the sampler latent only where asked: every table then names it
+    pair_latents = z if config.latent == "clip" else {k: run.load_latents(run.clip(*k))["final"] for k in keys}
+    waves = ({k: load_audio(run.audio_path(run.clip(*k)), max_seconds=None, allow_silent=True).audio for k in keys}
+             if config.reconstruction else None)
+    scores = score_clips(pair_latents, baseline=config.baseline, latent=config.latent,  # type: ignore[arg-type]
+                         text_embeddings={lb: emb[prompt[lb]] for lb in labels},
+                         encoded=lat if config.reconstruction else None, audio=waves)
+    text = [{"variant": lb, "tier": tiers[lb], "prompt": prompt[lb], "cosine": scores.text[lb]}
+            for lb in labels if lb != config.baseline]
+    recon = [{"variant": k[0], "seed": k[1], **scores.reconstruction[k]} for k in keys if k in scores.reconstruction]
     # Only the name: where the latents were computed must not change the file when nothing else did.
     encoder = {"name": lazy.name}
     a = RunAnalysis(
         run_id=run.run_id, model=dict(run.model), encoder=encoder, config=config, cache_key=key,
         clips=[{"variant": k[0], "seed": k[1], "method": method_of[k[0]], "tier": tiers[k[0]],
                 "prompt": prompt[k[0]], "sha256": hashes[k], "latent_shape": list(z[k].shape)} for k in keys],
-        baseline_pairs=metrics.baseline_pairs(z, config.baseline), seed_pairs=metrics.seed_pairs(z),
-        text=text, reconstruction=recon, clap=[], music=[], summaries=[],
+        baseline_pairs=scores.baseline_pairs, seed_pairs=scores.seed_pairs, text=text, reconstruction=recon,
+        clap=[], music=[], summaries=[], comparisons=scores.comparison_items(), latent=scores.latent,
     )
     if run.model.get("random_weights"):
         a.notes.append(f"{run.model.get('name')} has random weights: its audio is noise, so these numbers only "
                        "exercise the pipeline and say nothing about wording.")
-    missing = [t.get("placeholder", "?") for t in run.tokens if not (t.get("file") and Path(t["file"]).is_file())]
+    missing = [t.get("placeholder", "?") for t in run.tokens if run.token_file(t) is None]
     if missing:
         a.notes.append(f"Token file(s) of {', '.join(missing)} not found: text cosine embeds them as plain text.")
     # 5. Optional scores, 6. tables
@@ -459,29 +383,9 @@ def analyze_run(run_dir: str | Path, backend: Any | None = None, config: Analysi
     if spec is not None and spec.trained_here:  # the toy world's features describe its clips
         a.toy_features = _toy_features(run, keys)
     _optional_scores(a, run, keys, lazy)
-    a.summaries = _summaries(a, run)
+    a.summaries = run_summaries(a, run)
     # 7. Write (only what changed)
-    _write_if_changed(json_path, json_bytes(a.to_json()))
-    _write_if_changed(run_dir / "metrics.csv", _csv(a))
+    write_if_changed(json_path, json_bytes(a.to_json()))
+    write_if_changed(run_dir / "metrics.csv", run_csv(a))
     logger.info("wrote %s and metrics.csv", json_path)
     return a
-
-
-def _csv(a: RunAnalysis) -> bytes:
-    """Tidy rows: kind, the clip(s) a value belongs to, metric, value."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["kind", "variant_a", "seed_a", "variant_b", "seed_b", "metric", "value"])
-    for kind, pairs in (("vs_baseline", a.baseline_pairs), ("seed_variance", a.seed_pairs)):
-        for p in pairs:
-            for m in metrics.METRIC_NAMES:
-                w.writerow([kind, p.variant_a, p.seed_a, p.variant_b, p.seed_b, m, repr(getattr(p, m))])
-    for t in a.text:
-        w.writerow(["text", a.config.baseline, "", t["variant"], "", "cosine", repr(t["cosine"])])
-    for kind, items in (("reconstruction", a.reconstruction), ("clap", a.clap), ("music", a.music)):
-        for item in items:
-            for m, v in item.items():
-                if m not in ("variant", "seed"):
-                    w.writerow([kind, item["variant"], item["seed"], "", "", m, "" if v is None else
-                                repr(v) if isinstance(v, float) else v])
-    return buf.getvalue().encode()

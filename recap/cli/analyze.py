@@ -8,22 +8,27 @@ import sys
 from recap.analysis.scoring import AnalysisConfig, RunAnalysis, analyze_run, check_config
 from recap.metrics.clap import DEFAULT_CLAP_MODEL
 from recap.cli.common import print_table
-from recap.metrics.similarity import SummaryRow
+from recap.analysis.tables import SummaryRow, interval_text, unit_text
 from recap.generation.runs import load_run
 from recap.analysis.spectrogram import DEFAULT_BINS, SpectrogramConfig, write_run_figures
 
-# (table, metrics to show, heading); the thesis tables in the order the thesis gives them.
+# (table, metrics to show, heading); the thesis tables in the order the thesis gives them, each
+# followed by what puts it in proportion.
 TABLES = [
     ("vs_baseline", ("cosine", "l2"),
-     "Baseline vs variant, same seed: VAE-latent cosine (lower = more different) and unit L2 "
+     "Baseline vs variant, same seed: clip latent cosine (lower = more different) and unit L2 "
      "(higher = more different) [thesis Tables 5.1 / 5.3]"),
     ("seed_variance", ("cosine", "l2"),
      "Generation variance: same prompt, different seeds [thesis 4.3.1]. A wording effect shows only where "
      "it exceeds this"),
+    ("wording_effect", ("distance_ratio",),
+     "Wording effect against generation variance: mean (1 - cosine) to the baseline / mean (1 - cosine) between "
+     "the baseline's seeds (> 1: the rewording moves the clip further than a new seed does)"),
     ("text", ("cosine",), "Text-embedding cosine with the baseline prompt (mean-pooled text encoder) [thesis Table 5.2]"),
-    ("reconstruction", ("latent_mse", "latent_l2_raw", "audio_mse"),
-     "Reconstruction: encode -> decode -> encode. Low values mean the autoencoder is not what makes clips "
-     "differ [thesis 4.4.2 / Table 5.4]"),
+    ("reconstruction", ("audio_mse", "audio_l2_raw", "latent_mse", "latent_l2_raw"),
+     "Reconstruction: x vs decode(encode(x)) (waveform) and encode(x) vs encode(decode(encode(x))) (clip latent), "
+     "beside the same quantities for a seed change and for the closest rewording: if the round trip is far "
+     "below both, the autoencoder is not what makes clips differ [thesis 4.4.2 / Table 5.4]"),
     ("clap", ("clap_a", "clap_t"), "CLAP-A (audio vs references) and CLAP-T (audio vs its prompt) [paper 001]"),
     ("music", ("tempo_match", "key_match", "scale_match", "loudness_match"),
      "Music: share of clips matching the references (tempo +-5 BPM, key, scale, loudness +-2.5 LU) [paper 001]"),
@@ -31,6 +36,9 @@ TABLES = [
      "Toy world reference features (model-free): spectral centroid, loudness variation (0 steady, ~1 on/off), "
      "flatness (0 tone, 1 noise), pitch-modulation depth"),
 ]
+INTERVALS = ("Intervals: a variant over its seeds (t), generation variance over clips (jackknife), a tier or "
+             "'all' over variants (cluster-robust t: one run is one prompt), ratios by the delta method; "
+             "no interval below 3 units ('n too small').")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--references", nargs="+", default=[], metavar="FILE",
                    help="reference clips for CLAP-A and music metrics (default: the run's baseline clips)")
     p.add_argument("--no-reconstruction", action="store_true", help="skip the encode-decode-encode check")
+    p.add_argument("--latent", choices=("clip", "sampler"), default="clip",
+                   help="latent of the pair scores: clip = the saved audio encoded again (default), "
+                        "sampler = the final denoised latent the run saved")
     p.add_argument("--no-figures", action="store_true", help="do not write spectrogram figures")
     p.set_defaults(func=run)
 
@@ -66,17 +77,19 @@ def _fmt(v: float | None) -> str:
 
 
 def _rows(rows: list[SummaryRow]) -> list[list[object]]:
-    return [[r.metric, r.group, _fmt(r.mean), _fmt(r.std), _fmt(r.variance), r.n,
-             f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]"] for r in rows]
+    return [[f"{r.latent} {r.metric}" if r.latent else r.metric, r.group, _fmt(r.mean), _fmt(r.std),
+             _fmt(r.variance), r.n, interval_text(r, _fmt), unit_text(r)] for r in rows]
 
 
 def print_report(a: RunAnalysis, out=None) -> None:
-    """Prints the analysis as thesis-style tables."""
+    """Prints the analysis as thesis-style tables, each row with its interval, n, unit and method."""
     out = out or sys.stdout
     model = a.model.get("name", "?")
-    print(f"run {a.run_id}  model {model}  clips {len(a.clips)}  baseline {a.config.baseline!r}", file=out)
+    print(f"run {a.run_id}  model {model}  clips {len(a.clips)}  baseline {a.config.baseline!r}  "
+          f"pair scores on the {a.latent}", file=out)
     for note in a.notes:
         print(f"note: {note}", file=out)
+    print(INTERVALS, file=out)
     # A tier holding a single variant repeats that variant's row: leave it out.
     variants_in: dict[str, set[str]] = {}
     for c in a.clips:
@@ -87,8 +100,8 @@ def print_report(a: RunAnalysis, out=None) -> None:
         if not rows:
             continue
         print(f"\n{heading}", file=out)
-        print_table(["metric", "group", "mean", "std", "variance", "n", f"{a.config.confidence:.0%} CI"],
-                    _rows(rows), out=out)
+        print_table(["metric", "group", "mean", "std", "variance", "n", f"{a.config.confidence:.0%} CI",
+                     "interval over"], _rows(rows), out=out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: this run has no 'baseline' variant; comparing against {args.baseline!r} (--baseline to choose)")
     config = AnalysisConfig(
         baseline=args.baseline, reconstruction=not args.no_reconstruction, clap=args.clap,
-        clap_model=args.clap_model, music=args.music, references=tuple(args.references),
+        clap_model=args.clap_model, music=args.music, references=tuple(args.references), latent=args.latent,
     )
     check_config(config)
     analysis = analyze_run(args.run_dir, config=config)

@@ -100,30 +100,36 @@ def report(args: argparse.Namespace) -> int:
 
 
 def _print_report(rep, show_all: bool) -> None:
-    from recap.experiment.report import LATENT_METRICS, RECONSTRUCTION_METRICS, fmt, table_cells
+    from recap.experiment.report import (
+        CORRELATION_HEAD,
+        LATENT_NOTE,
+        INTERVAL_NOTE,
+        SECTIONS,
+        TABLE_HEAD,
+        correlation_cells,
+        table_cells,
+    )
 
     ci = f"{rep.confidence:.0%} CI"
-    head = ["Metric", "Batch", "Mean", "Std. deviation", "Variance", "n", ci]
+    head = [h.format(ci=ci) for h in TABLE_HEAD]
     if rep.model.get("random_weights"):
         print(f"note: {rep.model.get('name')} has RANDOM weights: its audio is noise and these numbers mean nothing.",
               file=sys.stderr)
     print(f"{rep.name}: {rep.prompts} prompts, {rep.units_found} of {rep.units_expected} units")
-    sections = [
-        ("Audio vs baseline, by rewording tier", "by_tier", LATENT_METRICS),
-        ("Text prompt vs baseline, by rewording tier", "by_tier", ("text_cosine",)),
-        ("Generation variance (same wording, other seeds)", "seed_variance", LATENT_METRICS),
-        ("Reconstruction through the VAE", "reconstruction", RECONSTRUCTION_METRICS),
-    ]
-    for title, table, names in sections:
+    print(f"{LATENT_NOTE}\n{INTERVAL_NOTE}")
+    for title, table, names in SECTIONS:
         rows = [r for r in rep.table(table) if r.metric in names]
         if rows:
             print(f"\n{title}")
-            print_table(head, [table_cells(r) for r in rows])
+            if table == "reconstruction":
+                print_table(head[:2] + ["Comparison"] + head[2:], [table_cells(r, True) for r in rows])
+            else:
+                print_table(head, [table_cells(r) for r in rows])
     if rep.correlations:
-        print("\nText cosine vs latent cosine")
-        print_table(["Batch", "n", "Pearson r", "p", "Spearman rho", "p"],
-                    [[c["set"], c["n"], fmt(c["pearson"]), fmt(c["pearson_p"]), fmt(c["spearman"]),
-                      fmt(c["spearman_p"])] for c in rep.correlations])
+        print("\nText cosine vs clip latent cosine: one point per variant (mean over its seeds), "
+              "interval by cluster bootstrap over prompts")
+        print_table([h.format(ci=ci) for h in CORRELATION_HEAD],
+                    [correlation_cells(c, rep.confidence) for c in rep.correlations])
     if show_all:
         for title, table, label in (("By category", "by_category", "Category"),
                                     ("By complexity", "by_complexity", "Complexity")):

@@ -2,15 +2,16 @@
 
 For every selected prompt: reword it (tier 1 = light, tier 2 = strong, the thesis's batches; cached per prompt),
 optionally add learned-token prompts, generate baseline and variants from identical noise per
-seed, encode every clip with the backend's VAE and score each variant against the baseline of
-the same seed. Work is kept as one small file set per (prompt, variant, seed) *unit*::
+seed, and score the prompt's clips through the one scoring path
+(:func:`recap.analysis.clip_scores.score_audio`: clip latents, each variant against the baseline of
+the same seed, text cosine, reconstruction). Work is kept as one small file set per (prompt, variant, seed) *unit*::
 
     DIR/config.json                         the experiment config + model, resolved settings, versions
     DIR/prompts.csv                         the selected prompts
     DIR/recaptions/<prompt-id>.json         the rewordings (a rerun never asks the LLM again)
     DIR/units/<prompt-id>/<label>__seed<k>.json          scores; written last, so it marks the unit done
     DIR/units/<prompt-id>/<label>__seed<k>.wav           the clip
-    DIR/units/<prompt-id>/<label>__seed<k>.safetensors   its VAE latent {"z": ...}
+    DIR/units/<prompt-id>/<label>__seed<k>.safetensors   its clip latent {"z": encode(audio)}
 
 Every file is written atomically, so a crash loses at most the prompt in flight and a rerun
 skips finished units. Tables and charts (:mod:`recap.experiment.report`) are rebuilt from the
@@ -372,39 +373,29 @@ def _run_prompt(backend: AudioBackend, row: PromptRow, variants: list[Variant], 
 
 def _score_grid(backend: AudioBackend, grid: Any, variants: list[Variant], config: ExperimentConfig,
                 vectors: dict[str, torch.Tensor] | None) -> dict[tuple[str, int], dict[str, Any]]:
-    """Latent, scores vs the same seed's baseline, text cosine and reconstruction per clip."""
-    from recap.metrics import similarity as metrics
+    """Per clip: its clip latent, scores vs the same seed's baseline, text cosine and reconstruction.
 
-    keys = [(c.variant.label, c.seed) for c in grid.clips]
-    audio = torch.stack([torch.from_numpy(c.audio) for c in grid.clips])  # [N, C, T] at the model's rate
-    chunk = config.max_batch or 8
-    z = torch.cat([backend.encode_audio(audio[i : i + chunk], backend.sample_rate) for i in range(0, len(keys), chunk)])
-    latent = dict(zip(keys, z))
-    text: dict[str, float | None] = {v.label: None for v in variants}
-    if "text_cosine" in config.metrics:
-        emb = backend.embed_text([v.prompt for v in variants], vectors)  # [V, D]
-        text = {v.label: (None if v.label == "baseline" else metrics.cosine(emb[0], emb[i]))
-                for i, v in enumerate(variants)}
-    recon: dict[tuple[str, int], dict[str, float]] = {}
-    if "reconstruction" in config.metrics:
-        for i in range(0, len(keys), chunk):
-            # encode -> decode -> encode: how much of a difference the VAE alone makes (Table 5.4)
-            rec = backend.decode(z[i : i + chunk], grid.config.seconds)
-            z_rec = backend.encode_audio(rec, backend.sample_rate)
-            n = min(rec.shape[-1], audio.shape[-1])
-            for j, key in enumerate(keys[i : i + chunk]):
-                s = metrics.pair_scores(z[i + j], z_rec[j])
-                recon[key] = {"latent_mse": s.mse, "latent_l2_raw": s.l2_raw, "latent_l2": s.l2,
-                              "latent_cosine": s.cosine,
-                              "audio_mse": float(((rec[j, ..., :n] - audio[i + j, ..., :n]) ** 2).mean())}
+    The measurements are :func:`recap.analysis.clip_scores.score_audio`'s, the ones a run folder's
+    analysis makes; only the metrics the config asks for are kept.
+    """
+    from recap.analysis.clip_scores import score_audio
+
+    scores = score_audio(
+        backend, {(c.variant.label, c.seed): c.audio for c in grid.clips}, backend.sample_rate,
+        {v.label: v.prompt for v in variants}, tokens=vectors, text="text_cosine" in config.metrics,
+        reconstruction="reconstruction" in config.metrics, batch_size=config.max_batch or 8)
+    pairs = {(p.variant_b, p.seed_b): p for p in scores.baseline_pairs}
     out = {}
-    for label, seed in keys:
+    for key, z in scores.latents.items():
         pair: dict[str, float | None] = dict.fromkeys(PAIR_METRICS[1:])
-        if label != "baseline":
-            s = metrics.pair_scores(latent[("baseline", seed)], latent[(label, seed)])
-            pair = {m: (getattr(s, m) if m in config.metrics else None) for m in PAIR_METRICS[1:]}
-        out[(label, seed)] = {"z": latent[(label, seed)], "text_cosine": text[label], **pair,
-                              "reconstruction": recon.get((label, seed))}
+        if key in pairs:
+            pair = {m: (getattr(pairs[key], m) if m in config.metrics else None) for m in PAIR_METRICS[1:]}
+        recon = None
+        if key in scores.reconstruction:  # the round trip, and beside it a seed change and the closest rewording
+            recon = {**scores.reconstruction[key], "seed_change": scores.seed_change.get(key),
+                     "closest_rewording": scores.closest_rewording.get(key[1]) if key[0] == "baseline" else None}
+        out[key] = {"z": z, "latent": scores.latent, "text_cosine": scores.text.get(key[0]), **pair,
+                    "reconstruction": recon}
     return out
 
 
@@ -425,7 +416,7 @@ def _write_unit(out_dir: Path, row: PromptRow, v: Variant, seed: int, audio: Any
         "format": UNIT_FORMAT, "prompt_id": row.id, "category": row.category, "complexity": row.complexity,
         "variant": v.label, "prompt": v.prompt, "method": v.method, "tier": v.tier, "seed": seed,
         "audio": f"{stem}.wav" if config.save_audio else None, "latent": f"{stem}.safetensors",
-        "latent_shape": list(z.shape),
+        "latent_shape": list(z.shape), "latent_kind": score["latent"],
         **{m: score[m] for m in PAIR_METRICS}, "reconstruction": score["reconstruction"],
     }
     atomic_write_json(folder / f"{stem}.json", record)

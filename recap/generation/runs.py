@@ -88,6 +88,18 @@ class RunManifest:
                 return c
         raise KeyError(f"run {self.run_id} has no clip {variant!r} seed {seed}")
 
+    def token_file(self, info: dict[str, Any]) -> Path | None:
+        """The file of a token the run used (``tokens`` entry), or None when it is not on disk.
+
+        Runs keep a copy in their own ``tokens/`` folder (a relative path); older runs name the
+        file where it was loaded from.
+        """
+        name = info.get("file")
+        if not isinstance(name, str) or not name:
+            return None
+        path = Path(name) if Path(name).is_absolute() else inside(self.path, name)
+        return path if path.is_file() else None
+
     def audio_path(self, clip: ClipRecord) -> Path:
         assert self.path is not None
         return inside(self.path, clip.audio)

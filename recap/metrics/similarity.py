@@ -1,8 +1,9 @@
-"""Latent and text similarity metrics, pairings over a run, and summaries.
+"""Latent and text similarity metrics and pairings over a run (tables: :mod:`recap.analysis.tables`).
 
 Pure functions on arrays and tensors: no file or model access here. Definitions (shared by the
 UI, the CLI and the tests; see DESIGN.md, "Metrics"), for two clips a, b of one backend with
-flattened VAE latents z_a, z_b:
+flattened latents z_a, z_b (the *clip latent*, encode(saved wav), unless a caller says
+"sampler latent"):
 
 - ``cosine = z_a·z_b / (|z_a| |z_b|)``
 - ``l2 = | z_a/|z_a| - z_b/|z_b| |`` (unit vectors, equals ``sqrt(2 - 2 cos)``, range 0..2;
@@ -17,8 +18,7 @@ is only visible where the first is clearly larger than the second.
 from __future__ import annotations
 
 import itertools
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,136 +235,3 @@ def seed_pairs(latents: Mapping[ClipKey, Any]) -> list[PairRecord]:
         for sa, sb in itertools.combinations(sorted(by_seed), 2):
             records.append(_record((label, sa), (label, sb), by_seed[sa], by_seed[sb]))
     return records
-
-
-@dataclass(frozen=True)
-class Summary:
-    """The thesis tables' columns (mean, std, variance, n) plus a bootstrap interval.
-
-    ``std`` and ``variance`` are population statistics (ddof=0, numpy's default), so
-    ``variance == std**2`` as in the thesis tables. ``ci_low``/``ci_high`` bound the mean
-    (percentile bootstrap); with n = 1 they collapse onto the single value.
-    """
-
-    mean: float
-    std: float
-    variance: float
-    n: int
-    ci_low: float
-    ci_high: float
-    confidence: float = 0.95
-
-
-def summarize(
-    values: Iterable[float],
-    confidence: float = 0.95,
-    n_boot: int = 2000,
-    seed: int = 0,
-) -> Summary:
-    """Mean, std, variance, n and a bootstrap confidence interval of the mean.
-
-    Args:
-        values: the observations (e.g. one cosine per baseline/variant pair).
-        confidence: interval coverage in (0, 1).
-        n_boot: bootstrap resamples.
-        seed: RNG seed; fixed so that the same values always give the same interval
-            (analysis results are cached and compared byte for byte).
-
-    Raises:
-        ValueError: for no values, non-finite values, or a bad confidence / n_boot.
-    """
-    x = np.asarray(list(values), dtype=np.float64)
-    if x.size == 0:
-        raise ValueError("cannot summarise zero values")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"values hold non-finite entries: {x[~np.isfinite(x)][:5].tolist()}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1); got {confidence}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1; got {n_boot}")
-    mean = float(x.mean())
-    if x.size == 1:
-        lo = hi = mean
-    else:
-        rng = np.random.default_rng(seed)
-        means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
-        alpha = 1.0 - confidence
-        lo, hi = (float(q) for q in np.quantile(means, [alpha / 2, 1 - alpha / 2]))
-    var = float(x.var())
-    return Summary(mean=mean, std=math.sqrt(var), variance=var, n=int(x.size), ci_low=lo, ci_high=hi,
-                   confidence=confidence)
-
-
-@dataclass(frozen=True)
-class SummaryRow:
-    """One line of a thesis-style table: a metric summarised over a group of values.
-
-    ``table`` names the table (e.g. vs_baseline, seed_variance, text, reconstruction);
-    ``group_kind`` is variant, tier (rewording tier) or all.
-    """
-
-    table: str
-    group_kind: str
-    group: str
-    metric: str
-    mean: float
-    std: float
-    variance: float
-    n: int
-    ci_low: float
-    ci_high: float
-
-
-Group = tuple[str, str, list[Mapping[str, Any]]]
-"""(group_kind, group name, the items in it)."""
-
-
-def group_items(
-    items: Sequence[Mapping[str, Any]],
-    labels: Sequence[str],
-    tiers: Mapping[str, int],
-    label_field: str,
-    with_all: bool = False,
-) -> list[Group]:
-    """Groups measurement records per variant, then per rewording tier (the thesis's batches).
-
-    Args:
-        items: records (dicts) holding a variant label under ``label_field``.
-        labels: variants to report, in display order.
-        tiers: rewording tier of each variant (:data:`recap.variants.TIER_NAMES`).
-        label_field: key of the variant label in each record.
-        with_all: add one group with every item.
-
-    Returns:
-        Non-empty groups: each variant, then "tier k" for each tier, then "all".
-    """
-    groups: list[Group] = [("variant", lb, [x for x in items if x[label_field] == lb]) for lb in labels]
-    for t in sorted({tiers[lb] for lb in labels}):
-        groups.append(("tier", f"tier {t}", [x for x in items if x[label_field] in labels
-                                             and tiers[x[label_field]] == t]))
-    if with_all:
-        groups.append(("all", "all", list(items)))
-    return [g for g in groups if g[2]]
-
-
-def summary_rows(
-    table: str,
-    groups: Sequence[Group],
-    names: Sequence[str],
-    confidence: float = 0.95,
-    n_boot: int = 2000,
-) -> list[SummaryRow]:
-    """Summarises each metric in ``names`` over each group (None values are left out).
-
-    Returns:
-        Rows ordered by metric, then group; groups without values for a metric are skipped.
-    """
-    rows = []
-    for metric in names:
-        for kind, group, items in groups:
-            values = [float(x[metric]) for x in items if x.get(metric) is not None]
-            if values:
-                s = summarize(values, confidence, n_boot)
-                rows.append(SummaryRow(table, kind, group, metric, s.mean, s.std, s.variance, s.n,
-                                       s.ci_low, s.ci_high))
-    return rows

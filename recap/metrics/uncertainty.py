@@ -315,3 +315,48 @@ def paired_ratio_interval(numerators: Sequence[float], denominators: Sequence[fl
     lin = (a - est * b) / mb
     half = _t_half(float(lin.std(ddof=1)), n, confidence)
     return Interval(est, est - half, est + half, n, unit, "delta-t", confidence)
+
+
+def cluster_ratio_interval(numerators: Sequence[float], denominators: Sequence[float],
+                           clusters: Sequence[Hashable], *, unit: str, confidence: float = 0.95) -> Interval:
+    """Ratio of two means over paired values, with a cluster-robust delta-method t interval.
+
+    :func:`paired_ratio_interval` when the pairs are not independent: each pair is linearised as
+    there, ``(a_i - est * b_i) / mean(b)``, and the linearised values are summed per cluster (the
+    prompts of an experiment, the variants of a run) before the t interval with clusters - 1
+    degrees of freedom. With one pair per cluster this is :func:`paired_ratio_interval`.
+    """
+    _check_confidence(confidence)
+    a, b = _finite(numerators, "ratio numerators"), _finite(denominators, "ratio denominators")
+    if a.size != b.size or a.size != len(clusters):
+        raise ValueError(f"numerators, denominators and clusters differ in length: {a.size}, {b.size}, {len(clusters)}")
+    mb = float(b.mean())
+    if mb <= 0:
+        raise ValueError("the denominators' mean must be positive (a distance between different seeds)")
+    est = float(a.mean()) / mb
+    labels: dict[Hashable, int] = {}
+    member = np.asarray([labels.setdefault(c, len(labels)) for c in clusters])
+    k = len(labels)
+    if k < MIN_N:
+        return Interval(est, None, None, k, unit, "cluster delta-t", confidence)
+    lin = np.bincount(member, weights=(a - est * b) / mb, minlength=k)
+    se = math.sqrt(k / (k - 1) * float((lin**2).sum())) / a.size
+    half = float(sstats.t.ppf(0.5 + confidence / 2, k - 1)) * se
+    return Interval(est, est - half, est + half, k, unit, "cluster delta-t", confidence)
+
+
+def percentile_bootstrap(values: Sequence[float], *, confidence: float = 0.95, n_boot: int = 2000,
+                         seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of a mean: the method the tables used before, kept as the control.
+
+    Not used by any table: at n = 4 seeds it covers about 81 % instead of 95 % (it ignores the
+    t quantile and shrinks the spread by sqrt((n-1)/n)). The simulations in
+    ``tests/test_uncertainty.py`` and ``tests/test_simulation.py`` compare the methods above with it.
+    """
+    _check_confidence(confidence)
+    x = _finite(values, "percentile_bootstrap")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
