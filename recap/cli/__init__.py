@@ -17,6 +17,7 @@ COMMANDS = [
     "recap.cli.recaption",
     "recap.cli.tokens",
     "recap.cli.analyze",
+    "recap.cli.fad",
     "recap.cli.study",
     "recap.cli.experiment",
     "recap.cli.transfer",
