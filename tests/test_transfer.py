@@ -13,7 +13,7 @@ import torch
 from recap.audio_io import Clip, load_audio, write_wav
 from recap.tokens.files import LearnedToken, save_token
 from recap.generation.runs import load_run
-from recap.generation.transfer import TransferConfig, content_latents, noised_start, start_point, steps_to_run, transfer
+from recap.generation.transfer import TransferConfig, content_latents, noised_start, start_point, transfer
 from recap.analysis.transfer_curves import curves_figure, load_transfer_curves, save_transfer, similarity_curves
 
 PROMPT = "a recording of a bell"
@@ -30,11 +30,11 @@ def tone(hz: float, seconds: float = 1.0, sr: int = 22_050, name: str = "tone.wa
 
 @pytest.fixture(scope="module")
 def sweeps(request):
-    """One 4-step sweep per model family, shared by the tests that only read it."""
+    """One 12-step sweep per model family (enough steps that each strength of SWEEP starts at its own step), shared by the tests that only read it."""
     out = {}
     for name in ("tiny", "tiny-audioldm"):
         backend = request.getfixturevalue(name.replace("-", "_"))
-        cfg = TransferConfig(strengths=SWEEP, seeds=SEEDS, seconds=1.0, steps=4, guidance=3.0)
+        cfg = TransferConfig(strengths=SWEEP, seeds=SEEDS, seconds=1.0, steps=12, guidance=3.0)
         out[name] = transfer(backend, tone(440), PROMPT, cfg, references=[tone(660, name="ref.wav")])
     return out
 
@@ -51,7 +51,7 @@ def test_strength_zero_is_the_source_and_one_is_plain_generation(sweeps, name, r
         torch.testing.assert_close(zero.final, z0[0], rtol=0, atol=0)
         np.testing.assert_allclose(zero.audio, backend.decode(z0, 1.0)[0].numpy(), rtol=1e-5, atol=1e-6)
     # t = 1: exactly `generate` from the same seeds
-    plain = backend.generate([PROMPT] * len(SEEDS), SEEDS, 1.0, 4, 3.0)
+    plain = backend.generate([PROMPT] * len(SEEDS), SEEDS, 1.0, 12, 3.0)
     for i, seed in enumerate(SEEDS):
         one = result.grid.clip("strength-1.00", seed)
         torch.testing.assert_close(one.final, plain.final[i], rtol=1e-5, atol=1e-5)
@@ -80,20 +80,37 @@ def test_outputs_move_away_from_the_source_as_strength_grows(sweeps, name, reque
     assert any("CLAP curves skipped" in n for n in curves.notes)
 
 
-def test_steps_run_follow_the_img2img_convention():
-    # round(t * N) of the N steps run, the last ones of the schedule
-    assert [steps_to_run(t, 10) for t in (0.0, 0.04, 0.05, 0.3, 0.45, 0.6, 1.0)] == [0, 0, 1, 3, 5, 6, 10]
-    assert [steps_to_run(t, 4) for t in SWEEP] == [0, 1, 2, 3, 4]
+def _share(sigma: float) -> float:
+    # the noise's share of the start's variance with unit-scale latents (recap's definition of strength)
+    return sigma**2 / (sigma**2 + 1.0)
+
+
+def test_strength_is_the_noise_share_of_the_start(tiny):
+    steps = 20
+    cfg = tiny.pipe.scheduler.config
+    # SAO's exponential schedule: sigmas log-spaced from sigma_max down to sigma_min, then 0
+    sigmas = np.exp(np.linspace(math.log(cfg.sigma_max), math.log(cfg.sigma_min), steps))
+    for t in (0.2, 0.5, 0.8, 0.95):
+        point = start_point(tiny, t, steps)
+        k = point.start_step
+        # the first step whose noise share is at most t: the one before it is noisier than asked
+        assert _share(sigmas[k]) <= t < _share(sigmas[k - 1])
+        assert point.sigma == pytest.approx(sigmas[k], rel=1e-5) and point.noise_share == pytest.approx(_share(sigmas[k]))
+    # half noise, half source: sigma 1 on every model; the img2img step count would have started at sigma ~ 19
+    assert start_point(tiny, 0.5, steps).sigma <= 1.0
+    assert (start_point(tiny, 0.0, steps).steps_run, start_point(tiny, 1.0, steps).steps_run) == (0, steps)
+    # below the last step's share (sigma_min 0.3: 0.083) the last step alone runs
+    assert start_point(tiny, 0.05, steps).start_step == steps - 1
 
 
 def test_stable_audio_start_is_the_schedules_sigma(tiny):
     steps = 5
     cfg = tiny.pipe.scheduler.config
-    # SAO's exponential schedule: sigmas log-spaced from sigma_max down to sigma_min, then 0
     sigmas = np.exp(np.linspace(math.log(cfg.sigma_max), math.log(cfg.sigma_min), steps))
     x0 = torch.randn(2, *tiny.latent_shape(1.0), generator=torch.Generator().manual_seed(1)) * 0.1
     noise = tiny.initial_noise([3, 4], 1.0)
-    for t, k in ((0.2, 4), (0.4, 3), (0.6, 2), (0.8, 1)):
+    # shares of the 5 starts: 1.0, 0.9998, 0.9934, 0.786, 0.083
+    for t, k in ((0.2, 4), (0.8, 3), (0.995, 2), (0.99999, 1)):
         point = start_point(tiny, t, steps)
         assert (point.start_step, point.steps_run) == (k, steps - k)
         assert point.sigma == pytest.approx(sigmas[k], rel=1e-5)
@@ -105,7 +122,7 @@ def test_stable_audio_start_is_the_schedules_sigma(tiny):
 
 def test_stable_audio_sampler_starts_at_that_sigma(tiny):
     """The DiT first sees timestep(sigma_k) and the start latents scaled by c_in(sigma_k), then runs N - k steps."""
-    steps, t = 5, 0.6
+    steps, t = 5, 0.995  # starts at step 2 (share 0.993)
     point = start_point(tiny, t, steps)
     x0 = torch.zeros(1, *tiny.latent_shape(1.0))
     noise = tiny.initial_noise([0], 1.0)
@@ -136,7 +153,11 @@ def test_audioldm_start_is_ddim_forward_noising(tiny_audioldm):
     seen = []
     handle = tiny_audioldm.pipe.unet.register_forward_pre_hook(lambda m, a: seen.append(int(a[1])))
     try:
-        for t, k in ((0.4, 3), (0.8, 1)):
+        shares = [1 - float(scheduler.alphas_cumprod[int(t)]) for t in scheduler.timesteps]
+        for t in (0.4, 0.8):
+            # the first step whose noise share (1 - abar on a DDPM schedule) is at most t
+            k = next(i for i, share in enumerate(shares) if share <= t)
+            assert k == 0 or shares[k - 1] > t
             abar = float(scheduler.alphas_cumprod[int(scheduler.timesteps[k])])
             start = noised_start(tiny_audioldm, x0, noise, t, steps)
             torch.testing.assert_close(start, math.sqrt(abar) * x0 + math.sqrt(1 - abar) * noise)
@@ -194,7 +215,7 @@ def test_run_folder_holds_source_curves_and_figure(sweeps, tiny, tmp_path):
     assert run.kind == "transfer" and len(run.clips) == len(SWEEP) * len(SEEDS)
     extra = run.extra["transfer"]
     assert extra["source"] == "reference/source.wav" and extra["references"][0]["file"] == "reference/target-01.wav"
-    assert [s["steps_run"] for s in extra["starts"]] == [0, 1, 2, 3, 4]
+    assert [s["steps_run"] for s in extra["starts"]] == [0, 1, 2, 3, 12]  # 12 steps; shares 0.25, 0.5, 0.75 start at the last three
     source = load_audio(run.path / extra["source"])
     assert source.sample_rate == tiny.sample_rate and source.audio.shape == result.source.audio.shape
     with open(run.path / "transfer.csv") as f:

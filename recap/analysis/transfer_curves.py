@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from recap.metrics import similarity as metrics
 from recap.audio_io import write_wav
@@ -28,6 +29,8 @@ from recap.analysis.spectrogram import save_figure
 from recap.generation.transfer import TransferResult, content_latents, strength_label
 
 log = logging.getLogger(__name__)
+# outputs re-encoded per VAE call (memory only)
+_ENCODE_CHUNK = 8
 
 
 # ----------------------------------------------------------------------------- curves (paper 001, Fig. 4)
@@ -35,8 +38,8 @@ log = logging.getLogger(__name__)
 class CurvePoint:
     """Similarity of one strength's outputs to the source and to the target, averaged over seeds.
 
-    Latent scores follow ``recap.metrics.similarity`` (cosine, unit L2, raw L2) on the clip's part of the
-    latents; "target" is the mean over the token's training clips; CLAP scores are CLAP-A
+    Latent scores follow ``recap.metrics.similarity`` (cosine, unit L2, raw L2) on the clip latents
+    (each output's audio re-encoded, like the source and the targets), the clip's part of them; "target" is the mean over the token's training clips; CLAP scores are CLAP-A
     (cosine of CLAP audio embeddings). A score that could not be computed is None.
     """
 
@@ -118,8 +121,14 @@ def similarity_curves(
     clips = result.grid.clips
     strength_of = {strength_label(s): s for s in result.config.strengths}
     rows: list[dict[str, Any]] = []
-    for c in clips:
-        z = content_latents(backend, c.final, seconds)
+    # The clip latent (DESIGN.md): each output's saved audio re-encoded, as the source and the
+    # targets are, so that all three are the same kind of latent (the sampler's final latent of
+    # an output is not what its audio re-encodes to).
+    audio = torch.from_numpy(np.stack([c.audio for c in clips]))
+    outputs = torch.cat([backend.encode_audio(audio[i : i + _ENCODE_CHUNK], backend.sample_rate)
+                         for i in range(0, len(clips), _ENCODE_CHUNK)])
+    for c, encoded in zip(clips, outputs):
+        z = content_latents(backend, encoded[None], seconds)[0]
         s = metrics.pair_scores(z, src)
         row = {"label": c.variant.label, "strength": strength_of[c.variant.label], "seed": c.seed,
                "source_cosine": s.cosine, "source_l2": s.l2, "source_l2_raw": s.l2_raw}

@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import math
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -378,6 +379,25 @@ def generate_grid(
     return GridResult(clips, list(variants), config, len(batch_sizes), batch_sizes, elapsed, unreadable)
 
 
+def _keep_tokens(run_dir: Path, token_info: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies each token file a run used into its ``tokens/`` folder, so that the run carries what
+    made it: its zip holds the tokens, and its analysis embeds them after the original is gone."""
+    out = []
+    for info in token_info:
+        info = dict(info)
+        src = Path(info["file"]) if isinstance(info.get("file"), str) else None
+        if src is not None and src.is_file():
+            dest = run_dir / "tokens" / f"{safe_name(str(info.get('placeholder') or src.stem).strip('<>'))}{src.suffix}"
+            dest.parent.mkdir(exist_ok=True)
+            shutil.copyfile(src, dest)
+            sidecar = src.with_suffix(".json")
+            if sidecar.is_file():
+                shutil.copyfile(sidecar, dest.with_suffix(".json"))
+            info.update(file=dest.relative_to(run_dir).as_posix(), sha256=sha256_file(dest), source=src.name)
+        out.append(info)
+    return out
+
+
 def save_run(
     result: GridResult,
     backend: AudioBackend,
@@ -400,6 +420,7 @@ def save_run(
             variant=c.variant.label, seed=c.seed, audio=f"audio/{stem}.wav", latents=f"latents/{stem}.safetensors",
             sha256=sha256_file(wav), seconds=c.audio.shape[-1] / backend.sample_rate,
         ))
+    token_info = _keep_tokens(run_dir, token_info)
     manifest = RunManifest(
         run_id=run_id,
         kind=kind,

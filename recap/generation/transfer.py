@@ -2,11 +2,22 @@
 
 Paper 001, eq. 2: encode the source clip, noise its latents to the level that the transfer
 strength t selects on the model's own schedule, and run only the rest of the denoising with the
-prompt. With N steps, strength t runs the last round(t·N) steps (diffusers' img2img convention:
-``init_timestep = N·t``, ``t_start = N − init_timestep``), so t = 0 returns the source latents
-untouched (decoded, that is the autoencoder's reconstruction) and t = 1 is plain generation from
-the seed's noise. Every strength of a seed starts from that seed's noise (and on Stable Audio
-the same SDE noise), so a sweep over t is a fair comparison.
+prompt. t = 0 returns the source latents untouched (decoded, that is the autoencoder's
+reconstruction) and t = 1 is plain generation from the seed's noise. Every strength of a seed
+starts from that seed's noise (and on Stable Audio the same SDE noise), so a sweep over t is a
+fair comparison.
+
+**Strength is the noise's share of the start.** diffusers' img2img convention (run the last
+round(t·N) of N steps) spends the strength on the schedule's steps, not on how much of the source
+survives: on Stable Audio's σ 0.3-500 schedule, t = 0.25 already starts at σ ≈ 1.9, where the
+noise outweighs unit-scale latents, so every t above ~0.25 is plain generation and the paper's
+"0.4-0.6" (AudioLDM's schedule) means nothing there. Here t is the share of the start's variance
+that is noise, ``t = σ² / (σ² + σ_data²)`` with σ_data = 1 (the scale both families' latents
+are trained at; on a DDPM schedule this is 1 − ᾱ): the sampler starts at the first step whose
+share is at most t. t = 0.5 starts where noise and source weigh the same (σ = 1) on every model;
+the start's σ and share are reported with every result (:class:`StartPoint`). A schedule's last
+step still carries some noise (σ_min = 0.3 is a share of 0.08 on Stable Audio), so a smaller
+t runs that one step.
 
 ``StableAudioPipeline(initial_audio_waveforms=...)`` is not used: it adds the encoded audio to
 unit noise, scales the sum by ``init_noise_sigma`` (~500) and runs the whole schedule, so the
@@ -48,7 +59,11 @@ from recap.limits import LIMITS
 
 log = logging.getLogger(__name__)
 
+# Noise shares (module docstring): σ 0, 0.5, 0.82, 1.22, 2, then plain generation; where the toy
+# model's outputs move from the source to the prompt (see README, style transfer).
 DEFAULT_STRENGTHS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+# The data scale the share is taken against (Stable Audio's sampler assumes sigma_data = 1).
+SIGMA_DATA = 1.0
 # The token's training clips are encoded in one batch with the source: a few, not a folder.
 MAX_REFERENCES = 16
 
@@ -61,7 +76,8 @@ class TransferConfig:
         strengths: Transfer strengths in [0, 1]; 0 = the source, 1 = plain generation.
         seeds: Seeds; every strength of a seed shares that seed's noise.
         seconds: Length in seconds; None = the source's length, capped at the model's maximum.
-        steps: Denoising steps of the full schedule (strength t runs round(t·steps) of them).
+        steps: Denoising steps of the full schedule (strength t runs those from the first step
+            whose noise share is at most t).
         guidance: Classifier-free guidance scale (<= 1 turns it off).
         negative_prompt: Text to steer away from.
         max_batch: Most seeds per denoising call; None = all seeds of a strength at once.
@@ -98,7 +114,7 @@ class StartPoint:
     Attributes:
         strength: The requested strength.
         start_step: Index of the first schedule step that runs (== steps: none runs).
-        steps_run: Denoising steps that run (round(strength·steps)).
+        steps_run: Denoising steps that run.
         timestep: The scheduler's timestep at ``start_step`` (None when no step runs).
         sigma: Noise-to-signal ratio of the start: Stable Audio's EDM sigma, or
             sqrt((1 − ᾱ)/ᾱ) on a DDPM schedule (AudioLDM); 0 when no step runs.
@@ -109,6 +125,11 @@ class StartPoint:
     steps_run: int
     timestep: float | None
     sigma: float
+
+    @property
+    def noise_share(self) -> float:
+        """The share of the start's variance that is noise (what ``strength`` asks for, on the schedule's grid)."""
+        return noise_share(self.sigma)
 
 
 @dataclass
@@ -168,22 +189,34 @@ def check_strengths(strengths: Sequence[float]) -> list[float]:
     return out
 
 
-def steps_to_run(strength: float, steps: int) -> int:
-    """round(strength·steps), halves rounded up: the number of denoising steps strength t runs."""
+def noise_share(sigma: float) -> float:
+    """σ² / (σ² + σ_data²): the share of a noised latent's variance that is noise (0 clean, 1 pure noise)."""
+    return sigma * sigma / (sigma * sigma + SIGMA_DATA * SIGMA_DATA)
+
+
+def start_step(sigmas: Sequence[float], strength: float) -> int:
+    """Index of the first step to run for ``strength``, given the schedule's start ``sigmas`` (one per step,
+    falling): the first whose noise share is at most ``strength``; ``len(sigmas)`` (none) for 0, 0 for 1."""
+    n = len(sigmas)
+    if strength <= 0.0:
+        return n
+    if strength >= 1.0:
+        return 0
+    # 1e-12: a share equal to the strength (t = 0.5 at sigma = 1) starts there despite float rounding
+    k = next((i for i, s in enumerate(sigmas) if noise_share(s) <= strength + 1e-12), n - 1)
+    return k
+
+
+def schedule_sigmas(backend: AudioBackend, steps: int) -> list[float]:
+    """The sampler's noise level at the start of each of its ``steps`` steps, on ``backend``'s schedule."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    # The epsilon keeps 0.3*10 = 3.0000000000000004-style products on the intended side.
-    return min(steps, int(math.floor(strength * steps + 0.5 + 1e-9)))
-
-
-def start_step(strength: float, steps: int) -> int:
-    """Index of the first schedule step strength ``strength`` runs (``steps`` = none)."""
-    return steps - steps_to_run(strength, steps)
+    return [backend.noise_level(steps, k)[1] for k in range(steps)]
 
 
 def start_point(backend: AudioBackend, strength: float, steps: int) -> StartPoint:
     """The start step, timestep and noise level that ``strength`` selects on ``backend``'s schedule."""
-    k = start_step(strength, steps)
+    k = start_step(schedule_sigmas(backend, steps), strength)
     if k == steps:
         return StartPoint(strength, k, 0, None, 0.0)
     t, sigma = backend.noise_level(steps, k)
@@ -211,7 +244,7 @@ def noised_start(
     if latents.shape != noise.shape:
         raise ValueError(f"latents {tuple(latents.shape)} and noise {tuple(noise.shape)} differ in shape")
     x0, noise = latents.float().cpu(), noise.float().cpu()
-    k = start_step(strength, steps)
+    k = start_step(schedule_sigmas(backend, steps), strength)
     if k == steps:
         return x0.clone()
     if k == 0:
@@ -268,11 +301,20 @@ def resolve(backend: AudioBackend, config: TransferConfig, source_seconds: float
     ).check(backend.max_seconds, backend.name)
 
 
-def sweep_work(config: TransferConfig) -> tuple[int, int]:
-    """(clips, denoising steps summed over clips) of a resolved sweep: strength t runs round(t·steps)."""
+def sweep_work(config: TransferConfig, sigmas: Sequence[float] | None = None) -> tuple[int, int]:
+    """(clips, denoising steps summed over clips) of a resolved sweep.
+
+    Args:
+        sigmas: The schedule's start sigmas (:func:`schedule_sigmas`) for the exact count; None
+            (before the model is loaded) counts every strength above 0 as the whole schedule, a bound.
+    """
     steps = int(config.steps or 0)
     n = len(config.seeds)
-    return len(config.strengths) * n, sum(steps_to_run(s, steps) for s in config.strengths) * n
+    if sigmas is None:
+        run = [steps if s > 0 else 0 for s in config.strengths]
+    else:
+        run = [len(sigmas) - start_step(sigmas, s) for s in config.strengths]
+    return len(config.strengths) * n, sum(run) * n
 
 
 @torch.no_grad()
@@ -315,7 +357,7 @@ def transfer(
     variants = [Variant(strength_label(s), prompt, method, 1) for s in check_strengths(config.strengths)]
     check_variants(variants)
     cfg = resolve(backend, config, source.seconds)
-    check_work(*sweep_work(cfg), limit, what="this sweep")
+    check_work(*sweep_work(cfg, schedule_sigmas(backend, cfg.steps)), limit, what="this sweep")
     # 2. Source (and references) at the model's rate, fitted to the length, encoded once
     src = fit_clip(backend, source, cfg.seconds)
     refs = [fit_clip(backend, r, cfg.seconds) for r in references]
