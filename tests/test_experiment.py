@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from recap.experiment.runner import ExperimentConfig, load_prompts, run_experiment, select_prompts
+from recap.experiment.config import ExperimentConfig, load_prompts, select_prompts
+from recap.experiment.runner import run_experiment
 from recap.experiment.config import PromptSelection
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from scipy import stats
 
 from recap.analysis.tables import group_items, summary_rows
 from recap.experiment.report import _summaries as experiment_rows
-from recap.experiment.report import text_audio_correlations
+from recap.experiment.stats import text_audio_correlations
 from recap.metrics.uncertainty import percentile_bootstrap
 
 

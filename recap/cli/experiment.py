@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from recap.config import settings
-    from recap.experiment.runner import ExperimentConfig, distributed_state, run_experiment
+    from recap.experiment.config import ExperimentConfig
+    from recap.experiment.runner import distributed_state, run_experiment
     from recap.rewording.llm import LLMError
     from recap.rewording.wordnet import WordNetMissingError
 

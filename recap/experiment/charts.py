@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recap.experiment.report import CLIP_LATENT, LATENT_METRICS, _write, fmt, title
-from recap.experiment.stats import set_order
+from recap.experiment.layout import write_if_changed
+from recap.experiment.stats import CLIP_LATENT, LATENT_METRICS, fmt, set_order, title
 from recap.paths import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -76,5 +76,5 @@ def write_charts(report: ExperimentReport, folder: Path, seed_records: Sequence[
 
 def _write_figure(fig: Any, path: Path, div_id: str) -> Path:
     # A fixed div id keeps the file the same when the data are the same.
-    _write(path, fig.to_html(include_plotlyjs="plotly.min.js", full_html=True, div_id=div_id).encode())
+    write_if_changed(path, fig.to_html(include_plotlyjs="plotly.min.js", full_html=True, div_id=div_id).encode())
     return path

@@ -21,51 +21,36 @@ import csv
 import dataclasses
 import io
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recap.analysis.clip_scores import COMPARISONS, LATENT_NAMES, RECONSTRUCTION_METRICS
+from recap.analysis.clip_scores import COMPARISONS, RECONSTRUCTION_METRICS
 from recap.analysis.tables import ROW_COLUMNS, SummaryRow, interval_text, make_row, summarize
-from recap.experiment.stats import comparisons, set_name, set_order, text_audio_correlations, wording_effect
-from recap.metrics import similarity as metrics
-from recap.experiment.runner import (
-    PAIR_METRICS,
-    load_prompts,
-    plan_variants,
-    read_config_json,
-    read_unit,
-    recaption_path,
-    unit_dir,
+from recap.experiment.stats import (
+    CLIP_LATENT,
+    LATENT_METRICS,
+    comparisons,
+    fmt,
+    set_name,
+    set_order,
+    text_audio_correlations,
+    title,
+    wording_effect,
 )
-from recap.paths import atomic_write_bytes, inside
+from recap.metrics import similarity as metrics
+from recap.experiment.config import PAIR_METRICS, load_prompts
+from recap.experiment.layout import plan_variants, read_config_json, read_unit, recaption_path, unit_dir, write_if_changed
+from recap.paths import inside
 from recap.generation.runs import read_json
 from recap.variants import tier_of
 
 log = logging.getLogger(__name__)
 
-LATENT_METRICS = ("cosine", "l2", "l2_raw", "mse")
-CLIP_LATENT = LATENT_NAMES["clip"]  # experiments score clip latents only
 KEY_COLUMNS = ("prompt_id", "category", "complexity", "variant", "tier", "method", "seed")
 PAIR_COLUMNS = KEY_COLUMNS + PAIR_METRICS + ("latent", "prompt")
 CLIP_COLUMNS = KEY_COLUMNS + ("audio", "latent") + RECONSTRUCTION_METRICS
-# Latent measures get the latent's name in front ("Clip latent cosine"): see :func:`title`.
-TITLES = {
-    "text_cosine": "Text cosine (↓)", "cosine": "cosine (↓)", "l2": "unit L2 (↑)", "l2_raw": "raw L2 (↑)",
-    "mse": "MSE (↑)", "latent_mse": "MSE", "latent_l2_raw": "raw L2", "latent_l2": "unit L2",
-    "latent_cosine": "cosine", "audio_mse": "Waveform MSE", "audio_l2_raw": "Waveform raw L2",
-    "distance_ratio": "(1 − cos) vs baseline ÷ (1 − cos) of a new seed",
-}
-
-
-def title(metric: str, latent: str = "") -> str:
-    """A metric's table heading, naming the latent of a latent measure ("Clip latent cosine (↓)")."""
-    base = TITLES.get(metric, metric)
-    return f"{latent[:1].upper()}{latent[1:]} {base}" if latent and metric != "distance_ratio" else base
-
-
 @dataclass
 class ExperimentReport:
     """Everything read and summarised from one experiment folder.
@@ -234,21 +219,15 @@ def build_report(out_dir: str | Path, write: bool = True) -> ExperimentReport:
         correlations=correlations, notes=notes, confidence=conf,
     )
     if write:
-        _write(out_dir / "pairs.csv", _csv(PAIR_COLUMNS, pairs))
-        _write(out_dir / "clips.csv", _csv(CLIP_COLUMNS, clips))
-        _write(out_dir / "summary.csv", _csv(ROW_COLUMNS, [asdict(r) for r in rows]))
-        _write(out_dir / "summary.md", markdown(report).encode())
+        write_if_changed(out_dir / "pairs.csv", _csv(PAIR_COLUMNS, pairs))
+        write_if_changed(out_dir / "clips.csv", _csv(CLIP_COLUMNS, clips))
+        write_if_changed(out_dir / "summary.csv", _csv(ROW_COLUMNS, [asdict(r) for r in rows]))
+        write_if_changed(out_dir / "summary.md", markdown(report).encode())
         from recap.experiment.charts import write_charts
 
         write_charts(report, out_dir / "charts", seed_records)
         log.info("wrote the tables of %s (%d of %d units)", out_dir, len(units), expected)
     return report
-
-
-def _write(path: Path, data: bytes) -> None:
-    # Unchanged files are left alone, so a report on a finished experiment touches nothing.
-    if not (path.is_file() and path.read_bytes() == data):
-        atomic_write_bytes(path, data)
 
 
 def _csv(columns: Sequence[str], records: Iterable[dict[str, Any]]) -> bytes:
@@ -258,13 +237,6 @@ def _csv(columns: Sequence[str], records: Iterable[dict[str, Any]]) -> bytes:
     for r in records:
         w.writerow(["" if r.get(c) is None else repr(r[c]) if isinstance(r[c], float) else r[c] for c in columns])
     return buf.getvalue().encode()
-
-
-def fmt(x: float | None) -> str:
-    """Four significant digits, as a table cell."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return ""
-    return f"{x:.4g}"
 
 
 def _md_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:

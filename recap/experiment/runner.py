@@ -36,21 +36,29 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from recap.experiment.config import (  # noqa: F401  (ExperimentConfig and friends are re-exported)
-    METRICS,
-    PAIR_METRICS,
+from recap.experiment.config import (
     MAY_CHANGE_ON_RESUME,
+    PAIR_METRICS,
     ExperimentConfig,
     PromptRow,
-    PromptSelection,
-    TokenPlan,
     load_prompts,
     select_prompts,
     write_prompts,
 )
+from recap.experiment.layout import (
+    FORMAT,
+    RECAPTION_FORMAT,
+    UNIT_FORMAT,
+    plan_variants,
+    read_config_json,
+    read_unit,
+    recaption_path,
+    unit_dir,
+    unit_stem,
+)
 from recap.generation.grid import GenerationConfig
-from recap.variants import Variant, tier_of
-from recap.paths import atomic_write_bytes, atomic_write_json, safe_name
+from recap.variants import Variant
+from recap.paths import atomic_write_bytes, atomic_write_json
 from recap.generation.runs import read_json
 
 if TYPE_CHECKING:
@@ -61,61 +69,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT = "recap.experiment.runner/1"
-UNIT_FORMAT = "recap.experiment.runner-unit/1"
-RECAPTION_FORMAT = "recap.experiment.runner-recaptions/1"
-
 # progress(done, total, message) in two phases, each counting from 0: "rewording: ..." over this
 # process's prompts, then "generating: ..." over its units (fractional while a prompt generates).
 Progress = Callable[[float, int, str], None]
 
 
 # ---------------------------------------------------------------------- variants and units
-
-
-def plan_variants(baseline: str, rewordings: Sequence[dict[str, Any]], placeholders: Sequence[str],
-                  templates: Sequence[str]) -> list[Variant]:
-    """Baseline, its rewordings, then each (token, template) applied to all of those.
-
-    Args:
-        rewordings: ``{"label", "prompt", "method", "tier"}`` per rewording (the recaption cache).
-        placeholders: Learned-token placeholders, in config order.
-
-    Returns:
-        Variants; a token variant is labelled ``tok<i>t<j>-<source label>`` and keeps the tier of
-        its source prompt, with method "token" (the thesis's TI batches 0, 1, 2).
-    """
-    base = [Variant("baseline", baseline, "baseline", 0)] + [
-        Variant(r["label"], r["prompt"], r["method"], tier_of(r)) for r in rewordings]
-    out = list(base)
-    for i, placeholder in enumerate(placeholders, 1):
-        for j, template in enumerate(templates, 1):
-            for v in base:
-                text = template.format(prompt=v.prompt.rstrip().rstrip("."), token=placeholder)
-                out.append(Variant(f"tok{i}t{j}-{v.label}", text, "token", v.tier))
-    return out
-
-
-def unit_stem(label: str, seed: int) -> str:
-    return f"{label}__seed{seed}"
-
-
-def unit_dir(out_dir: Path, prompt_id: str) -> Path:
-    return Path(out_dir) / "units" / safe_name(prompt_id, max_len=120)
-
-
-def read_unit(out_dir: Path, prompt_id: str, label: str, seed: int) -> dict[str, Any] | None:
-    """The unit's record, or None when it is not finished (missing, partial or foreign file)."""
-    path = unit_dir(out_dir, prompt_id) / f"{unit_stem(label, seed)}.json"
-    try:
-        record = read_json(path)
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and record.get("format") == UNIT_FORMAT else None
-
-
-def recaption_path(out_dir: Path, prompt_id: str) -> Path:
-    return Path(out_dir) / "recaptions" / f"{safe_name(prompt_id, max_len=120)}.json"
 
 
 def _digest(obj: Any) -> str:
@@ -195,16 +154,6 @@ def _identity(config: ExperimentConfig, model: str, rows: Sequence[PromptRow], t
     d["prompts"] = _digest([asdict(r) for r in rows])
     d["tokens"] = {"files": [sha256_file(p) for p in token_files], "templates": config.tokens.templates}
     return d
-
-
-def read_config_json(out_dir: Path) -> dict[str, Any] | None:
-    path = Path(out_dir) / "config.json"
-    if not path.is_file():
-        return None
-    data = read_json(path)
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an experiment config")
-    return data
 
 
 def _check_compatible(out_dir: Path, identity: dict[str, Any]) -> dict[str, Any] | None:

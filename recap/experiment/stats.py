@@ -107,3 +107,26 @@ def text_audio_correlations(pairs: Sequence[dict[str, Any]], *, confidence: floa
     return out
 
 
+# ----------------------------------------------------------------------------- names and cells
+LATENT_METRICS = ("cosine", "l2", "l2_raw", "mse")
+CLIP_LATENT = LATENT_NAMES["clip"]  # experiments score clip latents only
+# Latent measures get the latent's name in front ("Clip latent cosine"): see :func:`title`.
+TITLES = {
+    "text_cosine": "Text cosine (↓)", "cosine": "cosine (↓)", "l2": "unit L2 (↑)", "l2_raw": "raw L2 (↑)",
+    "mse": "MSE (↑)", "latent_mse": "MSE", "latent_l2_raw": "raw L2", "latent_l2": "unit L2",
+    "latent_cosine": "cosine", "audio_mse": "Waveform MSE", "audio_l2_raw": "Waveform raw L2",
+    "distance_ratio": "(1 − cos) vs baseline ÷ (1 − cos) of a new seed",
+}
+
+
+def title(metric: str, latent: str = "") -> str:
+    """A metric's table heading, naming the latent of a latent measure ("Clip latent cosine (↓)")."""
+    base = TITLES.get(metric, metric)
+    return f"{latent[:1].upper()}{latent[1:]} {base}" if latent and metric != "distance_ratio" else base
+
+
+def fmt(x: float | None) -> str:
+    """Four significant digits, as a table cell."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    return f"{x:.4g}"
