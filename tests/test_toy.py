@@ -228,3 +228,14 @@ def test_toy_eval_command_reports_every_measure(tmp_path):
     following = report["prompt_following"]
     # the model reads pitch and rhythm words far above chance (1/3, 1/2)
     assert following["pitch"] > 0.6 and following["rhythm"] > 0.7, following
+
+
+def test_transfer_strength_moves_a_toy_clip_from_its_source_to_the_prompt(toy):
+    from recap.toy.transfer_curve import transfer_curve
+
+    rows = transfer_curve(toy, [100, 101], strengths=(0.0, 0.2, 0.5, 1.0), steps=12)
+    to_source = [r.to_source for r in rows]
+    assert to_source == sorted(to_source, reverse=True) and to_source[0] > 0.8 > 0.3 > to_source[2]
+    assert rows[-1].to_target > rows[0].to_target
+    # strength 0.5 starts where noise and source weigh the same
+    assert rows[2].sigma <= 1.0 and rows[2].steps_run < 12

@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from recap.cli.common import progress_bar
+from recap.cli.common import print_table, progress_bar
 from recap.config import settings
 
 SWEEP_FILE = "TI_SWEEP.md"
@@ -52,6 +52,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--json", default=None, help="also write the numbers to this file")
     sw.add_argument("--card", action="store_true", help=f"write the table to the shipped {SWEEP_FILE}")
     sw.set_defaults(func=run_sweep)
+
+    tc = toy.add_parser("transfer-curve", help="where style transfer's strength bends: a low hum pushed towards "
+                        "'a high repeating beep'")
+    tc.add_argument("--seeds", type=int, nargs="+", default=list(range(100, 108)),
+                    help="sweep seeds (default 100-107: seeds no other toy measurement uses)")
+    tc.add_argument("--steps", type=int, default=25)
+    tc.add_argument("--guidance", type=float, default=4.0)
+    tc.set_defaults(func=run_transfer_curve)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -151,6 +159,19 @@ def run_sweep(args: argparse.Namespace) -> int:
                 f"{table}\n\n{note}\n")
         atomic_write_bytes(TOY_DIR / SWEEP_FILE, text.encode())
         print(f"wrote {TOY_DIR / SWEEP_FILE}", file=sys.stderr)
+    return 0
+
+
+def run_transfer_curve(args: argparse.Namespace) -> int:
+    from recap.backends.loading import load_backend
+    from recap.toy.transfer_curve import transfer_curve
+
+    backend = load_backend("toy", device="cpu")
+    rows = transfer_curve(backend, args.seeds, steps=args.steps, guidance=args.guidance)
+    print(f"clip latent cosine of the outputs, mean over seeds {args.seeds}; {args.steps} steps, guidance {args.guidance}")
+    print_table(["strength", "start sigma", "steps run", "to the source", "to the target clips"],
+                [[f"{r.strength:.2f}", f"{r.sigma:.3g}", r.steps_run, f"{r.to_source:.3f}", f"{r.to_target:.3f}"]
+                 for r in rows])
     return 0
 
 

@@ -31,8 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "transfer", help="style transfer: move a source clip towards a prompt at several strengths",
         description="Encodes the source, noises it to each transfer strength on the model's own schedule and "
-        "denoises with the prompt (paper 001, eq. 2): 0 = the source, 1 = plain generation; 0.4-0.6 was the "
-        "paper's sweet spot. Writes a run folder with the source under reference/, and transfer.json / .csv / "
+        "denoises with the prompt (paper 001, eq. 2): 0 = the source, 1 = plain generation. Strength is the "
+        "noise's share of the start, sigma^2/(sigma^2+1): 0.5 starts at sigma 1 on every model (the 'start sigma' "
+        "column says where each starts). On the toy model the source is lost between 0.2 and 0.3 and 0.8 and up is "
+        "plain generation (README, style transfer). Writes a run folder with the source under reference/, and transfer.json / .csv / "
         ".html: the similarity of each strength's outputs to the source and to the token's clips. "
         "Length defaults to the source's, capped at the model's maximum.",
     )

@@ -153,8 +153,10 @@ def build_transfer_panel(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, to
     choices = [value for _, value in model.choices]
     with gr.Accordion("Style transfer", open=False):
         gr.Markdown("Push a source clip towards a prompt (often one with a learned token). Strength 0 returns the "
-                    "source, 1 is plain generation; the paper found 0.4–0.6 keeps the source's structure with the "
-                    "target's character.")
+                    "source, 1 is plain generation. Strength is the noise's share of the start (σ²/(σ²+1)): 0.5 "
+                    "starts where noise and source weigh the same, on every model; the table says the σ each "
+                    "strength starts at. On the toy model the source is lost between 0.2 and 0.3 and 0.8 and up "
+                    "is plain generation, so sweep the low strengths finely.")
         with gr.Row():
             source = gr.Audio(label="Source clip", type="filepath", sources=["upload"])
             references = gr.File(label="Target clips (optional: the token's training clips)", file_count="multiple",
