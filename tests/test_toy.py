@@ -124,6 +124,11 @@ def test_rewording_moves_latents_less_than_changing_the_source(toy):
     rows = rewording_cosines(toy, SEEDS[:4], steps=STEPS)
     for row in rows:
         assert row["cos_reworded"] > row["cos_other"], row
+    # ...only for the synonyms it was trained on: a rewording into held-out synonyms moves the
+    # beep further than another source does (the README says the claim fails there)
+    beep = rows[0]
+    assert beep["held_out"] == "a bright intermittent beep" and beep["cos_held_out"] < beep["cos_other"], beep
+    assert all(r["ci_reworded"] is not None for r in rows)  # 4 seeds: an interval over seeds
 
 
 # Measured margins with this protocol (100 TI steps, init "siren", 25 sampling steps, guidance 4):

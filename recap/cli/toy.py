@@ -108,8 +108,9 @@ def run_eval(args: argparse.Namespace) -> int:
               f" -> {'separated' if s.separated else 'OVERLAP'} (gap {s.gap:.3g})")
         report["steering"].append({**asdict(s), "separated": s.separated, "gap": s.gap})
     for row in rewording_cosines(backend, seeds, args.steps, args.guidance):
-        print(f"latent cosine {row['prompt']!r}: reworded {row['reworded']!r} {row['cos_reworded']:.3f}, "
-              f"other source {row['other']!r} {row['cos_other']:.3f}")
+        print(f"clip latent cosine to {row['prompt']!r} (same seed): trained synonyms {row['reworded']!r} "
+              f"{_with_ci(row, 'reworded')}, held-out synonyms {row['held_out']!r} {_with_ci(row, 'held_out')}, "
+              f"another source {row['other']!r} {_with_ci(row, 'other')}")
         report["rewording"].append(row)
     following = prompt_following(backend, seeds, args.steps, args.guidance)
     report["prompt_following"] = following
@@ -175,6 +176,11 @@ def run_transfer_curve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_ci(row: dict, name: str) -> str:
+    ci = row[f"ci_{name}"]
+    return f"{row[f'cos_{name}']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else " (n too small for an interval)")
+
+
 def write_card(report: dict, args: argparse.Namespace) -> None:
     from recap.backends.registry import TOY_DIR
     from recap.paths import atomic_write_bytes
@@ -192,8 +198,9 @@ def write_card(report: dict, args: argparse.Namespace) -> None:
                  f"{f['rhythm']:.0%} of clips of all {len(W.all_specs())} \"a <pitch> <rhythm> <source>\" prompts "
                  "(chance 1/8, 1/3, 1/2; the VAE's reconstructions bound the source share, see Known limits)")
     for r in report["rewording"]:
-        lines.append(f"- latent cosine of {r['prompt']!r}: with {r['reworded']!r} {r['cos_reworded']:.3f}, "
-                     f"with {r['other']!r} {r['cos_other']:.3f}")
+        lines.append(f"- clip latent cosine (same seed) of {r['prompt']!r}: with {r['reworded']!r} (trained synonyms) "
+                     f"{_with_ci(r, 'reworded')}, with {r['held_out']!r} (held-out synonyms) {_with_ci(r, 'held_out')}, "
+                     f"with {r['other']!r} (another source) {_with_ci(r, 'other')}")
     if "ti" in report:
         t = report["ti"]
         lines.append(f"- Textual Inversion on 3 held-out warble clips (init {t['protocol']['init_word']!r}): feature distance "

@@ -12,22 +12,26 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
+from typing import Any
+
 import numpy as np
 import torch
 
 from recap.toy import world as W
 from recap.audio_io import Clip
 from recap.backends.base import AudioBackend
+from recap.metrics.uncertainty import t_interval
 
 log = logging.getLogger(__name__)
 
 PITCH_PAIR = ("a low hum", "a high beep")
 RHYTHM_PAIR = ("a repeating beep", "a continuous beep")
 # (prompt, its rewording with trained synonyms, the same words for another source)
+# (prompt, a rewording in trained synonyms, one in held-out synonyms, another source)
 REWORDINGS = (
-    ("a high repeating beep", "a shrill pulsing tone", "a high repeating hiss"),
-    ("a low continuous hum", "a deep steady hum", "a low continuous clicks"),
-    ("a mid repeating siren", "a medium pulsing siren", "a mid repeating bell"),
+    ("a high repeating beep", "a shrill pulsing tone", "a bright intermittent beep", "a high repeating hiss"),
+    ("a low continuous hum", "a deep steady hum", "a bass constant drone", "a low continuous clicks"),
+    ("a mid repeating siren", "a medium pulsing siren", "a mid intermittent siren", "a mid repeating bell"),
 )
 
 
@@ -76,22 +80,30 @@ def steering(backend: AudioBackend, seeds: Sequence[int], steps: int | None = No
 
 
 def rewording_cosines(backend: AudioBackend, seeds: Sequence[int], steps: int | None = None,
-                      guidance: float | None = None) -> list[dict[str, float]]:
-    """Latent cosine (same seed) of each prompt with its rewording and with another source's prompt."""
-    prompts = [p for triple in REWORDINGS for p in triple]
+                      guidance: float | None = None) -> list[dict[str, Any]]:
+    """Clip latent cosine (each clip re-encoded; same seed) of each prompt with its rewording in
+    trained synonyms, its rewording in held-out synonyms and another source's prompt.
+
+    Returns:
+        Per prompt: the texts, and for each comparison its mean over seeds (``cos_<name>``) with a
+        t interval over seeds (``ci_<name>``: [low, high], None below 3 seeds).
+    """
+    prompts = [p for row in REWORDINGS for p in row]
     batch = [p for p in prompts for _ in seeds]
     out = backend.generate(batch, list(seeds) * len(prompts), seconds=1.0, steps=steps, guidance=guidance)
-    z = out.final.flatten(1)
+    z = backend.encode_audio(out.audio, backend.sample_rate).flatten(1)
     z = z / z.norm(dim=1, keepdim=True)
-    n = len(seeds)
+    n, width = len(seeds), len(REWORDINGS[0])
     rows = []
-    for k, (base, reworded, other) in enumerate(REWORDINGS):
-        block = z[3 * k * n : 3 * (k + 1) * n].view(3, n, -1)
-        rows.append({
-            "prompt": base, "reworded": reworded, "other": other,
-            "cos_reworded": float((block[0] * block[1]).sum(-1).mean()),
-            "cos_other": float((block[0] * block[2]).sum(-1).mean()),
-        })
+    for k, texts in enumerate(REWORDINGS):
+        block = z[width * k * n : width * (k + 1) * n].view(width, n, -1)
+        row: dict[str, Any] = dict(zip(("prompt", "reworded", "held_out", "other"), texts))
+        for j, name in enumerate(("reworded", "held_out", "other"), 1):
+            per_seed = (block[0] * block[j]).sum(-1).tolist()
+            interval = t_interval(per_seed, unit="seed")
+            row[f"cos_{name}"] = interval.estimate
+            row[f"ci_{name}"] = None if interval.low is None else [interval.low, interval.high]
+        rows.append(row)
     return rows
 
 
