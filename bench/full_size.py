@@ -10,30 +10,40 @@ from __future__ import annotations
 import torch
 
 
+def full_sao_vae():
+    """Stable Audio Open 1.0's Oobleck VAE (157 M parameters, 44.1 kHz stereo, hop 2048), random fp32 weights."""
+    from diffusers import AutoencoderOobleck
+
+    from recap.backends.loading import quiet_build
+
+    with quiet_build():
+        return AutoencoderOobleck(
+            encoder_hidden_size=128, downsampling_ratios=[2, 4, 4, 8, 8], channel_multiples=[1, 2, 4, 8, 16],
+            decoder_channels=128, decoder_input_channels=64, audio_channels=2, sampling_rate=44_100,
+        )
+
+
 def full_sao_pipeline(dtype: torch.dtype = torch.float16):
     from diffusers import (
-        AutoencoderOobleck,
         StableAudioDiTModel,
         StableAudioPipeline,
         StableAudioProjectionModel,
     )
     from transformers import T5Config, T5EncoderModel
 
+    from recap.backends.loading import cast_pipeline, quiet_build
     from recap.backends.stable_audio import sao_scheduler
     from recap.backends.tiny import load_tokenizer
 
     tokenizer = load_tokenizer("tiny-t5")
     tokenizer.model_max_length = 128
-    with torch.device("meta" if False else "cpu"):
+    with quiet_build():
         transformer = StableAudioDiTModel(
             sample_size=1024, in_channels=64, num_layers=24, attention_head_dim=64, num_attention_heads=24,
             num_key_value_attention_heads=12, out_channels=64, cross_attention_dim=768, time_proj_dim=256,
             global_states_input_dim=1536, cross_attention_input_dim=768,
         )
-        vae = AutoencoderOobleck(
-            encoder_hidden_size=128, downsampling_ratios=[2, 4, 4, 8, 8], channel_multiples=[1, 2, 4, 8, 16],
-            decoder_channels=128, decoder_input_channels=64, audio_channels=2, sampling_rate=44_100,
-        )
+        vae = full_sao_vae()
         text_encoder = T5EncoderModel(T5Config(
             vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12,
             relative_attention_num_buckets=32, feed_forward_proj="relu",
@@ -43,7 +53,8 @@ def full_sao_pipeline(dtype: torch.dtype = torch.float16):
     scheduler = sao_scheduler()  # Stable Audio Open's sampler settings
     pipe = StableAudioPipeline(vae=vae, text_encoder=text_encoder, projection_model=projection, tokenizer=tokenizer,
                                transformer=transformer, scheduler=scheduler)
-    return pipe.to(dtype=dtype)
+    # as from_pretrained(..., dtype=dtype) would hold it: T5's `wo` stays fp32 under fp16
+    return cast_pipeline(pipe, torch.device("cpu"), dtype)
 
 
 def backend_from_pipe(pipe, name: str, device: torch.device, dtype: torch.dtype):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -38,7 +39,12 @@ def test_same_seed_same_audio_and_same_noise_across_variants(any_tiny):
 
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
 def test_loop_matches_the_diffusers_pipeline(any_tiny, guidance):
-    """Our denoising loop is the pipeline's: same noise and seeds -> the same latents/audio."""
+    """Our denoising loop is the pipeline's: same noise and seeds -> the same latents/audio.
+
+    On Stable Audio both run ScheduleBoundedScheduler (the backend put it into the pipeline): the
+    stock scheduler builds its Brownian trees over another interval (diffusers #13274), which
+    draws other noise, so the stock pipeline's clips differ by design; see the test below.
+    """
     prompts = ["rain on a tin roof", "a dog barking"]
     ours = any_tiny.generate(prompts, [0, 1], seconds=1.0, steps=3, guidance=guidance)
     gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
@@ -58,6 +64,83 @@ def test_negative_prompt_matches_pipeline(tiny):
                     audio_end_in_s=1.0, latents=ours.initial.clone(), generator=[torch.Generator().manual_seed(3)],
                     output_type="latent").audios
     torch.testing.assert_close(ref.float(), ours.final, rtol=1e-5, atol=1e-5)
+
+
+def _record_tree_queries(monkeypatch) -> list[tuple[float, float, float, float]]:
+    """Every (ta, tb, tree start, tree end) torchsde's Brownian trees are asked for."""
+    import torchsde
+
+    queries: list[tuple[float, float, float, float]] = []
+    original = torchsde.BrownianInterval.__call__
+
+    def call(self, ta, tb=None, *args, **kwargs):
+        queries.append((float(ta), float(tb), self._start, self._end))
+        return original(self, ta, tb, *args, **kwargs)
+
+    monkeypatch.setattr(torchsde.BrownianInterval, "__call__", call)
+    return queries
+
+
+def test_brownian_trees_are_never_queried_outside_their_interval(tiny, monkeypatch):
+    """diffusers #13274: the stock sampler's trees span [sigma_min, sigma_max] but its schedule runs
+    from 500.00006 to 0; recap's trees span the schedule, for its loop, the pipeline and a late start."""
+    from diffusers import CosineDPMSolverMultistepScheduler
+
+    from recap.backends.stable_audio import ScheduleBoundedScheduler
+
+    # the premise: the stock schedule leaves the stock trees' interval at both ends
+    stock = CosineDPMSolverMultistepScheduler.from_config(tiny.pipe.scheduler.config)
+    stock.set_timesteps(4)
+    assert stock.sigmas.max() > stock.config.sigma_max and stock.sigmas.min() < stock.config.sigma_min
+    assert type(tiny.pipe.scheduler) is ScheduleBoundedScheduler
+
+    queries = _record_tree_queries(monkeypatch)
+    seeds = [5, 5, 6]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Should have", category=UserWarning)  # torchsde's clamping
+        ours = tiny.generate(["rain", "light rain", "a dog"], seeds, seconds=1.0, steps=4, guidance=3.0)
+        tiny.share_seed_noise = False  # the scheduler's own per-row trees
+        try:
+            tiny.generate(["rain"], [5], seconds=1.0, steps=4, guidance=3.0)
+        finally:
+            tiny.share_seed_noise = True
+        ref = tiny.pipe(prompt=["rain", "light rain", "a dog"], num_inference_steps=4, guidance_scale=3.0,
+                        audio_end_in_s=1.0, latents=ours.initial.clone(),
+                        generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="latent").audios
+        enc = tiny.tokenize(["rain"])
+        tiny.sample(enc, None, ours.initial[:1], [5], 1.0, 4, 1.0, start_step=2,
+                    start_latents=tiny.noise_to(ours.final[:1], ours.initial[:1], 4, 2))
+    assert len(queries) >= 3 * 4
+    outside = [q for q in queries if not (q[2] <= min(q[0], q[1]) and max(q[0], q[1]) <= q[3])]
+    assert not outside, outside[:3]
+    assert {0.0, float(stock.sigmas.max())} <= {t for q in queries for t in q[:2]}  # both extremes were asked for
+    torch.testing.assert_close(ref.float(), ours.final, rtol=1e-5, atol=1e-5)
+
+
+def test_clean_loads_print_nothing(capfd):
+    """Loading `tiny` and `toy` raises no warning and prints nothing (no deprecations, no progress bars)."""
+    from recap.backends.loading import load_backend
+
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # also what conftest / pyproject filters would hide
+        for name in ("tiny", "toy"):
+            load_backend(name)
+    assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_half_precision_keeps_the_modules_diffusers_keeps_in_fp32():
+    """fp16 as from_pretrained(dtype=float16) holds it: T5's `wo` (fp16 overflow) stays fp32."""
+    from recap.backends.loading import load_backend, pretrained_kwargs
+
+    backend = load_backend("tiny", dtype="float16")
+    t5 = {n: p.dtype for n, p in backend.text_encoder.named_parameters()}
+    assert {d for n, d in t5.items() if ".wo." in n} == {torch.float32}
+    assert {d for n, d in t5.items() if ".wo." not in n} == {torch.float16}
+    assert backend.pipe.transformer.dtype == backend.pipe.vae.dtype == torch.float16
+    assert pretrained_kwargs(get_spec("sao"), torch.float16) == {"dtype": torch.float16}  # not torch_dtype
 
 
 def test_encode_audio_is_deterministic_and_shaped(any_tiny):
@@ -116,11 +199,11 @@ def test_registry_names_the_real_pipelines():
 _LOAD = textwrap.dedent(
     """
     import sys
-    from recap.backends.base import BackendUnavailable
+    from recap.errors import ModelUnavailable
     from recap.backends.loading import load_backend
     try:
         load_backend(sys.argv[1])
-    except BackendUnavailable as e:
+    except ModelUnavailable as e:
         print("UNAVAILABLE:", e)
     """
 )

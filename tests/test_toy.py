@@ -93,7 +93,7 @@ def test_folding_the_latent_scale_keeps_reconstructions_and_gives_unit_std():
 # ----------------------------------------------------------------------------- the model
 def test_toy_is_the_offline_fallback_and_says_it_is_a_toy(toy, monkeypatch):
     from recap.backends import registry
-    from recap.backends.base import BackendUnavailable
+    from recap.errors import ModelUnavailable
     from recap.backends.loading import load_backend
 
     assert offline_fallback() == "toy"
@@ -105,7 +105,7 @@ def test_toy_is_the_offline_fallback_and_says_it_is_a_toy(toy, monkeypatch):
     assert sum(p.stat().st_size for p in TOY_DIR.rglob("*.safetensors")) < 5_000_000
     monkeypatch.setattr(registry, "TOY_DIR", TOY_DIR / "missing")
     assert offline_fallback() == "tiny"
-    with pytest.raises(BackendUnavailable, match="recap toy train"):
+    with pytest.raises(ModelUnavailable, match="recap toy train"):
         load_backend("toy")
 
 
@@ -209,7 +209,7 @@ def test_toy_train_command_builds_a_loadable_model_and_refuses_a_changed_recipe(
     assert main(["toy", "train", "--work", str(work), "--out", str(out), *recipe]) == 0
     assert json.loads((out / "toy_config.json").read_text())["vae_ratios"] == [2, 4, 4, 8]
     assert "--vae-ratios 2 4 4 8" in (out / "MODEL_CARD.md").read_text()  # the card's rebuild command is runnable
-    pipe = StableAudioPipeline.from_pretrained(str(out), torch_dtype=torch.float32)
+    pipe = StableAudioPipeline.from_pretrained(str(out), dtype=torch.float32)
     backend = StableAudioBackend("micro", str(out), pipe, torch.device("cpu"), torch.float32)
     clip = backend.generate(["a low hum"], [0], seconds=1.0, steps=2, guidance=2.0).audio
     assert clip.shape == (1, 1, W.SAMPLE_RATE) and torch.isfinite(clip).all()

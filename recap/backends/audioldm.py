@@ -172,6 +172,9 @@ class AudioLDMBackend(AudioBackend):
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, seconds: float | None = None) -> torch.Tensor:
+        # Decodes every frame: AudioLDM denoises only the requested length (latent_shape), rounded
+        # up to the VAE's scale (< 2 mel frames, 20 ms at hop 160 and 16 kHz), so there is no
+        # window padding to skip, unlike Stable Audio's decode.
         vae = self.pipe.vae
         mel = vae.decode(latents.to(self.device, vae.dtype) / vae.config.scaling_factor).sample
         audio = self.pipe.vocoder(mel.squeeze(1).to(self.pipe.vocoder.dtype)).float().cpu()

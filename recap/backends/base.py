@@ -25,7 +25,6 @@ import torch
 from recap.backends.registry import ModelDefaults
 from recap.backends.speed import TextCache, clips_per_batch, free_memory
 from recap.errors import BadInput, Cancelled
-from recap.errors import ModelUnavailable as BackendUnavailable
 
 log = logging.getLogger(__name__)
 

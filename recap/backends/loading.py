@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from recap.backends import registry
-from recap.backends.base import AudioBackend, BackendUnavailable
+from recap.backends.base import AudioBackend
+from recap.errors import ModelUnavailable
 from recap.backends.registry import BackendSpec, get_spec
 from recap.backends.speed import compile_denoiser
 
@@ -41,18 +45,91 @@ def pick_dtype(device: torch.device, override: str | torch.dtype | None = None) 
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
+@contextlib.contextmanager
+def quiet_build() -> Iterator[None]:
+    """Silences what building or loading a pipeline prints that no user can act on.
+
+    ``AutoencoderOobleck`` (diffusers) and ``SpeechT5HifiGan`` (transformers) call
+    ``torch.nn.utils.weight_norm``, which torch deprecates with a FutureWarning per layer (120 for
+    one Oobleck VAE); the fix belongs upstream. Only that message is filtered, only while inside
+    (``warnings.catch_warnings`` swaps the process-wide filter list, so another thread's
+    weight_norm warning in that moment is filtered too: harmless).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.nn\.utils\.weight_norm` is deprecated", category=FutureWarning)
+        yield
+
+
+@contextlib.contextmanager
+def _no_loading_bars() -> Iterator[None]:
+    """Hides diffusers' and transformers' loading progress bars (restored after): loading the toy
+    model's six local components takes well under a second and prints two bars."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    shown = [(m, m.is_progress_bar_enabled()) for m in (diffusers_logging, transformers_logging)]
+    for module, _ in shown:
+        module.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for module, enabled in shown:
+            if enabled:
+                module.enable_progress_bar()
+
+
 def toy_pipeline() -> Any:
     """The `toy` model's builder: the shipped fp16 weights in a real ``StableAudioPipeline`` (as fp32; callers cast)."""
     from diffusers import StableAudioPipeline
 
     if not registry.toy_weights_present():
-        raise BackendUnavailable(
+        raise ModelUnavailable(
             f"the toy model's weights are missing from {registry.TOY_DIR}; rebuild them with `recap toy train`"
         )
-    return StableAudioPipeline.from_pretrained(str(registry.TOY_DIR), dtype=torch.float32)
+    with _no_loading_bars():
+        return StableAudioPipeline.from_pretrained(str(registry.TOY_DIR), dtype=torch.float32)
 
 
-def _hub_error(spec: BackendSpec, exc: BaseException) -> BackendUnavailable:
+def _keeps_fp32(module: torch.nn.Module, dtype: torch.dtype) -> list[str]:
+    """The submodule names ``from_pretrained(..., dtype=dtype)`` would leave in float32.
+
+    transformers keeps ``_keep_in_fp32_modules`` in fp32 for fp16 only (T5's ``wo``: its
+    activations overflow fp16) and ``_keep_in_fp32_modules_strict`` for fp16 and bf16; diffusers
+    keeps its models' ``_keep_in_fp32_modules`` for any dtype. Matched by name part, as both do.
+    """
+    from transformers import PreTrainedModel
+
+    if dtype == torch.float32:
+        return []
+    keep = set(getattr(module, "_keep_in_fp32_modules_strict", None) or [])
+    if not isinstance(module, PreTrainedModel) or dtype == torch.float16:
+        keep |= set(getattr(module, "_keep_in_fp32_modules", None) or [])
+    return sorted(keep)
+
+
+def cast_pipeline(pipe: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """Moves a pipeline built here (fp32 on the CPU) to ``device`` and ``dtype`` as ``from_pretrained``
+    would load it: the modules each model keeps in float32 (:func:`_keeps_fp32`) stay float32.
+
+    ``pipe.to(device, dtype)`` would cast them too; T5's fp16 ``wo`` overflows on real prompts.
+    """
+    pipe = pipe.to(device)
+    if dtype == torch.float32:
+        return pipe
+    for component in pipe.components.values():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        # torch's own cast: diffusers' ModelMixin.to logs "modules ... should be kept in float32: []"
+        # on every dtype cast, even for models that keep none, and this function keeps them itself
+        torch.nn.Module.to(component, dtype=dtype)
+        keep = _keeps_fp32(component, dtype)
+        for name, sub in component.named_modules():
+            if keep and any(k in name.split(".") for k in keep):
+                sub.to(dtype=torch.float32)
+    return pipe
+
+
+def _hub_error(spec: BackendSpec, exc: BaseException) -> ModelUnavailable:
     """Turns whatever from_pretrained raised into a sentence a user can act on."""
     from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
@@ -63,21 +140,21 @@ def _hub_error(spec: BackendSpec, exc: BaseException) -> BackendUnavailable:
         e = e.__cause__ or e.__context__
     alternatives = "Offline alternatives: --model tiny (random weights, for trying the tool)."
     if any(isinstance(c, GatedRepoError) for c in chain) or (spec.gated and any("401" in str(c) or "403" in str(c) for c in chain)):
-        return BackendUnavailable(
+        return ModelUnavailable(
             f"{spec.model_id} is gated. Accept its licence at https://huggingface.co/{spec.model_id} while logged in, "
             f"create a read token at https://huggingface.co/settings/tokens and set HF_TOKEN. {alternatives}"
         )
     if any(isinstance(c, RepositoryNotFoundError) for c in chain):
-        return BackendUnavailable(f"{spec.model_id} was not found on the Hub (or your token has no access). {alternatives}")
+        return ModelUnavailable(f"{spec.model_id} was not found on the Hub (or your token has no access). {alternatives}")
     if any(isinstance(c, LocalEntryNotFoundError) for c in chain) or any(
         "offline" in str(c).lower() or "connect" in str(c).lower() or "resolve" in str(c).lower() for c in chain
     ):
         how = "accept the licence at the model page, set HF_TOKEN and " if spec.gated else ""
-        return BackendUnavailable(
+        return ModelUnavailable(
             f"{spec.model_id} is not in the local Hugging Face cache and the Hub cannot be reached. "
             f"To use it, {how}run once with network access (the weights are downloaded and cached). {alternatives}"
         )
-    return BackendUnavailable(f"could not load {spec.model_id}: {type(exc).__name__}: {exc}. {alternatives}")
+    return ModelUnavailable(f"could not load {spec.model_id}: {type(exc).__name__}: {exc}. {alternatives}")
 
 
 def pretrained_kwargs(spec: BackendSpec, dtype: torch.dtype) -> dict[str, Any]:
@@ -103,7 +180,7 @@ def load_backend(
 
     Raises:
         ValueError: unknown name.
-        BackendUnavailable: weights cannot be had here (gated, missing, offline), with what to do.
+        ModelUnavailable: weights cannot be had here (gated, missing, offline), with what to do.
     """
     # 1. Check inputs
     spec = get_spec(name)
@@ -112,18 +189,19 @@ def load_backend(
     dev = pick_device(str(device) if device is not None else None)
     dt = pick_dtype(dev, dtype)
     # 2. Build or download the pipeline
-    if spec.builds_offline:
-        pipe = spec.build()
-    else:
-        import diffusers
+    with quiet_build():
+        if spec.builds_offline:
+            pipe = spec.build()
+        else:
+            import diffusers
 
-        pipeline_cls = getattr(diffusers, spec.pipeline)
-        try:
-            pipe = pipeline_cls.from_pretrained(spec.model_id, **pretrained_kwargs(spec, dt))
-        except Exception as exc:  # from_pretrained wraps hub errors in OSError/ValueError: unwrap them
-            raise _hub_error(spec, exc) from exc
+            pipeline_cls = getattr(diffusers, spec.pipeline)
+            try:
+                pipe = pipeline_cls.from_pretrained(spec.model_id, **pretrained_kwargs(spec, dt))
+            except Exception as exc:  # from_pretrained wraps hub errors in OSError/ValueError: unwrap them
+                raise _hub_error(spec, exc) from exc
     # 3. Move it: from_pretrained already applied the dtype; models built here are fp32 on the CPU.
-    pipe = pipe.to(dev) if dt == torch.float32 or not spec.builds_offline else pipe.to(dev, dt)
+    pipe = cast_pipeline(pipe, dev, dt) if spec.builds_offline else pipe.to(dev)
     pipe.set_progress_bar_config(disable=True)
     # 4. Wrap, freeze, compile
     backend = spec.backend_class(

@@ -9,30 +9,105 @@ from __future__ import annotations
 
 import math
 import threading
-import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import CosineDPMSolverMultistepScheduler
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
+from diffusers.schedulers.scheduling_dpmsolver_sde import BrownianTreeNoiseSampler
 
 from recap.backends.base import AudioBackend, EncodedPrompts, StepCallback, seed_generators
 from recap.backends.registry import SAO_DEFAULTS
 
-# torchsde's Brownian tree warns when the sampler queries times a hair outside its interval
-# (float rounding of the sigma schedule); harmless, and it floods every generation's output.
-warnings.filterwarnings("ignore", message=r"Should have (ta|tb|t)", module="torchsde")
 
+def sao_scheduler() -> CosineDPMSolverMultistepScheduler:
+    """A ``CosineDPMSolverMultistepScheduler`` with Stable Audio Open 1.0's settings (for models built here).
 
-def sao_scheduler():
-    """A ``CosineDPMSolverMultistepScheduler`` with Stable Audio Open 1.0's settings (for models built here)."""
-    from diffusers import CosineDPMSolverMultistepScheduler
-
+    The stock class, so that a pipeline saved with it loads anywhere; :class:`StableAudioBackend`
+    swaps in :class:`ScheduleBoundedScheduler` when it wraps the pipeline.
+    """
     return CosineDPMSolverMultistepScheduler(
         sigma_min=0.3, sigma_max=500, sigma_data=1.0, sigma_schedule="exponential", solver_order=2,
         prediction_type="v_prediction", final_sigmas_type="zero",
     )
+
+
+# The `tol` diffusers' BatchedBrownianTree gives torchsde: a BrownianInterval rounds its ends to
+# that many decimals (500.00006103515625 -> 500.000061) but checks unrounded queries against them.
+TREE_TOL = 1e-6
+
+
+def tree_interval(sigmas: torch.Tensor) -> tuple[float, float]:
+    """(low, high): the interval a Brownian tree must span to answer every query of a schedule.
+
+    ``CosineDPMSolverMultistepScheduler`` builds its trees over the configured
+    [sigma_min, sigma_max] (diffusers #13274), but its float32 schedule starts at 500.00006 and
+    ends at 0.0 (``final_sigmas_type="zero"``): torchsde then warns "Should have tb<=t1", clamps
+    the query and has been reported to end in RecursionError. The schedule's own extremes hold
+    every query, those of a late start (style transfer) included; each end is moved out by
+    :data:`TREE_TOL`, which torchsde's rounding of the ends (at most half of it) cannot undo.
+    (Float64: ``BrownianTreeNoiseSampler`` keeps a tensor's dtype, and float32 cannot hold
+    500.00006 + 1e-6.)
+
+    Args:
+        sigmas: [steps + 1] the scheduler's ``sigmas`` after ``set_timesteps``.
+    """
+    low, high = float(sigmas.min()), float(sigmas.max())
+    if not high > low:  # a one-step schedule ending where it starts has no noise to draw
+        raise ValueError(f"the sigma schedule spans no interval: min {low}, max {high}")
+    return low - TREE_TOL, high + TREE_TOL
+
+
+def schedule_noise_sampler(x: torch.Tensor, sigmas: torch.Tensor, seed: int | list[int] | None) -> BrownianTreeNoiseSampler:
+    """The noise sampler ``CosineDPMSolverMultistepScheduler.step`` builds, over :func:`tree_interval`.
+
+    Args:
+        x: [B, ...] a tensor with the noise's shape, dtype and device.
+        sigmas: The scheduler's ``sigmas``.
+        seed: One seed, or one per row (one tree each).
+    """
+    low, high = (torch.tensor(v, dtype=torch.float64) for v in tree_interval(sigmas))
+    return BrownianTreeNoiseSampler(x, low, high, seed=seed)
+
+
+def _generator_seeds(generator: torch.Generator | list[torch.Generator] | None) -> int | list[int] | None:
+    """The tree seeds ``CosineDPMSolverMultistepScheduler.step`` derives from its generator argument."""
+    if generator is None:
+        return None
+    return [g.initial_seed() for g in generator] if isinstance(generator, list) else generator.initial_seed()
+
+
+class ScheduleBoundedScheduler(CosineDPMSolverMultistepScheduler):
+    """Stable Audio's sampler with its Brownian trees built over the schedule's extremes.
+
+    The only change to ``CosineDPMSolverMultistepScheduler`` is the tree's interval
+    (:func:`tree_interval`); seeds, queries and updates are the parent's. A tree over another
+    interval draws other values, so clips differ from those of the stock scheduler; recap's loop
+    and ``StableAudioPipeline`` running this class give the same clips (tests check both).
+    """
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int | torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        return_dict: bool = True,
+    ) -> Any:
+        """``CosineDPMSolverMultistepScheduler.step``, first building the noise sampler it would build."""
+        if self.noise_sampler is None:
+            self.noise_sampler = schedule_noise_sampler(model_output, self.sigmas, _generator_seeds(generator))
+        return super().step(model_output, timestep, sample, generator=generator, return_dict=return_dict)
+
+
+def bound_brownian_trees(scheduler: Any) -> Any:
+    """``scheduler`` as a :class:`ScheduleBoundedScheduler` when it is the stock cosine DPM-Solver, else as is."""
+    if type(scheduler) is CosineDPMSolverMultistepScheduler:
+        return ScheduleBoundedScheduler.from_config(scheduler.config)
+    return scheduler
 
 
 class SeedSharedNoise:
@@ -43,26 +118,86 @@ class SeedSharedNoise:
     denoising time on `tiny`. A grid repeats each seed once per variant, and a row's tree depends
     on its seed alone, so rows with the same seed read one shared tree: the same values as
     per-row trees, with V times fewer queries for V variants.
+
+    Args:
+        x: [B, ...] a tensor with the noise's shape, dtype and device.
+        seeds: B seeds, one per row.
+        sigmas: The scheduler's ``sigmas`` (the trees span :func:`tree_interval` of them).
     """
 
-    def __init__(self, x: torch.Tensor, seeds: Sequence[int], sigma_min: float, sigma_max: float) -> None:
-        from diffusers.schedulers.scheduling_dpmsolver_sde import BrownianTreeNoiseSampler
-
+    def __init__(self, x: torch.Tensor, seeds: Sequence[int], sigmas: torch.Tensor) -> None:
         unique = list(dict.fromkeys(int(s) for s in seeds))
         self.index = torch.tensor([unique.index(int(s)) for s in seeds], device=x.device)
-        self.sampler = BrownianTreeNoiseSampler(x[: len(unique)], sigma_min, sigma_max, seed=unique)
+        self.sampler = schedule_noise_sampler(x[: len(unique)], sigmas, unique)
 
     def __call__(self, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
         return self.sampler(sigma, sigma_next)[self.index]
 
 
+def decoder_frames_needed(decoder: torch.nn.Module, samples: int) -> int:
+    """Latent frames whose decoding gives the first ``samples`` audio samples exactly as the whole
+    window's decoding does.
+
+    The Oobleck decoder is a chain of convolutions (kernel-7 convolutions with dilations 1, 3, 9
+    and transposed convolutions of kernel 2s, stride s): output sample n reads latent frames up
+    to a fixed reach to its right. Walking that chain backwards from the last kept sample gives
+    the last frame it reads; for Stable Audio Open (hop 2048) that is 9 to 10 frames (0.42-0.46 s) past
+    the last frame under the kept audio, wherever the cut falls. Frames further right only reach
+    the kept samples through the zero padding that replaces them, so decoding up to here and
+    trimming gives the full window's samples (tests measure it against a full decode).
+
+    Args:
+        decoder: An ``OobleckDecoder`` (``AutoencoderOobleck.decoder``), or any decoder whose
+            convolutions run in the order they are registered, joined by pointwise layers and
+            residual sums (a sum reads no further than its convolution branch).
+        samples: Audio samples kept from the start (> 0).
+
+    Returns:
+        The number of leading latent frames to decode (not capped at the latents' length).
+    """
+    convs = [m for m in decoder.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d))]
+    last = samples - 1  # the rightmost index read, layer by layer from the output back to the latents
+    for conv in reversed(convs):
+        (kernel,), (stride,), (padding,), (dilation,) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
+        if isinstance(conv, torch.nn.ConvTranspose1d):
+            # input i writes outputs i*stride - padding + dilation*k, k in [0, kernel)
+            last = (last + padding) // stride
+        else:
+            last = last * stride - padding + dilation * (kernel - 1)
+    return last + 1
+
+
+def encoder_edge_frames(encoder: torch.nn.Module, hop: int) -> int:
+    """Latent frames at each end of an encoding that the encoder's zero padding can reach (a bound).
+
+    A convolution of kernel k and dilation d, at r input samples per step, reads at most
+    (k - 1) * d * r samples to one side of a position; summed over the Oobleck encoder's chain
+    and rounded up to frames, plus one, that is 17 frames (0.8 s) for Stable Audio Open.
+    """
+    reach, rate = 0, 1
+    for conv in (m for m in encoder.modules() if isinstance(m, torch.nn.Conv1d)):
+        (kernel,), (stride,), (dilation,) = conv.kernel_size, conv.stride, conv.dilation
+        reach += (kernel - 1) * dilation * rate
+        rate *= stride
+    return math.ceil(reach / hop) + 1
+
+
 class StableAudioBackend(AudioBackend):
-    """A loaded ``StableAudioPipeline`` (real or tiny)."""
+    """A loaded ``StableAudioPipeline`` (real or tiny).
+
+    Wrapping a pipeline replaces its stock ``CosineDPMSolverMultistepScheduler`` with
+    :class:`ScheduleBoundedScheduler` (see :func:`tree_interval`), so that the pipeline's own
+    calls and recap's loop draw the same noise.
+    """
 
     family = "stable-audio"
     defaults = SAO_DEFAULTS
     # One Brownian tree per distinct seed (False: one per row, as the pipeline does; same values).
     share_seed_noise = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pipe.scheduler = bound_brownian_trees(self.pipe.scheduler)
 
     @property
     def sample_rate(self) -> int:
@@ -181,8 +316,11 @@ class StableAudioBackend(AudioBackend):
             latents = start_latents.to(self.device, self.dtype)
             scheduler.set_begin_index(start_step)
         if self.share_seed_noise and hasattr(scheduler, "noise_sampler"):
-            # built from the latents: the dtype and device the scheduler would build its trees with
-            scheduler.noise_sampler = SeedSharedNoise(latents, seeds, scheduler.config.sigma_min, scheduler.config.sigma_max)
+            # built from the latents: the dtype and device the scheduler would build its trees with;
+            # over the whole schedule's extremes whatever start_step is, so a seed's noise at a given
+            # sigma is the same for every transfer strength (without it, ScheduleBoundedScheduler
+            # builds per-row trees over the same interval)
+            scheduler.noise_sampler = SeedSharedNoise(latents, seeds, scheduler.sigmas)
         rotary = self.rotary(latents.shape[2], global_states.shape[1])
         transformer_kwargs = dict(encoder_hidden_states=cross, global_hidden_states=global_states, rotary_embedding=rotary)
 
@@ -204,6 +342,12 @@ class StableAudioBackend(AudioBackend):
         tokens = int(latent_shape[-1]) + 1 + self.max_prompt_tokens + 2
         return (2 if guidance > 1.0 else 1) * tokens * width * 16 * self.dtype.itemsize
 
+    def decode_input_shape(self, latent_shape: Sequence[int], seconds: float | None) -> tuple[int, ...]:
+        shape = tuple(int(n) for n in latent_shape)
+        if seconds is None:
+            return shape
+        return shape[:-1] + (min(shape[-1], self.decode_frames(seconds)),)
+
     def decode_bytes_per_clip(self, latent_shape: Sequence[int]) -> int:
         # The decoder's last block holds ~6 tensors of decoder_channels x samples: 6 fits the
         # 3.3 GiB that each extra 47.55 s clip adds to StableAudioPipeline's peak in fp16 on an H100
@@ -218,8 +362,22 @@ class StableAudioBackend(AudioBackend):
         frames = math.ceil(seconds * self.sample_rate / self.hop_length)
         return latents[..., :frames]
 
+    def decode_frames(self, seconds: float) -> int:
+        """Leading latent frames :meth:`decode` reads for ``seconds`` of audio: the frames under
+        the clip and the decoder's receptive-field margin (:func:`decoder_frames_needed`)."""
+        return decoder_frames_needed(self.pipe.vae.decoder, max(1, int(seconds * self.sample_rate)))
+
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, seconds: float | None = None) -> torch.Tensor:
+        """Audio [B, C, T] float32 on the CPU from latents [B, C_latent, frames].
+
+        With ``seconds``, only the frames that reach the kept samples are decoded
+        (:meth:`decode_frames`), then the audio is cut to ``int(seconds * sample_rate)``: a 1 s
+        clip of Stable Audio Open decodes 31 of the window's 1024 frames, with the samples of a
+        whole-window decode (to float rounding: the convolutions run on other lengths).
+        """
+        if seconds is not None:
+            latents = latents[..., : self.decode_frames(seconds)]
         audio = self.pipe.vae.decode(latents.to(self.device, self.pipe.vae.dtype)).sample.float().cpu()
         if seconds is not None:
             audio = audio[:, :, : int(seconds * self.sample_rate)]
@@ -242,8 +400,23 @@ class StableAudioBackend(AudioBackend):
         frames = latents.shape[-1]
         if frames >= self.window_frames:
             return latents[..., : self.window_frames]
-        silence = self.encode_audio(np.zeros((self.channels, self.window_frames * self.hop_length), np.float32), self.sample_rate)
+        silence = self.silence_latents(self.window_frames)
         return torch.cat([latents, silence[..., frames:].expand(latents.shape[0], -1, -1)], dim=-1)
+
+    def silence_latents(self, frames: int) -> torch.Tensor:
+        """Latents [1, C_latent, frames] of ``frames`` x hop samples of silence, without encoding them all.
+
+        Encoding a 47.55 s window of zeros costs Stable Audio Open's encoder minutes on a CPU, yet
+        only the frames within the encoder's reach of either end see its zero padding; every
+        frame between is the same vector. So a short silence holding both ends and one interior
+        frame is encoded and its middle frame repeated (tests compare with a whole encode).
+        """
+        edge = encoder_edge_frames(self.pipe.vae.encoder, self.hop_length)
+        if frames <= 2 * edge + 1:
+            return self.encode_audio(np.zeros((self.channels, frames * self.hop_length), np.float32), self.sample_rate)
+        short = self.encode_audio(np.zeros((self.channels, (2 * edge + 1) * self.hop_length), np.float32), self.sample_rate)
+        middle = short[..., edge : edge + 1].expand(-1, -1, frames - 2 * edge)
+        return torch.cat([short[..., :edge], middle, short[..., edge + 1 :]], dim=-1)
 
     # ------------------------------------------------------------------ training
     def sigma_range(self) -> tuple[float, float]:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from recap.backends.base import AudioBackend, BackendUnavailable
+from recap.backends.base import AudioBackend
+from recap.errors import ModelUnavailable
 from recap.backends.loading import COMPILE_MODES, load_backend
 from recap.backends.registry import get_spec, offline_fallback
 from recap.config import settings
@@ -32,7 +33,7 @@ def open_backend(args: argparse.Namespace) -> AudioBackend:
     compile_mode = getattr(args, "compile", None) or s.compile
     try:
         backend = load_backend(args.model or s.model, device=device, dtype=dtype, compile=compile_mode)
-    except BackendUnavailable as exc:
+    except ModelUnavailable as exc:
         if args.model:  # the user asked for this model: say why it cannot load
             raise
         fallback = offline_fallback()

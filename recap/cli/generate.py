@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     backend = open_backend(args)
     token_vectors, token_info = {}, []
     if args.token:
-        from recap.tokens.training import load_token
+        from recap.tokens.files import load_token
 
         for path in args.token:
             tok = load_token(backend, path)

@@ -37,7 +37,7 @@ from recap.audio_io import AudioError, Clip, fit_length, load_audio, tame_peak
 from recap.backends.base import AudioBackend
 from recap.config import settings
 from recap.errors import BadInput, RecapError
-from recap.tokens.files import LearnedToken, load_token, save_token  # noqa: F401  (re-exported)
+from recap.tokens.files import LearnedToken
 from recap.limits import LIMITS, finite, text, whole
 from recap.paths import atomic_write_bytes, atomic_write_json, safe_name
 from recap.generation.runs import versions

@@ -117,9 +117,9 @@ class AppContext:
             try:
                 return self._load(name), None
             except Exception as exc:
-                from recap.backends.base import BackendUnavailable
+                from recap.errors import ModelUnavailable
 
-                if not isinstance(exc, BackendUnavailable):
+                if not isinstance(exc, ModelUnavailable):
                     raise
                 stand_in = offline_fallback(name)
                 note = f"{exc} The app uses `{stand_in}` instead."
