@@ -43,3 +43,24 @@ def test_a_run_keeps_its_tokens(tiny, tmp_path):
     archive = zip_run(run_view(manifest, without_original), tmp_path / "zips", 0, 511)
     with zipfile.ZipFile(archive) as zf:
         assert f"{manifest.run_id}/tokens/my-bell.safetensors" in zf.namelist()
+
+
+def test_a_rewording_edited_by_hand_becomes_manual():
+    from recap.rewording.base import RecaptionConfig, mark_edited
+    from recap.rewording.recaption import recaption
+    from recap.ui.prompt import mark_edited_rows, result_rows
+    from recap.variants import TIER_MANUAL
+
+    result = recaption("a dog barking in the distance", RecaptionConfig(n=2, method="synonym", distance="light"))
+    record = result.to_dict()
+    variants = result.to_variants()
+    assert [v.method for v in variants[1:]] == ["synonym", "synonym"]
+    edited = [variants[0], variants[1], Variant(variants[2].label, variants[2].prompt + " at night",
+                                                variants[2].method, variants[2].tier)]
+    marked = mark_edited(edited, record)
+    assert [(v.method, v.tier) for v in marked] == [("baseline", 0), ("synonym", 1), ("manual", TIER_MANUAL)]
+    # the prompt table says the same before anything is generated
+    rows = result_rows(result)
+    rows[2][3] += " at night"
+    assert [r[1:3] for r in mark_edited_rows(rows, record)] == [["baseline", 0], ["synonym", 1], ["manual", TIER_MANUAL]]
+    assert mark_edited(variants, None) == variants  # no record: nothing to compare with

@@ -67,15 +67,22 @@ def test_outputs_move_away_from_the_source_as_strength_grows(sweeps, name, reque
     backend = request.getfixturevalue(name.replace("-", "_"))
     result = sweeps[name]
     src = content_latents(backend, result.source_latents, 1.0)[0]
-    dist = [np.mean([float((content_latents(backend, result.grid.clip(f"strength-{s:.2f}", k).final, 1.0) - src).norm())
-                     for k in SEEDS]) for s in SWEEP]
-    assert dist[0] == 0.0
-    assert all(a < b for a, b in zip(dist, dist[1:])), dist
-    # the reported curve is the same measurement
+    final = [np.mean([float((content_latents(backend, result.grid.clip(f"strength-{s:.2f}", k).final, 1.0) - src).norm())
+                      for k in SEEDS]) for s in SWEEP]
+    assert final[0] == 0.0
+    assert all(a < b for a, b in zip(final, final[1:])), final
+    # the reported curve measures the clip latent: each output's audio re-encoded, like the source
+    def clip_latent(s: float, k: int) -> torch.Tensor:
+        audio = torch.from_numpy(result.grid.clip(f"strength-{s:.2f}", k).audio)[None]
+        return content_latents(backend, backend.encode_audio(audio, backend.sample_rate), 1.0)[0]
+
+    # (on random weights re-encoding scrambles distances: the toy test checks the curve's shape)
+    dist = [np.mean([float((clip_latent(s, k) - src).norm()) for k in SEEDS]) for s in SWEEP]
     curves = similarity_curves(result, backend)
-    np.testing.assert_allclose([p.source_l2_raw for p in curves.points], dist, rtol=1e-6)
+    np.testing.assert_allclose([p.source_l2_raw for p in curves.points], dist, rtol=1e-5)
     assert [p.n_seeds for p in curves.points] == [2] * len(SWEEP)
-    assert curves.points[0].source_cosine == pytest.approx(1.0)
+    # strength 0 is the source through the autoencoder: the round trip's cosine, not the latent's own 1.0
+    assert curves.points[0].source_cosine < 1.0 - 1e-4
     assert all(p.target_cosine is not None for p in curves.points)
     assert any("CLAP curves skipped" in n for n in curves.notes)
 

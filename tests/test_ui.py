@@ -427,7 +427,8 @@ def test_style_transfer_sweeps_strengths_from_the_same_noise(app, trained, clips
     manifest = json.loads((ctx.settings.runs_dir / rid / "manifest.json").read_text())
     assert manifest["kind"] == "transfer" and [t["placeholder"] for t in manifest["tokens"]] == ["<ui-beep>"]
     assert [r[0] for r in rows["data"]] == [0.0, 0.5, 1.0] and [r[1] for r in rows["data"]] == [0, 1, 2]
-    assert rows["data"][0][3] == pytest.approx(1.0, abs=1e-4)  # strength 0 gives the source back
+    # strength 0 gives the source back through the autoencoder: the round trip's clip latent cosine
+    assert 0.9 < rows["data"][0][3] < 1.0
     assert rows["data"][0][5] is not None  # similarity to the target clip is measured
     assert json.loads(curves["plot"])["data"]
 
@@ -448,7 +449,7 @@ def test_two_visitors_get_their_own_prompts_tokens_and_results(app, trained):
     assert [v["prompt"] for v in run_b["variants"]] == ["thunder far away", "distant thunder"]
     assert [t["placeholder"] for t in run_a["tokens"]] == ["<ui-beep>"] and run_b["tokens"] == []
     # Bob's session has no <ui-beep>: his prompt naming it is refused, not generated as plain text
-    with pytest.raises(AppError, match="<ui-beep>.*not a loaded learned token"):
+    with pytest.raises(AppError, match="ui-beep.*not a loaded learned token"):
         bob.predict("tiny", table(["baseline", "baseline", 0, "thunder far away"],
                                   ["manual-1", "manual", 4, "a recording of <ui-beep>"]), [], "", "0", 1.0, 2, 7.0,
                     "", False, False, api_name="/generate")

@@ -85,3 +85,17 @@ def test_type_a_prompt_generate_and_see_players_and_spectrograms(page):
     expect(page.get_by_text("bins 40–149")).to_be_visible()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui-compare.png"), full_page=True)
+
+
+def test_the_download_offers_only_the_run_on_screen(page):
+    from playwright.sync_api import expect
+
+    # continues on the page of the test above: a run is on screen
+    page.get_by_role("button", name="Download the run (.zip)").click()
+    archive = page.locator("#run-archive")
+    expect(archive).to_contain_text("recap-run-", timeout=60_000)
+    shown = archive.inner_text()
+    # a new run replaces the one on screen: the old archive is no longer offered
+    page.get_by_role("button", name="Generate", exact=True).click()
+    expect(archive).to_be_hidden(timeout=120_000)
+    assert "recap-run-" in shown

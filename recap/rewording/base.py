@@ -17,6 +17,7 @@ import ipaddress
 import logging
 import socket
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from recap.errors import BadInput
 from recap.limits import LIMITS, finite, text, whole
 from recap.rewording.llm import CallOptions, Endpoint, LLMError, check_endpoint_url, same_endpoint
 from recap.rewording.checks import named_entities, normalise_prompt, text_cosines, word_edit_distance
-from recap.variants import DISTANCES, REWORDING_METHODS, Variant
+from recap.variants import DISTANCES, REWORDING_METHODS, TIER_MANUAL, Variant, tier_of
 
 if TYPE_CHECKING:
     from recap.backends.base import AudioBackend
@@ -218,6 +219,27 @@ class RecaptionResult:
         for label, v in zip(self.labels()[1:], self.variants):
             out.append(Variant(label, v.text, v.method, v.tier))
         return out
+
+
+def recorded_texts(record: Mapping[str, Any] | None) -> dict[str, str]:
+    """label -> text of each rewording a recaption record (:meth:`RecaptionResult.to_dict`) made."""
+    variants = (record or {}).get("variants") or []
+    return {f"reword-{tier_of(v)}{_letters(i)}": v["text"] for i, v in enumerate(variants)
+            if isinstance(v, dict) and isinstance(v.get("text"), str)}
+
+
+def mark_edited(variants: Sequence[Variant], record: Mapping[str, Any] | None) -> list[Variant]:
+    """``variants`` with every rewording whose text was changed by hand after ``record`` made it
+    turned into a hand-written one (method "manual", tier :data:`TIER_MANUAL`): its method, tier
+    and word edits no longer say how it was made."""
+    made = recorded_texts(record)
+    return [dataclasses.replace(v, method="manual", tier=TIER_MANUAL) if edited_by_hand(v.label, v.method, v.prompt, made)
+            else v for v in variants]
+
+
+def edited_by_hand(label: str, method: object, text: object, made: Mapping[str, str]) -> bool:
+    """Whether the prompt ``label`` holds differs from the rewording ``made`` says it was."""
+    return label in made and str(method) != "manual" and str(text or "").strip() != made[label].strip()
 
 
 def _letters(i: int) -> str:

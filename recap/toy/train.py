@@ -406,8 +406,14 @@ def export(pipe, config: ToyConfig, out: Path, timings: dict) -> None:
 
     from recap.toy.evaluation import model_card
 
+    from diffusers import CosineDPMSolverMultistepScheduler
+
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    # A loaded backend swaps in recap's schedule-bounded subclass; the saved model names the stock
+    # class, so that it loads anywhere diffusers does.
+    if isinstance(pipe.scheduler, CosineDPMSolverMultistepScheduler):
+        pipe.register_modules(scheduler=CosineDPMSolverMultistepScheduler.from_config(pipe.scheduler.config))
     pipe.to(torch.float16).save_pretrained(str(tmp), safe_serialization=True)
     pipe.to(torch.float32)
     write_config(config, tmp / "toy_config.json")

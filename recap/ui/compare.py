@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from recap.ui.common import (
     warn_if_stopped,
 )
 from recap.backends.registry import get_spec
+from recap.rewording.base import mark_edited
 from recap.ui.context import AppContext
 from recap.ui.jobs import SessionJobs, arm_job, stop_job
 from recap.ui.runview import PAIR_HEADERS, SUMMARY_HEADERS
@@ -244,6 +245,8 @@ def generate_run(ctx: AppContext, gpu_generate: Callable[..., tuple[Any, Any]], 
     extra = {"source": "app"}
     if record and record.get("baseline") == next(v.prompt for v in req.variants if v.label == "baseline"):
         extra["recaption"] = record
+        # a rewording edited by hand is no longer what the record says made it
+        req = replace(req, variants=mark_edited(req.variants, record))
     # 3. Generate and measure
     stop = jobs.begin()
     try:
@@ -289,6 +292,11 @@ def download_run(view: dict | None, lo_v: Any, hi_v: Any, jobs: SessionJobs) -> 
     shutil.rmtree(folder, ignore_errors=True)
     path = runview.zip_run(view, folder, lo_v, hi_v)
     return str(path), gr.update(visible=True)
+
+
+def hide_download() -> tuple[None, Any]:
+    """No archive on offer: the run on screen changed, and the last zip holds another run."""
+    return None, gr.update(visible=False)
 
 
 def bin_figures(view: dict | None, lo: Any, hi: Any) -> tuple[Any, Any, str, Any]:
@@ -392,7 +400,7 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
                                      else "Saved runs (everyone's on this machine)"), choices=[], scale=3)
         refresh_btn = gr.Button("Refresh")
         open_btn = gr.Button("Open")
-    with gr.Column(visible=False) as zip_box:  # shown once there is an archive
+    with gr.Column(visible=False, elem_id="run-archive") as zip_box:  # shown once there is an archive
         zip_file = gr.File(label="Run archive", interactive=False)
 
     prompt_table.change(variant_choices, [prompt_table, chosen, known], [chosen, known], api_visibility="private")
@@ -416,6 +424,7 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
     gr.on([lo.change, hi.change], figures, [run, lo, hi], figure_outputs, api_name="spectrograms", preprocess=False)
     table_pick.change(lambda view, t: runview.summary_rows(view, t), [run, table_pick], summaries,
                       api_name="summary_table")
+    run.change(hide_download, None, [zip_file, zip_box], api_visibility="private")
     zip_btn.click(user_errors(download_run), [run, lo, hi, jobs], [zip_file, zip_box], api_name="download_run",
                   preprocess=False)
     refresh_btn.click(refresh_runs, mine, runs_dd, api_name="list_runs")

@@ -32,7 +32,9 @@ from recap.rewording.base import (
     RecaptionConfig,
     RecaptionResult,
     default_system_prompt,
+    edited_by_hand,
     model_flags,
+    recorded_texts,
 )
 from recap.rewording.checks import word_edit_distance
 from recap.rewording.multiturn import EXTRACT_SYSTEM_PROMPT, default_fuse_prompt, extract_parts, fuse_parts
@@ -167,6 +169,14 @@ def remove_variant(rows: Any, label: str) -> list[list[Any]]:
     if label not in {r[0] for r in current}:
         raise ValueError(f"there is no variant labelled {label!r}")
     return [r for r in current if r[0] != label]
+
+
+def mark_edited_rows(rows: Any, record: dict | None) -> list[list[Any]]:
+    """The table with each rewording edited by hand after ``record`` made it turned into a
+    hand-written row (method "manual", tier 4), so that its provenance stays true."""
+    made = recorded_texts(record)
+    return [[r[0], "manual", TIER_MANUAL, *r[3:]] if edited_by_hand(r[0], r[1], r[3], made) else r
+            for r in (_norm_row(x) for x in table_rows(rows))]
 
 
 def score_rows(backend: Any, rows: list[list[Any]], tokens: dict[str, Any] | None = None) -> list[list[Any]]:
@@ -368,9 +378,9 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
     gpu_score = ctx.gpu(score_rows)
 
     @user_errors
-    def on_score(model_name, rows, session_tokens):
+    def on_score(model_name, rows, session_tokens, record_):
         backend, _ = ctx.backend(model_name)
-        return gpu_score(backend, rows, usable_tokens(backend, session_tokens))
+        return gpu_score(backend, mark_edited_rows(rows, record_), usable_tokens(backend, session_tokens))
 
     @user_errors
     def on_reword(*args):
@@ -392,14 +402,14 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
     llm_inputs = [base_url, llm_model, api_key, jobs]
     reword_btn.click(on_reword, [table, baseline, method, distance, instruction, n, seed, system, *llm_inputs],
                      [table, info, record], api_name="recaption", concurrency_limit=4).success(
-        on_score, [model, table, tokens], table, api_name="score_variants", concurrency_limit=1,
+        on_score, [model, table, tokens, record], table, api_name="score_variants", concurrency_limit=1,
         concurrency_id="gpu")
     extract_btn.click(
         on_extract, [baseline, distance, instruction, n, seed, extract_prompt, *llm_inputs],
         [parts_record, *part_boxes], api_name="extract_parts", concurrency_limit=4)
     fuse_btn.click(on_fuse, [table, parts_record, *part_boxes, distance, instruction, n, seed, system, *llm_inputs],
                    [table, info, record], api_name="fuse_parts", concurrency_limit=4).success(
-        on_score, [model, table, tokens], table, api_visibility="private", concurrency_limit=1, concurrency_id="gpu")
+        on_score, [model, table, tokens, record], table, api_visibility="private", concurrency_limit=1, concurrency_id="gpu")
     stop_btn.click(stop_request, jobs, None, concurrency_limit=None, api_name="stop_rewording")
     for event in (baseline.submit, baseline.blur):
         event(set_baseline, [table, baseline], table, api_visibility="private")
@@ -407,6 +417,6 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
                   [table, add_box, tokens, baseline], table, api_name="add_variant").success(
         lambda: "", None, add_box, api_visibility="private")
     remove_btn.click(user_errors(remove_variant), [table, remove_box], table, api_name="remove_variant")
-    rescore_btn.click(on_score, [model, table, tokens], table, api_visibility="private", concurrency_limit=1,
+    rescore_btn.click(on_score, [model, table, tokens, record], table, api_visibility="private", concurrency_limit=1,
                       concurrency_id="gpu")
     return PromptTab(baseline=baseline, table=table, record=record)
