@@ -26,9 +26,9 @@ def test_the_registry_imports_without_the_model_libraries():
     assert _heavy_imports("recap.backends.registry") == (False, False, False)
 
 
-def test_the_web_app_starts_without_diffusers():
-    diffusers, transformers, _ = _heavy_imports("recap.ui.app")
-    assert not diffusers and not transformers
+def test_the_web_app_starts_without_the_model_libraries():
+    # torch alone takes about two seconds to import: it comes with the first model
+    assert _heavy_imports("recap.ui.app") == (False, False, False)
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-audioldm", "toy"])

@@ -24,13 +24,13 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file
+from typing import TYPE_CHECKING, Any
 
 from recap.errors import BadInput
 from recap.paths import inside, safe_name
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,8 @@ class RunManifest:
         return inside(self.path, clip.audio)
 
     def load_latents(self, clip: ClipRecord) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file  # torch is loaded with the first model, not at the app's start
+
         assert self.path is not None and clip.latents
         return load_file(str(inside(self.path, clip.latents)))
 
@@ -145,6 +147,7 @@ def clip_stem(label: str, seed: int) -> str:
 
 def versions() -> dict[str, str]:
     import diffusers
+    import torch
     import transformers
 
     import recap

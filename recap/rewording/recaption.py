@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 def recaption(
     prompt: str,
     config: RecaptionConfig | None = None,
