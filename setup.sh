@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Sets recap up in ./.venv: Debian packages from packages.txt (when apt-get can be used), then the
-# pinned Python packages. `bash setup.sh dev` adds the test tools and Chromium for the browser tests.
+# pinned Python packages. packages.txt: WordNet for the offline synonym rewriter, and Chromium, which kaleido
+# drives for the PNG and SVG copies of every figure (and the browser tests). `bash setup.sh dev` adds the test tools.
 set -euo pipefail
 cd "$(dirname "$0")"
 mode="${1:-}"
 
 apt_packages="$(grep -v '^#' packages.txt | tr '\n' ' ')"
-if [ "$mode" = dev ]; then apt_packages="$apt_packages chromium"; fi
 if [ "${RECAP_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null 2>&1; then
   sudo=""
   if [ "$(id -u)" != 0 ]; then sudo="sudo -n"; fi

@@ -198,5 +198,13 @@ def test_cli_prints_the_tables_and_writes_figures(run_dir, first, capsys):
     figures = run_dir / "figures"
     assert (figures / "spectrograms.html").is_file() and (figures / "difference.html").is_file()
     assert json.loads((figures / "figures.json").read_text())["config"]["bins"] == [100, 120]
+    # for a paper: every figure also as PNG and SVG, every table also as Markdown and LaTeX
+    for stem in ("spectrograms", "difference"):
+        assert (figures / f"{stem}.png").read_bytes()[:4] == b"\x89PNG" and "<svg" in (figures / f"{stem}.svg").read_text()
+    md, tex = (run_dir / "summary.md").read_text(), (run_dir / "summary.tex").read_text()
+    # the first such row is Table 5.1's: the same number in the printed report, the Markdown and the LaTeX
+    mean = next(line for line in md.splitlines() if line.startswith("| clip latent cosine | reword-1 |")).split("|")[3].strip()
+    assert next(line for line in out.splitlines() if line.startswith("clip latent cosine") and "reword-1" in line).split()[4] == mean
+    assert f"clip latent cosine & reword-1 & {mean} &" in tex and "\\toprule" in tex and "\\begin{tabular}" in tex
     html = (figures / "spectrograms.html").read_text()
     assert "reword-2__seed1" in html

@@ -190,7 +190,7 @@ def test_six_prompt_experiment_writes_units_tables_and_charts(reference):
     corr = {c["set"]: c for c in outcome.report.correlations}
     assert (corr["all"]["variants"], corr["all"]["prompts"]) == (12, 6) and "pearson_p" not in corr["all"]
     md = (out / "summary.md").read_text()
-    assert "| Metric | Batch | Mean | Std. deviation | Variance | n | 95% CI |" in md and "Tables 5.1" in md
+    assert "| Metric | Tier | Mean | Std. deviation | Variance | n | 95% CI |" in md and "Tables 5.1" in md
     for chart in ("distributions.html", "text_vs_audio.html"):
         html = (out / "charts" / chart).read_text()
         assert "plotly.min.js" in html and "synonym, tier 2" in html
@@ -202,11 +202,15 @@ def test_report_rebuilds_everything_from_the_unit_files(reference, tmp_path, cap
 
     out, _, _ = reference
     copy = tmp_path / "copy"
-    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("*.csv", "*.md", "charts"))
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("*.csv", "*.md", "*.tex", "charts"))
     shutil.copy(out / "prompts.csv", copy / "prompts.csv")  # the selection is an input, not a table
     assert main(["experiment", "report", str(copy), "--all"]) == 0
-    for name in ("pairs.csv", "clips.csv", "summary.csv", "summary.md", "charts/text_vs_audio.html"):
+    for name in ("pairs.csv", "clips.csv", "summary.csv", "summary.md", "summary.tex", "charts/text_vs_audio.html"):
         assert (copy / name).read_bytes() == (out / name).read_bytes(), name
+    # the report command also writes each chart as PNG and SVG for a paper
+    for stem in ("distributions", "text_vs_audio"):
+        assert (copy / "charts" / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
+        assert "<svg" in (copy / "charts" / f"{stem}.svg").read_text()
     printed = capsys.readouterr().out
     assert "18 of 18 units" in printed
     for column in ("Mean", "Std. deviation", "Variance", "95% CI", "Latent cosine", "Text cosine", "By category"):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from recap.analysis.figures import save_figure
 from recap.analysis.spectrogram import (
     N_FFT,
     SpectrogramConfig,
     clip_bins,
     difference_grid,
     hz_to_bins,
-    save_figure,
     spectrogram_grid,
     spectrogram_of,
     stft_db,
@@ -119,11 +119,14 @@ def test_save_figure_writes_html_atomically_and_reproducibly(tmp_path):
     fig = spectrogram_grid(_panels())
     written = save_figure(fig, tmp_path / "figures" / "spectrograms")
     html = tmp_path / "figures" / "spectrograms.html"
-    assert html in written
+    # for papers: the same figure as PNG and SVG (kaleido driving Debian's Chromium)
+    png, svg = tmp_path / "figures" / "spectrograms.png", tmp_path / "figures" / "spectrograms.svg"
+    assert written == [html, png, svg]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and svg.read_text().lstrip().startswith("<svg")
     assert (tmp_path / "figures" / "plotly.min.js").stat().st_size > 100_000
     text = html.read_text()
     assert 'src="plotly.min.js"' in text
     first = html.read_bytes()
-    save_figure(fig, tmp_path / "figures" / "spectrograms")
+    save_figure(fig, tmp_path / "figures" / "spectrograms", static=False)
     assert html.read_bytes() == first
     assert not [p for p in (tmp_path / "figures").iterdir() if p.name.endswith(".tmp")]

@@ -9,7 +9,17 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from recap.analysis.clip_scores import COMPARISONS, LATENT_NAMES, RECONSTRUCTION_METRICS
-from recap.analysis.tables import Group, SummaryRow, distance_ratio_items, group_items, ratio_row, summary_rows
+from recap.analysis.documents import Block, Heading, Table
+from recap.analysis.tables import (
+    Group,
+    SummaryRow,
+    distance_ratio_items,
+    group_items,
+    interval_text,
+    ratio_row,
+    summary_rows,
+    unit_text,
+)
 from recap.metrics import similarity as metrics
 from recap.variants import tier_of
 
@@ -95,3 +105,70 @@ def run_csv(a: RunAnalysis) -> bytes:
             if c.get(m) is not None:
                 w.writerow([c["comparison"], *ends, m, clip_latent if m.startswith("latent_") else "", repr(c[m])])
     return buf.getvalue().encode()
+
+# (table, metrics to show, heading); the thesis tables in the order the thesis gives them, each
+# followed by what puts it in proportion.
+TABLES = [
+    ("vs_baseline", ("cosine", "l2"),
+     "Baseline vs variant, same seed: clip latent cosine (lower = more different) and unit L2 "
+     "(higher = more different) [thesis Tables 5.1 / 5.3]"),
+    ("seed_variance", ("cosine", "l2"),
+     "Generation variance: same prompt, different seeds [thesis 4.3.1]. A wording effect shows only where "
+     "it exceeds this"),
+    ("wording_effect", ("distance_ratio",),
+     "Wording effect against generation variance: mean (1 - cosine) to the baseline / mean (1 - cosine) between "
+     "the baseline's seeds (> 1: the rewording moves the clip further than a new seed does)"),
+    ("text", ("cosine",), "Text-embedding cosine with the baseline prompt (mean-pooled text encoder) [thesis Table 5.2]"),
+    ("reconstruction", ("audio_mse", "audio_l2_raw", "latent_mse", "latent_l2_raw"),
+     "Reconstruction: x vs decode(encode(x)) (waveform) and encode(x) vs encode(decode(encode(x))) (clip latent), "
+     "beside the same quantities for a seed change and for the closest rewording: if the round trip is far "
+     "below both, the autoencoder is not what makes clips differ [thesis 4.4.2 / Table 5.4]"),
+    ("clap", ("clap_a", "clap_t"), "CLAP-A (audio vs references) and CLAP-T (audio vs its prompt) [paper 001]"),
+    ("music", ("tempo_match", "key_match", "scale_match", "loudness_match"),
+     "Music: share of clips matching the references (tempo +-5 BPM, key, scale, loudness +-2.5 LU) [paper 001]"),
+    ("toy_features", ("centroid_hz", "loudness_variation", "flatness", "fm_depth"),
+     "Toy world reference features (model-free): spectral centroid, loudness variation (0 steady, ~1 on/off), "
+     "flatness (0 tone, 1 noise), pitch-modulation depth"),
+]
+INTERVALS = ("Intervals: a variant over its seeds (t), generation variance over clips (jackknife), a tier or "
+             "'all' over variants (cluster-robust t: one run is one prompt), ratios by the delta method; "
+             "no interval below 3 units ('n too small').")
+
+
+def _fmt(v: float | None) -> str:
+    # Six significant digits: cosines of 0.999996 must not print as 1, MSEs of 1e-8 not as 0.
+    # A value that was not a number is stored as null (strict JSON) and printed as such.
+    return "n/a" if v is None else f"{v:.6g}"
+
+
+def report_tables(a: RunAnalysis) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(heading, column headers, rows) of each table a run's report shows, in the thesis's order;
+    every row with its interval, n, unit and method."""
+    # A tier holding a single variant repeats that variant's row: leave it out.
+    variants_in: dict[str, set[str]] = {}
+    for c in a.clips:
+        variants_in.setdefault(f"tier {tier_of(c)}", set()).add(c["variant"])
+    redundant = {b for b, labels in variants_in.items() if len(labels) == 1}
+    headers = ["metric", "group", "mean", "std", "variance", "n", f"{a.config.confidence:.0%} CI", "interval over"]
+    out = []
+    for table, names, heading in TABLES:
+        rows = [r for m in names for r in a.table(table, m) if r.group_kind != "tier" or r.group not in redundant]
+        if rows:
+            out.append((heading, headers, [[f"{r.latent} {r.metric}" if r.latent else r.metric, r.group, _fmt(r.mean),
+                                            _fmt(r.std), _fmt(r.variance), str(r.n), interval_text(r, _fmt),
+                                            unit_text(r)] for r in rows]))
+    return out
+
+
+def run_document(a: RunAnalysis) -> list[Block]:
+    """The run's tables as a document for ``summary.md`` / ``summary.tex``."""
+    blocks: list[Block] = [
+        Heading(f"Run {a.run_id}", 1),
+        f"Model `{a.model.get('name', '?')}` · {len(a.clips)} clips · baseline `{a.config.baseline}` · pair scores "
+        f"on the {a.latent}.",
+        INTERVALS,
+    ]
+    blocks += [f"Note: {n}" for n in a.notes]
+    for heading, headers, rows in report_tables(a):
+        blocks += [Heading(heading), Table(headers, rows, heading)]
+    return blocks

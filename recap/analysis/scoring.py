@@ -22,7 +22,8 @@ import torch
 
 from recap.analysis.cache import LazyBackend, TensorCache, digest, write_if_changed
 from recap.analysis.clip_scores import LATENT_NAMES, encode_clips, score_clips
-from recap.analysis.run_tables import run_csv, run_summaries
+from recap.analysis import documents
+from recap.analysis.run_tables import run_csv, run_document, run_summaries
 from recap.analysis.tables import SummaryRow
 from recap.audio_io import load_audio
 from recap.backends.registry import find_spec
@@ -387,5 +388,9 @@ def analyze_run(run_dir: str | Path, backend: Any | None = None, config: Analysi
     # 7. Write (only what changed)
     write_if_changed(json_path, json_bytes(a.to_json()))
     write_if_changed(run_dir / "metrics.csv", run_csv(a))
-    logger.info("wrote %s and metrics.csv", json_path)
+    # the tables for a paper: the same blocks as Markdown and as LaTeX
+    document = run_document(a)
+    write_if_changed(run_dir / "summary.md", documents.markdown(document).encode())
+    write_if_changed(run_dir / "summary.tex", documents.latex(document, f"recap run {a.run_id}").encode())
+    logger.info("wrote %s, metrics.csv, summary.md and summary.tex", json_path)
     return a

@@ -22,7 +22,7 @@ from plotly.subplots import make_subplots
 from recap.errors import BadInput
 from recap.limits import finite, whole
 from recap.metrics.similarity import ClipKey
-from recap.paths import atomic_write_bytes
+from recap.analysis.figures import save_figure, write_if_changed
 
 logger = logging.getLogger(__name__)
 
@@ -294,70 +294,18 @@ def difference_grid(
     return fig
 
 
-def _write_if_changed(path: Path, data: bytes) -> None:
-    # Unchanged figures keep their files (and mtimes): re-running an analysis rewrites nothing.
-    if not (path.is_file() and path.read_bytes() == data):
-        atomic_write_bytes(path, data)
-
-
-def png_export_available() -> bool:
-    """True when plotly can render PNG (kaleido installed and a browser it can drive)."""
-    try:
-        import kaleido  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def save_figure(fig: go.Figure, path_stem: str | Path, png: bool = True) -> list[Path]:
-    """Writes ``<stem>.html`` (always) and ``<stem>.png`` (when kaleido can render it).
-
-    The HTML references a ``plotly.min.js`` written once beside it, so the figures open offline
-    without embedding 4 MB of JavaScript in each file. Writes are atomic, and a file whose
-    content would not change is left alone.
-
-    Returns:
-        The paths written.
-    """
-    stem = Path(path_stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    js = stem.parent / "plotly.min.js"
-    if not js.exists():
-        from plotly.offline import get_plotlyjs
-
-        atomic_write_bytes(js, get_plotlyjs().encode("utf-8"))
-    html_path = stem.with_suffix(".html")
-    # A fixed div id keeps the HTML identical for an identical figure (plotly's default is random).
-    html = fig.to_html(include_plotlyjs="directory", full_html=True, div_id=f"recap-{stem.name}")
-    _write_if_changed(html_path, html.encode("utf-8"))
-    written = [html_path]
-    if png:
-        if not png_export_available():
-            logger.info("PNG export needs the kaleido package (and a Chrome/Chromium); wrote %s only",
-                        html_path.name)
-        else:
-            try:
-                data = fig.to_image(format="png")
-            except Exception as exc:  # kaleido raises several types when no browser is found
-                logger.warning("PNG export of %s failed (%s); the HTML figure was written", stem.name, exc)
-            else:
-                png_path = stem.with_suffix(".png")
-                _write_if_changed(png_path, data)
-                written.append(png_path)
-    return written
-
-
 def write_run_figures(
     run_dir: str | Path,
     config: SpectrogramConfig = SpectrogramConfig(),
     baseline: str = "baseline",
-    png: bool = True,
+    static: bool = True,
 ) -> list[Path]:
     """Spectrogram grid and difference view of a run, into ``RUN_DIR/figures/``.
 
     Writes ``spectrograms.html`` (every clip: variants x seeds), ``difference.html`` (variant −
-    baseline, same seed; when the run has variants besides the baseline), PNG copies when
-    kaleido works, and ``figures.json`` with the config that made them.
+    baseline, same seed; when the run has variants besides the baseline), PNG and SVG copies
+    (``static``, when a browser can render them: :func:`recap.analysis.figures.save_figure`), and
+    ``figures.json`` with the config that made them.
 
     Returns:
         The paths written or confirmed up to date.
@@ -376,11 +324,11 @@ def write_run_figures(
         raise ValueError(f"run {run.run_id} has no clips to plot")
     rows = f"bins {specs[next(iter(specs))].first_bin}-{specs[next(iter(specs))].bins[-1]}"
     title = f"Run {run.run_id}: spectrograms ({rows}, dB re full scale)"
-    written = save_figure(spectrogram_grid(specs, title, config.max_frames), folder / "spectrograms", png)
+    written = save_figure(spectrogram_grid(specs, title, config.max_frames), folder / "spectrograms", static)
     if any(label == baseline for label, _ in specs) and any(label != baseline for label, _ in specs):
         diff = difference_grid(specs, baseline, f"Run {run.run_id}: variant − {baseline}, same seed ({rows})",
                                config.max_frames)
-        written += save_figure(diff, folder / "difference", png)
+        written += save_figure(diff, folder / "difference", static)
     meta = {"run_id": run.run_id, "baseline": baseline, "config": asdict(config)}
-    _write_if_changed(folder / "figures.json", json_bytes(meta))
+    write_if_changed(folder / "figures.json", json_bytes(meta))
     return written + [folder / "figures.json"]

@@ -25,7 +25,7 @@ from recap.backends.base import AudioBackend
 from recap.generation.grid import save_run
 from recap.paths import atomic_write_bytes, atomic_write_json
 from recap.generation.runs import RunManifest, read_json
-from recap.analysis.spectrogram import save_figure
+from recap.analysis.figures import save_figure
 from recap.generation.transfer import TransferResult, content_latents, strength_label
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ def save_transfer(
         atomic_write_bytes(run_dir / "transfer.csv", _curves_csv(curves))
         # plotly reads tags in titles: a prompt's "<oud>" must be escaped to show at all
         save_figure(curves_figure(curves, f"Style transfer run {manifest.run_id}: {html.escape(result.prompt)}"),
-                    run_dir / "transfer", png=False)
+                    run_dir / "transfer", static=False)
         meta["curves"] = {"json": "transfer.json", "csv": "transfer.csv", "figure": "transfer.html"}
     manifest.extra["transfer"] = meta
     atomic_write_json(run_dir / "manifest.json", manifest.to_json())

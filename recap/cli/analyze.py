@@ -8,38 +8,9 @@ import sys
 from recap.analysis.scoring import AnalysisConfig, RunAnalysis, analyze_run, check_config
 from recap.metrics.clap import DEFAULT_CLAP_MODEL
 from recap.cli.common import print_table
-from recap.analysis.tables import SummaryRow, interval_text, unit_text
+from recap.analysis.run_tables import INTERVALS, report_tables
 from recap.generation.runs import load_run
 from recap.analysis.spectrogram import DEFAULT_BINS, SpectrogramConfig, write_run_figures
-
-# (table, metrics to show, heading); the thesis tables in the order the thesis gives them, each
-# followed by what puts it in proportion.
-TABLES = [
-    ("vs_baseline", ("cosine", "l2"),
-     "Baseline vs variant, same seed: clip latent cosine (lower = more different) and unit L2 "
-     "(higher = more different) [thesis Tables 5.1 / 5.3]"),
-    ("seed_variance", ("cosine", "l2"),
-     "Generation variance: same prompt, different seeds [thesis 4.3.1]. A wording effect shows only where "
-     "it exceeds this"),
-    ("wording_effect", ("distance_ratio",),
-     "Wording effect against generation variance: mean (1 - cosine) to the baseline / mean (1 - cosine) between "
-     "the baseline's seeds (> 1: the rewording moves the clip further than a new seed does)"),
-    ("text", ("cosine",), "Text-embedding cosine with the baseline prompt (mean-pooled text encoder) [thesis Table 5.2]"),
-    ("reconstruction", ("audio_mse", "audio_l2_raw", "latent_mse", "latent_l2_raw"),
-     "Reconstruction: x vs decode(encode(x)) (waveform) and encode(x) vs encode(decode(encode(x))) (clip latent), "
-     "beside the same quantities for a seed change and for the closest rewording: if the round trip is far "
-     "below both, the autoencoder is not what makes clips differ [thesis 4.4.2 / Table 5.4]"),
-    ("clap", ("clap_a", "clap_t"), "CLAP-A (audio vs references) and CLAP-T (audio vs its prompt) [paper 001]"),
-    ("music", ("tempo_match", "key_match", "scale_match", "loudness_match"),
-     "Music: share of clips matching the references (tempo +-5 BPM, key, scale, loudness +-2.5 LU) [paper 001]"),
-    ("toy_features", ("centroid_hz", "loudness_variation", "flatness", "fm_depth"),
-     "Toy world reference features (model-free): spectral centroid, loudness variation (0 steady, ~1 on/off), "
-     "flatness (0 tone, 1 noise), pitch-modulation depth"),
-]
-INTERVALS = ("Intervals: a variant over its seeds (t), generation variance over clips (jackknife), a tier or "
-             "'all' over variants (cluster-robust t: one run is one prompt), ratios by the delta method; "
-             "no interval below 3 units ('n too small').")
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -67,18 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="latent of the pair scores: clip = the saved audio encoded again (default), "
                         "sampler = the final denoised latent the run saved")
     p.add_argument("--no-figures", action="store_true", help="do not write spectrogram figures")
+    p.add_argument("--no-static", action="store_true",
+                   help="figures as HTML only (default: also PNG and SVG for papers, which needs a Chromium)")
     p.set_defaults(func=run)
-
-
-def _fmt(v: float | None) -> str:
-    # Six significant digits: cosines of 0.999996 must not print as 1, MSEs of 1e-8 not as 0.
-    # A value that was not a number is stored as null (strict JSON) and printed as such.
-    return "n/a" if v is None else f"{v:.6g}"
-
-
-def _rows(rows: list[SummaryRow]) -> list[list[object]]:
-    return [[f"{r.latent} {r.metric}" if r.latent else r.metric, r.group, _fmt(r.mean), _fmt(r.std),
-             _fmt(r.variance), r.n, interval_text(r, _fmt), unit_text(r)] for r in rows]
 
 
 def print_report(a: RunAnalysis, out=None) -> None:
@@ -90,18 +52,9 @@ def print_report(a: RunAnalysis, out=None) -> None:
     for note in a.notes:
         print(f"note: {note}", file=out)
     print(INTERVALS, file=out)
-    # A tier holding a single variant repeats that variant's row: leave it out.
-    variants_in: dict[str, set[str]] = {}
-    for c in a.clips:
-        variants_in.setdefault(f"tier {c['tier']}", set()).add(c["variant"])
-    redundant = {b for b, labels in variants_in.items() if len(labels) == 1}
-    for table, names, heading in TABLES:
-        rows = [r for m in names for r in a.table(table, m) if r.group_kind != "tier" or r.group not in redundant]
-        if not rows:
-            continue
+    for heading, headers, rows in report_tables(a):
         print(f"\n{heading}", file=out)
-        print_table(["metric", "group", "mean", "std", "variance", "n", f"{a.config.confidence:.0%} CI",
-                     "interval over"], _rows(rows), out=out)
+        print_table(headers, rows, out=out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,11 +78,12 @@ def run(args: argparse.Namespace) -> int:
     print_report(analysis)
     if not analysis.recomputed:
         print("\n(metrics unchanged since the last analysis: nothing recomputed)")
+    print(f"\ntables: {load_run(args.run_dir).path / 'summary.md'} and summary.tex (LaTeX), metrics.csv")
     if not args.no_figures:
-        written = write_run_figures(args.run_dir, figures, baseline=args.baseline)
+        written = write_run_figures(args.run_dir, figures, baseline=args.baseline, static=not args.no_static)
         print("\nfigures:")
         for path in written:
             print(f"  {path}")
-        if not any(p.suffix == ".png" for p in written):
-            print("  (PNG export needs the kaleido package and a Chrome/Chromium; the HTML figures open in any browser)")
+        if not args.no_static and not any(p.suffix == ".svg" for p in written):
+            print("  (PNG and SVG export needs the kaleido package and a Chromium; the HTML figures open in any browser)")
     return 0

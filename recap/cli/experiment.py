@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     rep = esub.add_parser("report", help="rebuild and print the tables and charts of an experiment folder")
     rep.add_argument("dir", type=Path, help="experiment folder")
     rep.add_argument("--all", action="store_true", help="also print the tables by category and by complexity")
+    rep.add_argument("--no-static", action="store_true",
+                     help="charts as HTML only (default: also PNG and SVG for papers, which needs a Chromium)")
     rep.set_defaults(func=report)
 
 
@@ -96,7 +98,7 @@ def _phase_bar():
 def report(args: argparse.Namespace) -> int:
     from recap.experiment.report import build_report
 
-    _print_report(build_report(args.dir), show_all=args.all)
+    _print_report(build_report(args.dir, static=not args.no_static), show_all=args.all)
     return 0
 
 

@@ -8,29 +8,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recap.experiment.layout import write_if_changed
+from recap.analysis.figures import save_figure
 from recap.experiment.stats import CLIP_LATENT, LATENT_METRICS, fmt, set_order, title
-from recap.paths import atomic_write_bytes
 
 if TYPE_CHECKING:
     from recap.experiment.report import ExperimentReport
 
 
-def write_charts(report: ExperimentReport, folder: Path, seed_records: Sequence[dict[str, Any]] = ()) -> list[Path]:
+def write_charts(report: ExperimentReport, folder: Path, seed_records: Sequence[dict[str, Any]] = (),
+                 static: bool = False) -> list[Path]:
     """``distributions.html`` (each score per rewording tier, with seed variance beside it) and
     ``text_vs_audio.html`` (text cosine against clip latent cosine, one point per variant: the mean
     over its seeds, the unit the correlation is computed on).
 
-    The charts load ``plotly.min.js`` from their own folder (written once), so they work offline.
+    The charts load ``plotly.min.js`` from their own folder (written once), so they work offline;
+    with ``static`` each is also written as PNG and SVG (:func:`recap.analysis.figures.save_figure`).
     """
     import plotly.graph_objects as go
-    from plotly.offline import get_plotlyjs
     from plotly.subplots import make_subplots
 
-    folder.mkdir(parents=True, exist_ok=True)
-    bundle = folder / "plotly.min.js"
-    if not bundle.is_file():
-        atomic_write_bytes(bundle, get_plotlyjs().encode())
     names = [m for m in ("cosine", "l2", "text_cosine", "l2_raw", "mse") if any(p.get(m) is not None for p in report.pairs)]
     sets = sorted({p["set"] for p in report.pairs}, key=set_order)
     paths = []
@@ -45,7 +41,7 @@ def write_charts(report: ExperimentReport, folder: Path, seed_records: Sequence[
                 fig.add_trace(go.Box(y=values, name=s, boxmean=True, legendgroup=s, showlegend=col == 1,
                                      marker_color=palette[k % len(palette)]), row=1, col=col)
     fig.update_layout(title=f"{report.name}: scores vs the baseline, per rewording tier", height=520)
-    paths.append(_write_figure(fig, folder / "distributions.html", "distributions"))
+    paths += save_figure(fig, folder / "distributions", static)
     scatter = go.Figure()
     points: dict[tuple[str, str], dict[str, Any]] = {}  # one per variant, as the correlation has them
     for p in report.pairs:
@@ -70,11 +66,5 @@ def write_charts(report: ExperimentReport, folder: Path, seed_records: Sequence[
     scatter.update_layout(title=f"Text distance vs audio distance{subtitle}", height=560,
                           xaxis_title="text cosine to the baseline prompt",
                           yaxis_title="clip latent cosine to the baseline clip (mean over seeds)")
-    paths.append(_write_figure(scatter, folder / "text_vs_audio.html", "text-vs-audio"))
+    paths += save_figure(scatter, folder / "text_vs_audio", static)
     return paths
-
-
-def _write_figure(fig: Any, path: Path, div_id: str) -> Path:
-    # A fixed div id keeps the file the same when the data are the same.
-    write_if_changed(path, fig.to_html(include_plotlyjs="plotly.min.js", full_html=True, div_id=div_id).encode())
-    return path

@@ -2,7 +2,7 @@
 
 Writes, next to ``units/``: ``pairs.csv`` (one row per variant clip: its clip-latent scores against
 the baseline of the same prompt and seed), ``clips.csv`` (one row per clip, with reconstruction
-scores when asked for), ``summary.csv`` and ``summary.md`` (the thesis tables: mean, std, variance,
+scores when asked for), ``summary.csv``, ``summary.md`` and ``summary.tex`` (the thesis tables: mean, std, variance,
 plus an interval of the mean over prompts, with its n, unit and method; by rewording tier (the
 thesis's batches), by category, by complexity; generation variance; the wording effect against
 generation variance; the reconstruction check beside a seed change and the closest rewording) and
@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from recap.analysis.clip_scores import COMPARISONS, RECONSTRUCTION_METRICS
+from recap.analysis import documents
+from recap.analysis.documents import Block, Heading, Table
 from recap.analysis.tables import ROW_COLUMNS, SummaryRow, interval_text, make_row, summarize
 from recap.experiment.stats import (
     CLIP_LATENT,
@@ -166,7 +168,7 @@ def _seed_pairs(out_dir: Path, units: Sequence[dict[str, Any]], names: Sequence[
     return out
 
 
-def build_report(out_dir: str | Path, write: bool = True) -> ExperimentReport:
+def build_report(out_dir: str | Path, write: bool = True, static: bool = False) -> ExperimentReport:
     """Reads an experiment folder and (re)writes its tables and charts.
 
     Works on a finished or an unfinished experiment (the summary says how many units are in)
@@ -223,9 +225,10 @@ def build_report(out_dir: str | Path, write: bool = True) -> ExperimentReport:
         write_if_changed(out_dir / "clips.csv", _csv(CLIP_COLUMNS, clips))
         write_if_changed(out_dir / "summary.csv", _csv(ROW_COLUMNS, [asdict(r) for r in rows]))
         write_if_changed(out_dir / "summary.md", markdown(report).encode())
+        write_if_changed(out_dir / "summary.tex", documents.latex(document(report), report.name).encode())
         from recap.experiment.charts import write_charts
 
-        write_charts(report, out_dir / "charts", seed_records)
+        write_charts(report, out_dir / "charts", seed_records, static)
         log.info("wrote the tables of %s (%d of %d units)", out_dir, len(units), expected)
     return report
 
@@ -237,11 +240,6 @@ def _csv(columns: Sequence[str], records: Iterable[dict[str, Any]]) -> bytes:
     for r in records:
         w.writerow(["" if r.get(c) is None else repr(r[c]) if isinstance(r[c], float) else r[c] for c in columns])
     return buf.getvalue().encode()
-
-
-def _md_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 def table_cells(r: SummaryRow, with_group: bool = False) -> list[str]:
@@ -264,8 +262,8 @@ def correlation_cells(c: dict[str, Any], confidence: float) -> list[str]:
     return [c["set"], str(c["variants"]), str(c["prompts"]), cell("pearson"), cell("spearman")]
 
 
-CORRELATION_HEAD = ["Batch", "Variants", "Prompts", "Pearson r [{ci}]", "Spearman ρ [{ci}]"]
-TABLE_HEAD = ["Metric", "Batch", "Mean", "Std. deviation", "Variance", "n", "{ci}", "Method"]
+CORRELATION_HEAD = ["Tier", "Variants", "Prompts", "Pearson r [{ci}]", "Spearman ρ [{ci}]"]
+TABLE_HEAD = ["Metric", "Tier", "Mean", "Std. deviation", "Variance", "n", "{ci}", "Method"]
 SECTIONS = [  # (title, table, metrics); the thesis tables in its order, then the new ones
     ("Audio vs baseline, by rewording tier (thesis Tables 5.1 and 5.3: its batches)", "by_tier", LATENT_METRICS),
     ("Text prompt vs baseline, by rewording tier (thesis Table 5.2)", "by_tier", ("text_cosine",)),
@@ -281,36 +279,43 @@ INTERVAL_NOTE = ("Intervals: over prompts (cluster-robust t: the variants and se
                  "below 3 prompts (\"n too small\"). Ratios: delta method, clustered over prompts.")
 
 
-def markdown(report: ExperimentReport) -> str:
-    """The tables as Markdown, in the thesis's layout (Tables 5.1-5.4) plus intervals and correlations."""
+def document(report: ExperimentReport) -> list[Block]:
+    """The tables in the thesis's layout (Tables 5.1-5.4) plus intervals and correlations, as blocks
+    that :mod:`recap.analysis.documents` writes as Markdown and LaTeX."""
     ci = f"{report.confidence:.0%} CI"
     head = [h.format(ci=ci) for h in TABLE_HEAD]
-    lines = [f"# {report.name}", "",
-             f"Model `{report.model.get('name')}` · {report.prompts} prompts · seeds "
-             f"{', '.join(map(str, report.seeds))} · {report.units_found} of {report.units_expected} units.", "",
-             "Scores compare each clip with the baseline clip of the same prompt and seed. Cosine: lower is "
-             "more different (↓); L2 and MSE: higher is more different (↑). " + LATENT_NOTE + " " + INTERVAL_NOTE, ""]
+    blocks: list[Block] = [
+        Heading(report.name, 1),
+        f"Model `{report.model.get('name')}` · {report.prompts} prompts · seeds "
+        f"{', '.join(map(str, report.seeds))} · {report.units_found} of {report.units_expected} units.",
+        "Scores compare each clip with the baseline clip of the same prompt and seed. Cosine: lower is "
+        "more different (↓); L2 and MSE: higher is more different (↑). " + LATENT_NOTE + " " + INTERVAL_NOTE,
+    ]
     for heading, table, names in SECTIONS:
         rows = [r for r in report.table(table) if r.metric in names]
         if rows:
-            if table == "reconstruction":
-                lines += [f"## {heading}", ""] + _md_table(head[:2] + ["Comparison"] + head[2:],
-                                                           (table_cells(r, True) for r in rows)) + [""]
-            else:
-                lines += [f"## {heading}", ""] + _md_table(head, (table_cells(r) for r in rows)) + [""]
+            with_group = table == "reconstruction"
+            headers = head[:2] + ["Comparison"] + head[2:] if with_group else head
+            blocks += [Heading(heading), Table(headers, [table_cells(r, with_group) for r in rows], heading)]
     if report.correlations:
-        lines += ["## Does a bigger rewording move the audio more?", "",
-                  "Correlation between text cosine and clip latent cosine, one point per variant (the mean over "
-                  "its seeds; every seed shares the variant's text cosine), with a cluster bootstrap interval over "
-                  "prompts.", ""]
-        lines += _md_table([h.format(ci=ci) for h in CORRELATION_HEAD],
-                           (correlation_cells(c, report.confidence) for c in report.correlations)) + [""]
+        blocks += [Heading("Does a bigger rewording move the audio more?"),
+                   "Correlation between text cosine and clip latent cosine, one point per variant (the mean over "
+                   "its seeds; every seed shares the variant's text cosine), with a cluster bootstrap interval over "
+                   "prompts.",
+                   Table([h.format(ci=ci) for h in CORRELATION_HEAD],
+                         [correlation_cells(c, report.confidence) for c in report.correlations],
+                         "Text cosine vs clip latent cosine")]
     for heading, table, label in (("By category", "by_category", "Category"),
                                   ("By complexity", "by_complexity", "Complexity")):
         rows = report.table(table)
         if rows:
-            lines += [f"## {heading}", ""]
-            lines += _md_table(head[:2] + [label] + head[2:], (table_cells(r, True) for r in rows)) + [""]
+            blocks += [Heading(heading), Table(head[:2] + [label] + head[2:], [table_cells(r, True) for r in rows],
+                                               heading)]
     if report.notes:
-        lines += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
-    return "\n".join(lines)
+        blocks += [Heading("Notes")] + [f"- {n}" for n in report.notes]
+    return blocks
+
+
+def markdown(report: ExperimentReport) -> str:
+    """The report's tables as Markdown (``summary.md``)."""
+    return documents.markdown(document(report))

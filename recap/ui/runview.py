@@ -147,7 +147,7 @@ def zip_run(view: dict[str, Any], folder: Path, lo: float, hi: float) -> Path:
     from recap.analysis.spectrogram import write_run_figures
 
     run_dir = Path(view["run_dir"])
-    write_run_figures(run_dir, SpectrogramConfig(bins=check_bins(lo, hi)), png=False)
+    write_run_figures(run_dir, SpectrogramConfig(bins=check_bins(lo, hi)), static=False)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"recap-run-{view['run_id']}.zip"
     tmp = target.with_suffix(".zip.tmp")
