@@ -172,7 +172,8 @@ def load_backend(
 
     Args:
         name: A registered name (:func:`recap.backends.registry.list_specs`), an alias (``sao``,
-            ``audioldm``) or an AudioLDM hub id.
+            ``audioldm``, ``sa3``) or an AudioLDM hub id. A registered Hub model with a local copy in
+            ``$RECAP_HOME/models/<model id>`` (:func:`recap.backends.registry.local_folder`) loads from it.
         device: Torch device; automatic when None (CUDA > MPS > CPU).
         dtype: Torch dtype or its name; automatic when None (fp16 on CUDA, fp32 elsewhere).
         compile: One of :data:`COMPILE_MODES` to ``torch.compile`` the denoiser (the first
@@ -196,9 +197,19 @@ def load_backend(
             import diffusers
 
             pipeline_cls = getattr(diffusers, spec.pipeline)
+            # a local copy (e.g. a converted Stable Audio 3 checkpoint) wins over the Hub
+            source = registry.local_folder(spec) or spec.model_id
             try:
-                pipe = pipeline_cls.from_pretrained(spec.model_id, **pretrained_kwargs(spec, dt))
+                pipe = pipeline_cls.from_pretrained(str(source), **pretrained_kwargs(spec, dt))
             except Exception as exc:  # from_pretrained wraps hub errors in OSError/ValueError: unwrap them
+                if spec.family == "stable-audio-3" and source == spec.model_id:
+                    # not on the Hub in diffusers' format: downloading cannot help, converting does
+                    raise ModelUnavailable(
+                        f"{spec.model_id} has no diffusers-format copy here: Stability publishes Stable Audio 3 in its "
+                        f"own format only. Accept its licence at https://huggingface.co/{spec.model_id} while logged in, "
+                        f"then {registry.SA3_CONVERT.format(model_id=spec.model_id)}. Offline alternative: "
+                        f"--model tiny-sa3 (random weights, for trying the tool)."
+                    ) from exc
                 raise _hub_error(spec, exc) from exc
     # 3. Move it: from_pretrained already applied the dtype; models built here are fp32 on the CPU.
     pipe = cast_pipeline(pipe, dev, dt) if spec.builds_offline else pipe.to(dev)

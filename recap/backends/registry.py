@@ -28,10 +28,20 @@ AUDIOLDM_MAX_SECONDS = 3 * 1024 * 160 / 16_000  # 30.72 s
 # Unknown AudioLDM hub ids are accepted by name; the pattern keeps markup and paths out.
 _AUDIOLDM_ID = re.compile(r"cvssp/audioldm[\w.-]{0,60}")
 _AUDIOLDM_LICENCE = "CC BY-NC-SA 4.0"
+# Stable Audio 3 Medium: variable length up to 380 s (Stability-AI/stable-audio-3's model table; its
+# duration conditioning saturates at 384 s). Only the frames a clip needs are denoised.
+SA3_ID = "stabilityai/stable-audio-3-medium"
+SA3_BASE_ID = "stabilityai/stable-audio-3-medium-base"
+SA3_MAX_SECONDS = 380.0
+_SA3_LICENCE = "Stability AI Community License (gated: accept it on the model page; the text encoder is T5Gemma, under Gemma's terms)"
+# Stability publishes SA3 in its own format only: diffusers' script converts it to a local folder.
+SA3_CONVERT = ("convert it with diffusers' scripts/convert_stable_audio_3_to_diffusers.py --checkpoint_path {model_id} "
+               "--text_encoder_repo google/t5gemma-b-b-ul2 --output_dir $RECAP_HOME/models/{model_id} (see the README)")
 # family -> the backend class that runs it, as "module:Class" (imported on first use)
 _BACKENDS = {
     "stable-audio": "recap.backends.stable_audio:StableAudioBackend",
     "audioldm": "recap.backends.audioldm:AudioLDMBackend",
+    "stable-audio-3": "recap.backends.stable_audio3:StableAudio3Backend",
 }
 
 
@@ -49,6 +59,12 @@ class ModelDefaults:
 SAO_DEFAULTS = ModelDefaults(seconds=10.0, steps=100, guidance=7.0)
 # diffusers' AudioLDM defaults (num_inference_steps=10, guidance_scale=2.5); 5 s is a common length.
 AUDIOLDM_DEFAULTS = ModelDefaults(seconds=5.0, steps=10, guidance=2.5)
+# StableAudio3Pipeline's defaults: 10 s; the distilled checkpoint is made for 8 steps and has no CFG
+# (guidance 1 is the only value its backend accepts).
+SA3_DEFAULTS = ModelDefaults(seconds=10.0, steps=8, guidance=1.0)
+# The base (rectified-flow) checkpoint: the pipeline's 100 Euler steps; CFG 7 is Stability's
+# suggested value for its RF models (stable-audio-3 docs/workflows/inference.md).
+SA3_BASE_DEFAULTS = ModelDefaults(seconds=10.0, steps=100, guidance=7.0)
 
 
 # Prompts of the kind the open-vocabulary models were trained on (AudioCaps / Freesound style).
@@ -63,7 +79,7 @@ class BackendSpec:
     Attributes:
         name: What users type (``--model``) and the UI's dropdown value.
         model_id: Hub id (or a local id for models built here).
-        family: "stable-audio" or "audioldm".
+        family: "stable-audio", "audioldm" or "stable-audio-3".
         pipeline: The diffusers pipeline class name that loads it.
         label: How the UI's model picker shows it.
         max_seconds: Longest clip it makes (the loaded backend's ``max_seconds``).
@@ -173,14 +189,41 @@ _SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
         gated=True, licence="Stability AI Community License (gated: accept it on the model page)",
         description="Stable Audio Open 1.0: T5-base + 1.06 B DiT + Oobleck VAE, 44.1 kHz stereo, up to 47.55 s",
     ),
+    BackendSpec(
+        "tiny-sa3", "recap/tiny-stable-audio-3", "stable-audio-3", "StableAudio3Pipeline",
+        label="tiny-sa3: offline demo, RANDOM weights (audio is noise)",
+        # variable length like SA3; 10 s keeps a CPU demo quick (hop 256 at 16 kHz: 625 latent frames)
+        max_seconds=10.0,
+        # the distilled checkpoint's sampler: 8 ping-pong steps, guidance fixed at 1
+        defaults=ModelDefaults(seconds=2.0, steps=8, guidance=1.0),
+        random_weights=True, licence="built here",
+        description="Stable Audio 3 architecture (distilled sampler: guidance fixed at 1) in miniature, "
+        "RANDOM weights (tests/demo; audio is noise)",
+        builder="recap.backends.tiny:tiny_stable_audio3_pipeline",
+    ),
+    BackendSpec(
+        SA3_ID, SA3_ID, "stable-audio-3", "StableAudio3Pipeline",
+        label="Stable Audio 3 Medium (distilled; gated, converted locally)", max_seconds=SA3_MAX_SECONDS,
+        defaults=SA3_DEFAULTS, gated=True, licence=_SA3_LICENCE,
+        description="Stable Audio 3 Medium: T5Gemma + 1.4 B DiT + SAME-L, 44.1 kHz stereo, up to 380 s; "
+        "distilled to 8 steps: guidance is fixed at 1 (no CFG, no negative prompt)",
+    ),
+    BackendSpec(
+        SA3_BASE_ID, SA3_BASE_ID, "stable-audio-3", "StableAudio3Pipeline",
+        label="Stable Audio 3 Medium base (CFG; gated, converted locally)", max_seconds=SA3_MAX_SECONDS,
+        defaults=SA3_BASE_DEFAULTS, gated=True, licence=_SA3_LICENCE,
+        description="Stable Audio 3 Medium base (not distilled): T5Gemma + 1.4 B DiT + SAME-L, 44.1 kHz stereo, "
+        "up to 380 s; ~100 Euler steps with classifier-free guidance and negative prompts",
+    ),
     _audioldm("cvssp/audioldm-s-full-v2", "AudioLDM small v2 (16 kHz)", "AudioLDM small (v2), 16 kHz mono"),
     _audioldm("cvssp/audioldm-s-full", "AudioLDM small (16 kHz)", "AudioLDM small, 16 kHz mono"),
     _audioldm("cvssp/audioldm-m-full", "AudioLDM medium (16 kHz)", "AudioLDM medium, 16 kHz mono"),
     _audioldm("cvssp/audioldm-l-full", "AudioLDM large (16 kHz)", "AudioLDM large, 16 kHz mono"),
 )}
-_ALIASES = {"sao": SAO_ID, "stable-audio-open": SAO_ID, "audioldm": "cvssp/audioldm-s-full-v2"}
+_ALIASES = {"sao": SAO_ID, "stable-audio-open": SAO_ID, "audioldm": "cvssp/audioldm-s-full-v2", "sa3": SA3_ID,
+            "sa3-base": SA3_BASE_ID}
 # Offline stand-ins per family, best first: the first whose weights are here is used.
-_STAND_INS = {"stable-audio": ("toy", "tiny"), "audioldm": ("tiny-audioldm",)}
+_STAND_INS = {"stable-audio": ("toy", "tiny"), "audioldm": ("tiny-audioldm",), "stable-audio-3": ("tiny-sa3",)}
 
 
 def get_spec(name: str) -> BackendSpec:
@@ -230,7 +273,8 @@ def available_specs() -> list[BackendSpec]:
 
 def offline_fallback(name: str | None = None) -> str:
     """The offline stand-in of ``name``'s family (default: Stable Audio's): `toy` when its weights
-    ship (it follows prompts), else the random-weight miniature; `tiny-audioldm` for AudioLDM."""
+    ship (it follows prompts), else the random-weight miniature; `tiny-audioldm` for AudioLDM,
+    `tiny-sa3` for Stable Audio 3."""
     family = "stable-audio" if name is None else get_spec(name).family
     candidates = [_SPECS[n] for n in _STAND_INS[family]]
     return next((s.name for s in candidates if weights_present(s)), candidates[-1].name)
@@ -246,13 +290,33 @@ def weights_cached(model_id: str) -> bool:
         return False
 
 
+def local_folder(spec: BackendSpec) -> Path | None:
+    """``$RECAP_HOME/models/<model id>/`` when it holds a diffusers pipeline (``model_index.json``).
+
+    Where a locally converted checkpoint goes (Stable Audio 3 is published in Stability's format
+    only); :func:`recap.backends.loading.load_backend` loads it instead of the Hub id. The folder
+    comes from the owner's settings and the registered id, never from what a visitor types.
+    """
+    if spec.builds_offline:
+        return None
+    from recap.config import settings
+
+    folder = settings().home / "models" / spec.model_id
+    return folder if (folder / "model_index.json").is_file() else None
+
+
 def availability(spec: BackendSpec) -> str:
     """A sentence on whether ``spec`` can be loaded here, and what it takes when it cannot."""
     if not weights_present(spec):
         return f"not available: its weights are missing from {TOY_DIR}"
     if spec.builds_offline:
         return "available (built offline)"
+    folder = local_folder(spec)
+    if folder is not None:
+        return f"available (local folder {folder})"
     if weights_cached(spec.model_id):
         return "available (in the local Hugging Face cache)"
+    if spec.family == "stable-audio-3":
+        return f"not converted: {SA3_CONVERT.format(model_id=spec.model_id)}"
     need = "accept the licence at the model page and set HF_TOKEN" if spec.gated else "network access"
     return f"not downloaded: first use needs {need}"

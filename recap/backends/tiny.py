@@ -1,4 +1,4 @@
-"""Tiny random-weight versions of both model families, built offline from configs.
+"""Tiny random-weight versions of every model family, built offline from configs.
 
 They run the exact backend code of the real models (same pipeline classes, same loops) at a few
 thousand to a few hundred thousand parameters, so every code path after the download is tested
@@ -107,6 +107,34 @@ def build_tokenizers(out: Path = TOKENIZERS, vocab_size: int = 1000) -> None:
         tokenizer_object=rb, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
         mask_token="<mask>", cls_token="<s>", sep_token="</s>", model_max_length=64,
     ).save_pretrained(out / "tiny-roberta")
+    build_gemma_tokenizer(out, vocab_size)
+
+
+def build_gemma_tokenizer(out: Path = TOKENIZERS, vocab_size: int = 1000) -> None:
+    """Trains and saves the Gemma-like tokenizer of `tiny-sa3` (T5Gemma's specials and layout).
+
+    Gemma's ids: <pad> 0, <eos> 1, <bos> 2, <unk> 3; <bos> starts every prompt; case is kept (no
+    lowercasing, unlike the T5-like one), so the alphabet holds every printable ASCII character and
+    a capitalised word is read, not <unk>. Metaspace pieces ("▁word") as Gemma's SentencePiece.
+    (Gemma's byte fallback is left out: this tokenizer reads characters outside ASCII as <unk>.)
+    """
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    gemma = Tokenizer(models.BPE(unk_token="<unk>"))
+    gemma.normalizer = normalizers.NFKC()
+    gemma.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Punctuation(), pre_tokenizers.Metaspace()])
+    gemma.decoder = decoders.Metaspace()
+    alphabet = sorted(set(string.ascii_letters + string.digits + string.punctuation))
+    gemma.train_from_iterator(corpus(), trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"], initial_alphabet=alphabet))
+    gemma.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    PreTrainedTokenizerFast(
+        tokenizer_object=gemma, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>",
+        model_max_length=64,
+    ).save_pretrained(out / "tiny-gemma")
 
 
 def load_tokenizer(name: str):
@@ -200,6 +228,57 @@ def tiny_audioldm_pipeline():
     )
     return AudioLDMPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, vocoder=vocoder
+    )
+
+
+def tiny_stable_audio3_pipeline(distilled: bool = True):
+    """A Stable Audio 3 pipeline at 16 kHz stereo: T5Gemma text encoder, DiT, SAME autoencoder (hop 256).
+
+    The layout of ``stabilityai/stable-audio-3-medium`` in miniature: the text encoder's width, the
+    DiT's conditioning width and the duration embedding's width are one number (the duration
+    embedding joins the text tokens in cross-attention), differential attention and memory tokens
+    on, the scheduler as diffusers' conversion script writes it (``num_train_timesteps=1``: the DiT
+    takes t in [0, 1]).
+
+    Args:
+        distilled: The distilled checkpoint's sampler (ping-pong re-noise, no CFG); False the base
+            checkpoint's deterministic Euler sampler (CFG meaningful).
+    """
+    from diffusers import AutoencoderSAME, FlowMatchEulerDiscreteScheduler, StableAudio3DiTModel, StableAudio3Pipeline
+    from diffusers.pipelines.stable_audio_3.modeling_stable_audio_3 import StableAudio3DurationEmbedder
+    from transformers import T5GemmaConfig, T5GemmaEncoderModel
+    from transformers.models.t5gemma.configuration_t5gemma import T5GemmaModuleConfig
+
+    tokenizer = load_tokenizer("tiny-gemma")
+    width = 16  # text hidden size = DiT cond_token_dim = global_cond_dim = duration embedding
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        module = T5GemmaModuleConfig(
+            vocab_size=len(tokenizer), hidden_size=width, intermediate_size=32, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=tokenizer.model_max_length,
+            sliding_window=tokenizer.model_max_length, layer_types=["full_attention"] * 2,
+            pad_token_id=0, eos_token_id=1, bos_token_id=2,
+        )
+        text_encoder = T5GemmaEncoderModel(
+            T5GemmaConfig(encoder=module.to_dict(), decoder=module.to_dict(), is_encoder_decoder=False)
+        )
+        transformer = StableAudio3DiTModel(
+            io_channels=8, patch_size=1, embed_dim=32, depth=2, num_heads=4, cond_token_dim=width,
+            global_cond_dim=width, local_add_cond_dim=9, timestep_features_dim=16, ff_mult=2, num_memory_tokens=3,
+            use_differential_attention=True,
+        )
+        # patch 16 x stride 16 = hop 256 (SA3's SAME-L: 256 x 16 = 4096 at 44.1 kHz)
+        vae = AutoencoderSAME(
+            audio_channels=2, patch_size=16, encoder_channels=8, encoder_c_mults=(2,), encoder_strides=(16,),
+            encoder_transformer_depths=(1,), latent_dim=8, use_differential_attention=True, dim_heads=8, ff_mult=2,
+            sampling_rate=TINY_SAMPLE_RATE,
+        )
+        duration_embedder = StableAudio3DurationEmbedder(output_dim=width, fourier_dim=16)
+    # what diffusers' convert_stable_audio_3_to_diffusers.py saves for each checkpoint
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0, stochastic_sampling=distilled)
+    return StableAudio3Pipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, duration_embedder=duration_embedder,
+        transformer=transformer, scheduler=scheduler,
     )
 
 
