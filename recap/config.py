@@ -32,6 +32,8 @@ class Settings:
         experimenter_password: Secret that unlocks the experimenter role (``RECAP_EXPERIMENTER_PASSWORD``).
         visitor_endpoints: Visitors may type their own LLM endpoint (always with their own key).
             Off by default on a public server, where the server could be made to reach internal hosts.
+        zero_gpu: "spaces" on a ZeroGPU Space, "emulate" to behave as one on any machine (each
+            GPU call in a forked child: tests), None elsewhere. See :func:`zero_gpu_mode`.
     """
 
     home: Path
@@ -45,6 +47,7 @@ class Settings:
     public: bool = False
     experimenter_password: str | None = field(default=None, repr=False)
     visitor_endpoints: bool = True
+    zero_gpu: str | None = None
 
     @property
     def runs_dir(self) -> Path:
@@ -99,6 +102,16 @@ def server_is_public(env: dict[str, str] | os._Environ) -> bool:
     return (env.get("GRADIO_SERVER_NAME") or "").strip() not in _LOOPBACK
 
 
+def zero_gpu_mode(env: dict[str, str] | os._Environ | None = None) -> str | None:
+    """"spaces" on a ZeroGPU Space (``SPACES_ZERO_GPU`` is "1", "t" or "true", read as the ``spaces``
+    package reads it: every Space has that package, so its being importable says nothing),
+    "emulate" when ``RECAP_EMULATE_ZERO_GPU`` is on, else None."""
+    env = os.environ if env is None else env
+    if (env.get("SPACES_ZERO_GPU") or "").strip().lower() in {"1", "t", "true"}:
+        return "spaces"
+    return "emulate" if _flag(env.get("RECAP_EMULATE_ZERO_GPU"), False) else None
+
+
 def settings() -> Settings:
     """Reads the environment now and returns the settings (cheap; call it where needed)."""
     env = os.environ
@@ -115,4 +128,5 @@ def settings() -> Settings:
         public=(public := server_is_public(env)),
         experimenter_password=env.get("RECAP_EXPERIMENTER_PASSWORD") or None,
         visitor_endpoints=_flag(env.get("RECAP_VISITOR_ENDPOINTS"), not public),
+        zero_gpu=zero_gpu_mode(env),
     )

@@ -42,6 +42,7 @@ from recap.ui.common import (
 from recap.backends.registry import get_spec
 from recap.rewording.base import mark_edited
 from recap.ui.context import AppContext
+from recap.ui.zerogpu import grid_seconds
 from recap.ui.jobs import SessionJobs, arm_job, stop_job
 from recap.ui.runview import PAIR_HEADERS, SUMMARY_HEADERS
 from recap.ui.session_tokens import tokens_for_prompts
@@ -409,7 +410,7 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
     figures = user_errors(bin_figures)
     outputs = [run, status, pairs, summaries]
     figure_outputs = [grid_plot, diff_plot, bins_md, drawn_bins]
-    generate = user_errors(bind(generate_run, ctx, ctx.gpu(generate_and_analyze, duration=300),
+    generate = user_errors(bind(generate_run, ctx, ctx.gpu(generate_and_analyze, duration=grid_seconds),
                                 [value for _, value in model.choices]))
     # preprocess=False: the handler gets the raw values and checks each one itself (grid_request),
     # so a value past the form's own bounds is refused with a sentence that names the field.

@@ -6,14 +6,16 @@ learned tokens are applied per call (``tokens=``), so loading a token never chan
 another visitor's prompt means. Per-visitor values live in ``gr.State`` (the session's job
 control, :class:`recap.ui.jobs.SessionJobs`; its tokens; its run) or in the browser.
 
-On a ZeroGPU Space (the ``spaces`` package is importable) every GPU-bound function is wrapped
-in ``spaces.GPU``; elsewhere that wrapper is the function itself.
+On a ZeroGPU Space (``SPACES_ZERO_GPU=true``) every GPU-bound function runs in a forked worker
+through ``spaces.GPU`` (:mod:`recap.ui.zerogpu`): the models are loaded at start-up, before the app
+launches, since what a worker loads is gone when its call returns; each call asks for a duration
+sized from its request. ``RECAP_EMULATE_ZERO_GPU=1`` does the same on any machine, forking a child
+per call. Elsewhere the gate is the function itself behind a lock.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 import os
 import threading
@@ -22,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from recap.backends.registry import SAO_ID, get_spec, offline_fallback, weights_cached
-from recap.config import Settings, settings
+from recap.backends.registry import SAO_ID, available_specs, get_spec, offline_fallback, weights_cached
+from recap.config import Settings, settings, zero_gpu_mode
+from recap.ui import zerogpu
 
 if TYPE_CHECKING:
     from recap.backends.base import AudioBackend
@@ -73,14 +76,15 @@ class AppContext:
         start_note: Why ``start_model`` differs from ``settings.model`` (None when it does not).
         train_chunk_steps: Steps per GPU call when training; None trains in one call. On
             ZeroGPU each call holds the GPU for a limited time, so training is chunked there.
-        max_loaded: Most models kept in memory at once (least recently used goes first).
+        max_loaded: Most models kept in memory at once (least recently used goes first); None
+            keeps every one (ZeroGPU: a worker only has the models the app held when it forked).
     """
 
     settings: Settings
     start_model: str
     start_note: str | None = None
     train_chunk_steps: int | None = None
-    max_loaded: int = 2
+    max_loaded: int | None = 2
     _backends: dict[str, AudioBackend] = field(default_factory=dict, init=False, repr=False)
     _failed: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _load_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -91,8 +95,36 @@ class AppContext:
         """Reads the environment (unless ``config`` is given) and decides the start model."""
         config = config or settings()
         start, note = choose_start_model(config.model)
-        chunk = 50 if zero_gpu() else None
-        return cls(settings=config, start_model=start, start_note=note, train_chunk_steps=chunk)
+        if not config.zero_gpu:
+            return cls(settings=config, start_model=start, start_note=note)
+        if config.zero_gpu == "spaces":
+            import spaces  # type: ignore[import-not-found]  # noqa: F401  # before torch touches CUDA: it patches torch
+
+        ctx = cls(settings=config, start_model=start, start_note=note, train_chunk_steps=50, max_loaded=None)
+        ctx.preload()
+        return ctx
+
+    def preload(self) -> list[str]:
+        """Loads, now, the start model and every model the picker offers that can load here.
+
+        On ZeroGPU a model must be loaded before the app launches: ``spaces`` moves the weights
+        the app holds into each GPU worker, and a model loaded inside a call is gone when it
+        returns. A model that cannot load is recorded (its stand-in is loaded instead), as on
+        first use elsewhere.
+
+        Returns:
+            The names of the models in memory afterwards.
+        """
+        wanted = [self.start_model, self.settings.model] + [s.name for s in available_specs()]
+        for name in dict.fromkeys(get_spec(n).name for n in wanted):
+            if name != self.start_model and choose_start_model(name)[1]:
+                continue  # gated without a token: it would only load its stand-in, which is listed too
+            try:
+                self.backend(name)
+            except Exception as exc:  # one model that fails must not keep the app from starting
+                log.warning("could not preload %s: %s", name, exc)
+                self._failed[name] = f"{name} could not be loaded at start-up ({type(exc).__name__})."
+        return list(self._backends)
 
     @property
     def home(self) -> Path:
@@ -111,6 +143,8 @@ class AppContext:
         """
         spec = get_spec(name)
         name = spec.name
+        if zerogpu.in_worker():
+            return self._in_worker(name)
         with self._load_lock:
             if name in self._failed:
                 return self._load(offline_fallback(name)), self._failed[name]
@@ -129,6 +163,16 @@ class AppContext:
                 log.warning("%s is unavailable; using %s", name, stand_in)
                 return self._load(stand_in), note
 
+    def _in_worker(self, name: str) -> tuple[AudioBackend, str | None]:
+        # A forked GPU worker: a model loaded here is gone when the call returns (and reloaded by
+        # the next), and the lock may have been held by another thread when the worker forked.
+        note = self._failed.get(name)
+        loaded = offline_fallback(name) if note else name
+        if loaded not in self._backends:
+            raise RuntimeError(f"{loaded} is not loaded: inside a GPU call only the models loaded at start-up "
+                               "can be used (on ZeroGPU a model loaded here would be loaded again by every call)")
+        return self._backends[loaded], note
+
     def _load(self, name: str) -> AudioBackend:
         # Caller holds _load_lock: two visitors asking at once load a model once.
         if name in self._backends:
@@ -137,7 +181,7 @@ class AppContext:
         from recap.backends.loading import load_backend
 
         backend = load_backend(name, self.settings.device, self.settings.dtype, compile=self.settings.compile)
-        while len(self._backends) >= max(1, self.max_loaded):
+        while self.max_loaded is not None and len(self._backends) >= max(1, self.max_loaded):
             dropped = next(iter(self._backends))
             log.info("unloading %s to make room for %s", dropped, name)
             del self._backends[dropped]
@@ -154,14 +198,21 @@ class AppContext:
             return dict(self._failed)
 
     # ------------------------------------------------------------------ GPU gate
-    def gpu(self, fn: F, duration: int = 120) -> F:
-        """Wraps a GPU-bound function: ``spaces.GPU`` on ZeroGPU, and one caller at a time.
+    def gpu(self, fn: F, duration: int | Callable[..., int] = 120) -> F:
+        """Wraps a GPU-bound function: run in a ZeroGPU worker on ZeroGPU, one caller at a time.
+
+        Args:
+            fn: The GPU-bound function. On ZeroGPU its arguments and results cross to a forked
+                worker (:mod:`recap.ui.zerogpu`): a model argument must be one this context
+                holds, and every other argument and result must pickle.
+            duration: Seconds to ask ZeroGPU for, or a callable of ``fn``'s arguments returning
+                them (e.g. :func:`recap.ui.zerogpu.grid_seconds`); unused elsewhere.
 
         The lock makes "one GPU job at a time" hold even for work started from events that are
         not in the ``gpu`` concurrency group (e.g. scoring prompts after an LLM call).
         Generator functions keep the lock until they are exhausted or closed.
         """
-        target = _spaces_gpu(fn, duration)
+        target = _spaces_gpu(fn, duration, self.settings.zero_gpu, self._backends)
         lock = self._gpu_lock
         if _is_generator_function(fn):
 
@@ -198,16 +249,18 @@ class AppContext:
 
 
 def zero_gpu() -> bool:
-    """True on a ZeroGPU Space (the ``spaces`` package is importable)."""
-    return importlib.util.find_spec("spaces") is not None
+    """True on a ZeroGPU Space (``SPACES_ZERO_GPU=true``) or when emulating one (``RECAP_EMULATE_ZERO_GPU=1``)."""
+    return zero_gpu_mode() is not None
 
 
-def _spaces_gpu(fn: F, duration: int) -> F:
-    if not zero_gpu():
+def _spaces_gpu(fn: F, duration: int | Callable[..., int], mode: str | None, backends: dict[str, Any]) -> F:
+    if not mode:
         return fn
-    import spaces  # type: ignore[import-not-found]
+    if mode == "spaces":
+        import spaces  # type: ignore[import-not-found]
 
-    return spaces.GPU(duration=duration)(fn)
+        return zerogpu.wrap_for_worker(fn, backends, spaces.GPU, duration)  # type: ignore[return-value]
+    return zerogpu.wrap_for_worker(fn, backends, zerogpu.emulated_gpu, duration)  # type: ignore[return-value]
 
 
 def _is_generator_function(fn: Callable[..., Any]) -> bool:

@@ -39,6 +39,7 @@ from recap.ui.training import (
     train_in_chunks,
     training_config,
 )
+from recap.ui.zerogpu import training_seconds
 
 TOKEN_HEADERS = ("placeholder", "model", "vectors", "steps", "init word", "state")
 NEAREST_HEADERS = ("vector", "rank", "word", "cosine")
@@ -324,7 +325,7 @@ class TokenTab:
 def build_token_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens: gr.State,
                     prompt_table: gr.Dataframe) -> TokenTab:
     """Adds the tab's components and events to the open Blocks/Tab context."""
-    gpu_chunk = ctx.gpu(train_chunk, duration=120)
+    gpu_chunk = ctx.gpu(train_chunk, duration=training_seconds)
     gpu_nearest = ctx.gpu(nearest_rows, duration=30)
 
     gr.Markdown("Teach the model a new word for a sound: upload a few clips of it, name the word "

@@ -35,6 +35,7 @@ from recap.backends.registry import get_spec
 from recap.ui.context import AppContext
 from recap.ui.jobs import SessionJobs, arm_job
 from recap.ui.session_tokens import tokens_for_prompts
+from recap.ui.zerogpu import transfer_seconds
 
 CURVE_HEADERS = ("strength", "steps run", "seeds", "cosine to source", "L2 to source", "cosine to target clips",
                  "CLAP-A source", "CLAP-A target")
@@ -148,7 +149,7 @@ def transfer_installed() -> bool:
 def build_transfer_panel(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens: gr.State,
                          mine: gr.State | None = None) -> None:
     """Adds the accordion to the open Blocks/Tab context; the runs it makes join ``mine``."""
-    gpu_transfer = ctx.gpu(run_transfer, duration=300)
+    gpu_transfer = ctx.gpu(run_transfer, duration=transfer_seconds)
     mine = mine if mine is not None else gr.State([])
     choices = [value for _, value in model.choices]
     with gr.Accordion("Style transfer", open=False):
