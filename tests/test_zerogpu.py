@@ -24,6 +24,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 from recap.ui import zerogpu  # noqa: E402
 from recap.ui.context import AppContext  # noqa: E402
+from recap.ui.zerogpu_emulator import emulated_gpu  # noqa: E402
 from test_ui import free_port, table  # noqa: E402
 
 
@@ -59,8 +60,8 @@ def clips(tmp_path_factory) -> list[str]:
     return out
 
 
-def worker_calls(name: str) -> list[int]:
-    return [seconds for task, seconds in zerogpu.EMULATOR.calls if task == name]
+def worker_calls(ctx: AppContext, name: str) -> list[int]:
+    return [seconds for task, seconds in ctx.gpu_calls if task == name]
 
 
 # ----------------------------------------------------------------------------- detection and start-up
@@ -89,10 +90,10 @@ def generate(url: str) -> tuple:
 
 
 def test_generate_in_a_worker_gives_what_it_gives_in_process(apps):
-    before = len(worker_calls("generate_and_analyze"))
+    before = len(worker_calls(apps["zero"][0], "generate_and_analyze"))
     z_status, z_pairs, z_summary = generate(apps["zero"][1])
     p_status, p_pairs, p_summary = generate(apps["plain"][1])
-    assert worker_calls("generate_and_analyze")[before:] == [zerogpu.MIN_SECONDS]  # 4 clips x 2 steps: the floor
+    assert worker_calls(apps["zero"][0], "generate_and_analyze")[before:] == [zerogpu.MIN_SECONDS]  # 4 clips x 2 steps: the floor
     assert "2 variant(s) × 2 seed(s) = 4 clips" in z_status
     np.testing.assert_allclose(np.array([r[3:7] for r in z_pairs["data"]], float),
                                np.array([r[3:7] for r in p_pairs["data"]], float), rtol=1e-4, atol=1e-5)
@@ -116,12 +117,12 @@ def saved_vectors(ctx: AppContext) -> np.ndarray:
 
 
 def test_token_training_in_a_worker_trains_the_same_token(apps, clips):
-    before = len(worker_calls("train_chunk"))
+    before = len(worker_calls(apps["zero"][0], "train_chunk"))
     client, (curve, message, preview, active, *_rest) = train(apps["zero"][1], clips)
     train(apps["plain"][1], clips)
     assert "Trained `<zero-beep>`" in message and Path(preview).is_file()  # the preview crossed back
     assert active["data"][0][0] == "<zero-beep>"
-    assert len(worker_calls("train_chunk")) == before + 1 and worker_calls("nearest_rows")
+    assert len(worker_calls(apps["zero"][0], "train_chunk")) == before + 1 and worker_calls(apps["zero"][0], "nearest_rows")
     np.testing.assert_allclose(saved_vectors(apps["zero"][0]), saved_vectors(apps["plain"][0]), rtol=1e-5, atol=1e-6)
     # the session's token (trained in the worker) is used by the next call there
     rows = table(["baseline", "baseline", 0, "rain"], ["token-1", "token", 5, "a recording of <zero-beep>"])
@@ -139,9 +140,9 @@ def test_scoring_and_style_transfer_in_a_worker_match_in_process(apps, clips):
         return Client(url, verbose=False).predict("tiny", handle_file(clips[0]), [handle_file(clips[1])],
                                                   "a recording of rain", "0, 1", "0", 2, api_name="/transfer")[2]["data"]
 
-    before = len(worker_calls("run_transfer"))
+    before = len(worker_calls(apps["zero"][0], "run_transfer"))
     zero, plain = transfer(apps["zero"][1]), transfer(apps["plain"][1])
-    assert len(worker_calls("run_transfer")) == before + 1
+    assert len(worker_calls(apps["zero"][0], "run_transfer")) == before + 1
     np.testing.assert_allclose(np.array([r[:6] for r in zero], float), np.array([r[:6] for r in plain], float),
                                rtol=1e-4, atol=1e-5)
 
@@ -222,4 +223,4 @@ def test_duration_is_sized_from_the_request():
     # the model's default steps count when the request leaves them out
     assert zerogpu.grid_seconds(Model(), [1, 2], GenerationConfig(seeds=[0, 1])) > zerogpu.MIN_SECONDS
     with pytest.raises(gr.Error, match="larger than the maximum"):
-        zerogpu.emulated_gpu(len, duration=zerogpu.MAX_SECONDS + 1)([1])
+        emulated_gpu(len, duration=zerogpu.MAX_SECONDS + 1)([1])

@@ -89,6 +89,8 @@ class AppContext:
     _failed: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _load_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _gpu_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    # (task, seconds asked for) of each GPU call while emulating ZeroGPU: what the tests read
+    gpu_calls: list[tuple[str, int]] = field(default_factory=list, init=False, repr=False)
 
     @classmethod
     def create(cls, config: Settings | None = None) -> AppContext:
@@ -212,7 +214,7 @@ class AppContext:
         not in the ``gpu`` concurrency group (e.g. scoring prompts after an LLM call).
         Generator functions keep the lock until they are exhausted or closed.
         """
-        target = _spaces_gpu(fn, duration, self.settings.zero_gpu, self._backends)
+        target = _spaces_gpu(fn, duration, self.settings.zero_gpu, self._backends, self.gpu_calls)
         lock = self._gpu_lock
         if _is_generator_function(fn):
 
@@ -253,14 +255,18 @@ def zero_gpu() -> bool:
     return zero_gpu_mode() is not None
 
 
-def _spaces_gpu(fn: F, duration: int | Callable[..., int], mode: str | None, backends: dict[str, Any]) -> F:
+def _spaces_gpu(fn: F, duration: int | Callable[..., int], mode: str | None, backends: dict[str, Any],
+                calls: list[tuple[str, int]]) -> F:
     if not mode:
         return fn
     if mode == "spaces":
         import spaces  # type: ignore[import-not-found]
 
         return zerogpu.wrap_for_worker(fn, backends, spaces.GPU, duration)  # type: ignore[return-value]
-    return zerogpu.wrap_for_worker(fn, backends, zerogpu.emulated_gpu, duration)  # type: ignore[return-value]
+    from recap.ui.zerogpu_emulator import emulated_gpu
+
+    emulate = functools.partial(emulated_gpu, log=calls)
+    return zerogpu.wrap_for_worker(fn, backends, emulate, duration)  # type: ignore[return-value]
 
 
 def _is_generator_function(fn: Callable[..., Any]) -> bool:

@@ -22,7 +22,7 @@ function so that it works there unchanged, and behaves the same off ZeroGPU:
   itself in the app, so ``Cancelled`` and recap's sentences reach the page as they do elsewhere.
 
 ``RECAP_EMULATE_ZERO_GPU=1`` (or ``Settings(zero_gpu="emulate")``) replaces ``spaces.GPU`` by
-:func:`emulated_gpu`: each call forks a child with plain pickling both ways, so the tests show on
+:func:`recap.ui.zerogpu_emulator.emulated_gpu`: each call forks a child with plain pickling both ways, so the tests show on
 a CPU what a Space would do.
 """
 
@@ -33,7 +33,6 @@ import functools
 import inspect
 import json
 import logging
-import multiprocessing
 import os
 import pickle
 import shutil
@@ -41,7 +40,6 @@ import tempfile
 import threading
 import traceback
 import types
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -289,7 +287,7 @@ def _inbound(value: Any, backends: dict[str, Any]) -> Any:
 def wrap_for_worker(fn: Callable[..., Any], backends: dict[str, Any], spaces_gpu: Callable[..., Any],
                     duration: int | Callable[..., int]) -> Callable[..., Any]:
     """``fn`` as the app calls it, run in a GPU worker by ``spaces_gpu`` (``spaces.GPU`` or
-    :func:`emulated_gpu`) with its arguments and errors carried across (see the module docstring).
+    :func:`recap.ui.zerogpu_emulator.emulated_gpu`) with its arguments and errors carried across (see the module docstring).
 
     Args:
         backends: The app's model cache; the worker reads the copy it inherited by fork.
@@ -377,125 +375,3 @@ def _first_argument(seconds: int, *args: Any, **kwargs: Any) -> int:
 def _original(exc: CarriedError) -> BaseException:
     log.debug("GPU worker traceback:\n%s", exc.child_traceback)
     return exc.original()
-
-
-# ----------------------------------------------------------------------------- the CPU stand-in
-@dataclass
-class EmulatorLog:
-    """What the emulator saw: each call's task name and requested seconds (read by the tests)."""
-
-    calls: list[tuple[str, int]] = field(default_factory=list)
-
-
-EMULATOR = EmulatorLog()
-
-
-def emulated_gpu(task: Callable[..., Any], duration: int | Callable[..., int] = 60) -> Callable[..., Any]:
-    """``spaces.GPU`` on a CPU: each call runs ``task`` in a child forked for it, as ZeroGPU does.
-
-    Arguments go to the child pickled and the result (each yielded item) comes back pickled, with
-    plain :mod:`pickle`: what fails here fails on a Space. A fresh child per call is the strict
-    case (a Space may reuse an idle worker, and nothing may rely on either). Exceptions come back
-    as ``spaces`` brings them: a ``gr.Error`` as itself, any other as
-    ``gr.Error("ZeroGPU worker error")`` naming its class (and here its text, to find it quickly).
-    """
-    fork = multiprocessing.get_context("fork")
-
-    def seconds_of(args: tuple, kwargs: dict) -> int:
-        seconds = int(duration(*args, **kwargs)) if callable(duration) else int(duration)
-        if not 0 < seconds <= MAX_SECONDS:
-            raise gr.Error(f"The requested GPU duration ({seconds}s) is larger than the maximum allowed",
-                           title="ZeroGPU illegal duration")
-        EMULATOR.calls.append((task.__name__, seconds))
-        return seconds
-
-    def spawn(body: Callable[..., None], payload: bytes) -> tuple[Any, Any, Any]:
-        parent_end, child_end = fork.Pipe()
-        stop = fork.Event()
-        with warnings.catch_warnings():  # "multi-threaded, fork() may deadlock": spaces forks the same way
-            warnings.simplefilter("ignore", DeprecationWarning)
-            process = fork.Process(target=body, args=(child_end, stop, payload), daemon=True)
-            process.start()
-        child_end.close()
-        return process, parent_end, stop
-
-    def receive(conn: Any, process: Any) -> tuple[str, Any]:
-        try:
-            kind, data = pickle.loads(conn.recv_bytes())
-        except EOFError:
-            process.join()
-            raise gr.Error("GPU task aborted", title="ZeroGPU worker error") from None
-        if kind == "error":
-            raise data
-        return kind, data
-
-    if inspect.isgeneratorfunction(task):
-
-        def gen_body(conn: Any, stop: Any, payload: bytes) -> None:
-            args, kwargs = pickle.loads(payload)
-            gen = task(*args, **kwargs)
-            try:
-                for item in gen:
-                    if stop.is_set():
-                        gen.close()
-                        break
-                    data, ok = _packed("item", item)
-                    conn.send_bytes(data)
-                    if not ok:  # an item that does not pickle ends the call, as in spaces
-                        return
-                conn.send_bytes(_packed("end", None)[0])
-            except Exception as exc:
-                conn.send_bytes(_packed("error", _as_spaces_error(exc))[0])
-
-        @functools.wraps(task)
-        def gen_handler(*args: Any, **kwargs: Any) -> Iterator[Any]:
-            seconds_of(args, kwargs)
-            process, conn, stop = spawn(gen_body, pickle.dumps((args, kwargs)))
-            try:
-                while True:
-                    kind, item = receive(conn, process)
-                    if kind == "end":
-                        return
-                    try:
-                        yield item
-                    except GeneratorExit:
-                        stop.set()
-                        raise
-            finally:
-                process.join(timeout=30)
-                conn.close()
-
-        return gen_handler
-
-    def body(conn: Any, stop: Any, payload: bytes) -> None:
-        args, kwargs = pickle.loads(payload)
-        try:
-            conn.send_bytes(_packed("ok", task(*args, **kwargs))[0])
-        except Exception as exc:
-            conn.send_bytes(_packed("error", _as_spaces_error(exc))[0])
-
-    @functools.wraps(task)
-    def handler(*args: Any, **kwargs: Any) -> Any:
-        seconds_of(args, kwargs)
-        process, conn, _ = spawn(body, pickle.dumps((args, kwargs)))
-        try:
-            return receive(conn, process)[1]
-        finally:
-            process.join(timeout=30)
-            conn.close()
-
-    return handler
-
-
-def _packed(kind: str, value: Any) -> tuple[bytes, bool]:
-    """(the message, whether ``value`` pickled); one that does not comes back as an error, as in spaces."""
-    try:
-        return pickle.dumps((kind, value)), True
-    except Exception as exc:
-        return pickle.dumps(("error", _as_spaces_error(exc))), False
-
-
-def _as_spaces_error(exc: BaseException) -> gr.Error:
-    if isinstance(exc, gr.Error):
-        return exc
-    return gr.Error(f"{type(exc).__name__}: {exc}", title="ZeroGPU worker error", print_exception=False)
