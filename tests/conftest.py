@@ -9,6 +9,12 @@ import warnings
 # the test process: one thread each avoids oversubscribing a 2-core machine (measured: the
 # generation tests run 2x faster than with torch's default of one thread per core).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Under pytest-xdist each worker gets its own Gradio cache, so that tests measuring what a request
+# leaves on disk see only their own worker's files.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import tempfile
+
+    os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix=f"gradio-{os.environ['PYTEST_XDIST_WORKER']}-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
