@@ -422,6 +422,9 @@ def test_cli_create_list_results(recap_home, tmp_path, capsys):
     assert summary["preferences"][0]["shares"][2] == {"answer": "None", "count": 3, "n": 3, "percent": 100.0,
                                                       "raters": 1, "low": None, "high": None}
     assert (tmp_path / "a.csv").read_text().count("\n") == 1 + 4  # header + 3 items + 1 repeat
+    # the results chart for a browser and, for a paper, as PNG and SVG
+    assert (tmp_path / "p.html").is_file() and (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert "<svg" in (tmp_path / "p.svg").read_text()
     assert "erin" in cli("study", "progress", code)
 
 

@@ -253,3 +253,5 @@ def test_cli_sweep_with_a_token(tiny, tmp_path, capsys):
     assert "0.50" in out and "cos->token" in out and "CLAP curves skipped: turned off" in out
     data = json.loads((run.path / "transfer.json").read_text())
     assert [p["strength"] for p in data["points"]] == [0.0, 0.5, 1.0]
+    # the curves figure for a paper too
+    assert (run.path / "transfer.png").read_bytes()[:4] == b"\x89PNG" and "<svg" in (run.path / "transfer.svg").read_text()

@@ -81,3 +81,20 @@ def test_generation_records_unreadable_words_and_refuses_missing_tokens(toy, tmp
     assert [v.get("unreadable") for v in saved] == [None, ["bleep"]]
     with pytest.raises(BadInput, match=r"<warble>.*not a loaded learned token"):
         generate_grid(toy, [Variant("baseline", "a recording of a <warble>", "baseline", 0)], config)
+
+
+def test_the_app_rewords_and_prompts_within_the_toy_vocabulary(toy, tmp_path):
+    from recap.config import Settings
+    from recap.ui.context import AppContext
+    from recap.ui.prompt import closed_vocabulary, example_prompt, reword
+
+    ctx = AppContext.create(Settings(home=tmp_path, model="toy"))
+    assert closed_vocabulary(ctx, "tiny") is None  # an open vocabulary: WordNet's words as they come
+    vocabulary = closed_vocabulary(ctx, "toy")
+    assert vocabulary is not None and toy.unknown_words(example_prompt("toy")) == []
+    assert example_prompt("stabilityai/stable-audio-open-1.0") == "rain on a tin roof"
+    args = (ctx.settings, [], "a high repeating beep", "synonym", "strong", "", 3, 0, "", "", "", "")
+    rows, _, _ = reword(*args, vocabulary=vocabulary)
+    assert len(rows) > 1 and all(toy.unknown_words(r[3]) == [] for r in rows)
+    free, _, _ = reword(*args)  # the control: without the model's vocabulary WordNet proposes words it cannot read
+    assert any(toy.unknown_words(r[3]) for r in free)

@@ -199,8 +199,10 @@ def save_transfer(
     runs_dir: Path,
     curves: TransferCurves | None = None,
     token_info: Sequence[dict[str, Any]] = (),
+    static: bool = False,
 ) -> RunManifest:
-    """Writes a sweep as a run folder (``kind="transfer"``), with the source and the curves.
+    """Writes a sweep as a run folder (``kind="transfer"``), with the source and the curves
+    (``static``: the figure also as PNG and SVG).
 
     Besides what every run holds: ``reference/source.wav`` (the source as used) and
     ``reference/target-NN.wav`` (the token's clips), ``transfer.json`` / ``transfer.csv`` /
@@ -227,7 +229,7 @@ def save_transfer(
         atomic_write_bytes(run_dir / "transfer.csv", _curves_csv(curves))
         # plotly reads tags in titles: a prompt's "<oud>" must be escaped to show at all
         save_figure(curves_figure(curves, f"Style transfer run {manifest.run_id}: {html.escape(result.prompt)}"),
-                    run_dir / "transfer", static=False)
+                    run_dir / "transfer", static)
         meta["curves"] = {"json": "transfer.json", "csv": "transfer.csv", "figure": "transfer.html"}
     manifest.extra["transfer"] = meta
     atomic_write_json(run_dir / "manifest.json", manifest.to_json())

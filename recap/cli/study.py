@@ -9,8 +9,8 @@ from pathlib import Path
 
 from recap.cli.common import print_table
 from recap.config import settings
-from recap.paths import atomic_write_bytes
 from recap.study.store import SCALES, StudyConfig, StudyStore
+from recap.analysis.figures import save_figure
 from recap.study.stats import answer_table, results_figure, summarize, summary_rows, write_csv, write_json
 
 
@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--csv", default=None, help="write the summaries (long form) to this CSV")
     r.add_argument("--answers-csv", default=None, help="write the raw answers to this CSV")
     r.add_argument("--json", default=None, help="write config, summaries and raw answers to this JSON")
-    r.add_argument("--plot", default=None, help="write the chart to this HTML file")
+    r.add_argument("--plot", default=None, help="write the chart to this HTML file (and as .png and .svg beside it)")
     r.set_defaults(func=run_results)
 
 
@@ -124,6 +124,7 @@ def run_results(args: argparse.Namespace) -> int:
     if args.json:
         print(f"json -> {write_json(info, results, answers, args.json)}", file=sys.stderr)
     if args.plot:
-        atomic_write_bytes(Path(args.plot), results_figure(results).to_html(include_plotlyjs=True).encode("utf-8"))
-        print(f"chart -> {args.plot}", file=sys.stderr)
+        # HTML for a browser (plotly.min.js beside it), PNG and SVG beside it for a paper
+        written = save_figure(results_figure(results), Path(args.plot).with_suffix(""))
+        print(f"chart -> {', '.join(map(str, written))}", file=sys.stderr)
     return 0

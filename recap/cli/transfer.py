@@ -124,7 +124,7 @@ def run_transfer(args: argparse.Namespace) -> int:
                           progress=progress)
     scorer, why = _clap(args)
     curves = similarity_curves(result, backend, scorer, why)
-    manifest = save_transfer(result, backend, runs_dir(args.out), curves, token_info)
+    manifest = save_transfer(result, backend, runs_dir(args.out), curves, token_info, static=True)
     print(f"run {manifest.run_id} -> {manifest.path}")
     print(f"model {backend.label}; {result.config.steps} steps, {result.config.seconds:.2f} s, "
           f"seeds {result.config.seeds}; prompt {args.prompt!r}")

@@ -55,6 +55,7 @@ def recaption(
     settings: Settings | None = None,
     visitor: bool = False,
     stop: threading.Event | None = None,
+    vocabulary: AudioBackend | None = None,
 ) -> RecaptionResult:
     """Rewords ``prompt`` ``config.n`` times at ``config.distance``.
 
@@ -68,6 +69,9 @@ def recaption(
         settings: The server's settings; None reads the environment.
         visitor: The call comes from a visitor of the web app (:func:`llm_endpoint`).
         stop: Set it to abandon the LLM call at once.
+        vocabulary: A model whose tokenizer says which words it can read, when ``backend`` is not
+            given (the web app rewords without running the text encoder); the synonym rewriter
+            then proposes only those words.
 
     Returns:
         The result; its ``variants`` may be fewer than ``n`` when repeats were dropped.
@@ -95,7 +99,8 @@ def recaption(
     tier = TIER_OF_DISTANCE[config.distance]
     if method == "synonym":
         # a model that reads some words as <unk> gets only words it can read
-        known = None if backend is None else (lambda word: not backend.unknown_words(word))
+        reader = backend if backend is not None else vocabulary
+        known = None if reader is None else (lambda word: not reader.unknown_words(word))
         made = synonym_variants(prompt, config.n, config.distance, config.seed, known=known)
         variants = [
             Rewording(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from recap.backends.registry import find_spec
 from recap.errors import BadInput
 from recap.limits import LIMITS, text, whole
 from recap.rewording.llm import MAX_URL_CHARS
@@ -244,6 +245,25 @@ def _config(method: str, distance: str, instruction: str, n: float, seed: float,
     )
 
 
+def example_prompt(model_name: Any) -> str:
+    """A prompt the model follows, for the baseline box (a closed-vocabulary model reads only its own words)."""
+    spec = find_spec(model_name)
+    return spec.examples[0] if spec is not None and spec.examples else "rain on a tin roof"
+
+
+def baseline_hint(model_name: Any) -> Any:
+    """The baseline box's placeholder for the model now chosen."""
+    return gr.update(placeholder=example_prompt(model_name))
+
+
+def closed_vocabulary(ctx: AppContext, model_name: Any) -> Any:
+    """The loaded model when it reads only a fixed list of words (so that synonyms keep to them), else None."""
+    spec = find_spec(model_name)
+    if spec is None or not spec.closed_vocabulary:
+        return None
+    return ctx.backend(spec.name)[0]
+
+
 def _keep_manual(old: Any, new: list[list[Any]]) -> list[list[Any]]:
     """New rewordings replace old ones; prompts written by hand or with tokens stay."""
     taken = {r[0] for r in new}
@@ -253,12 +273,14 @@ def _keep_manual(old: Any, new: list[list[Any]]) -> list[list[Any]]:
 
 def reword(settings: Settings, rows: Any, prompt: str, method: str, distance: str, instruction: str, n: float,
            seed: float, system: str, base_url: str, llm_model: str, api_key: str,
-           stop: threading.Event | None = None) -> tuple[list[list[Any]], str, dict]:
+           stop: threading.Event | None = None, vocabulary: Any = None) -> tuple[list[list[Any]], str, dict]:
     """Rewords ``prompt`` as a visitor of the server with ``settings`` asks; returns (table rows, a
-    summary in Markdown, the JSON record). ``stop`` abandons the LLM call."""
+    summary in Markdown, the JSON record). ``stop`` abandons the LLM call; ``vocabulary`` (a loaded
+    closed-vocabulary model) keeps synonyms to the words it can read."""
     _bounded_rows(rows)
     config = _config(method, distance, instruction, n, seed, system, "", base_url, llm_model)
-    result = recaption(prompt, config, None, api_key=_api_key(api_key), settings=settings, visitor=True, stop=stop)
+    result = recaption(prompt, config, None, api_key=_api_key(api_key), settings=settings, visitor=True, stop=stop,
+                       vocabulary=vocabulary)
     return _keep_manual(rows, result_rows(result)), _summary(result), result.to_dict()
 
 
@@ -314,7 +336,7 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
     gr.Markdown("Type a baseline prompt and reword it. Edit any prompt in the table, add your own (with a "
                 "learned token, e.g. `a recording of <my-bell>`), then generate them side by side.")
     with gr.Row():
-        baseline = gr.Textbox(label="Baseline prompt", placeholder="rain on a tin roof", scale=4,
+        baseline = gr.Textbox(label="Baseline prompt", placeholder=example_prompt(ctx.start_model), scale=4,
                               max_length=PROMPT_LIMIT, elem_id="baseline-prompt")
         method = gr.Radio(list(METHOD_CHOICES), value=start_method, label="Rewording", scale=3)
     with gr.Row():
@@ -384,8 +406,8 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
 
     @user_errors
     def on_reword(*args):
-        *values, jobs_ = args
-        return reword(ctx.settings, *values, stop=jobs_.begin())
+        *values, model_name, jobs_ = args
+        return reword(ctx.settings, *values, stop=jobs_.begin(), vocabulary=closed_vocabulary(ctx, model_name))
 
     @user_errors
     def on_extract(*args):
@@ -400,7 +422,12 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
         return fuse(ctx.settings, rows, record_, list(edited), *rest, stop=jobs_.begin())
 
     llm_inputs = [base_url, llm_model, api_key, jobs]
-    reword_btn.click(on_reword, [table, baseline, method, distance, instruction, n, seed, system, *llm_inputs],
+    # the chosen model as session state: the rewording endpoint's public signature stays as it was
+    chosen_model = gr.State(ctx.start_model)
+    model.change(lambda name: name, model, chosen_model, api_visibility="private")
+    model.change(baseline_hint, model, baseline, api_visibility="private")
+    reword_btn.click(on_reword, [table, baseline, method, distance, instruction, n, seed, system, *llm_inputs[:-1],
+                                chosen_model, jobs],
                      [table, info, record], api_name="recaption", concurrency_limit=4).success(
         on_score, [model, table, tokens, record], table, api_name="score_variants", concurrency_limit=1,
         concurrency_id="gpu")
