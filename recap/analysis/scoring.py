@@ -251,7 +251,7 @@ def _optional_scores(a: RunAnalysis, run: RunManifest, keys: list[ClipKey], lazy
             ca, ct = score_clips(scorer, [clips[k] for k in keys], [prompt[k[0]] for k in keys], refs)
             a.clap = [{"variant": k[0], "seed": k[1], "clap_a": float(x), "clap_t": float(y)}
                       for k, x, y in zip(keys, ca, ct)]
-            a.notes.append(f"CLAP ({cfg.clap_model}): CLAP-A against {refs_note}; CLAP-T against each clip's prompt.")
+            a.notes.append(f"CLAP ({scorer.label}): CLAP-A against {refs_note}; CLAP-T against each clip's prompt.")
     if cfg.music:
         from recap.metrics.music import score_clips
 

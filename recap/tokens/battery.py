@@ -78,12 +78,15 @@ class BatteryScores:
             references (clap_t_ceiling, clap_t_floor, clap_a_ceiling); None when not computed.
         notes: What was skipped and why.
         clap_model: The CLAP checkpoint used, if any.
+        clap_preprocessing: How its audio was prepared (:data:`recap.metrics.clap.PREPROCESSING`):
+            CLAP numbers compare only under the same checkpoint and preprocessing.
     """
 
     clips: list[dict[str, Any]]
     summary: dict[str, float | None]
     notes: list[str] = field(default_factory=list)
     clap_model: str | None = None
+    clap_preprocessing: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"format": SCORES_FORMAT, **asdict(self)}
@@ -231,7 +234,8 @@ def score_battery(
     summary["clap_a"] = _mean([r["clap_a"] for r in token_rows])
     summary["latent_cosine"] = _mean([r["latent_cosine"] for r in token_rows])
     summary["clap_t_ceiling"] = _mean([r["clap_t"] for r in rows if r["kind"] == "class"])
-    return BatteryScores(rows, summary, notes, getattr(clap, "name", None) if clap is not None else None)
+    return BatteryScores(rows, summary, notes, None if clap is None else clap.name,
+                         None if clap is None else clap.preprocessing)
 
 
 def per_template(scores: BatteryScores) -> list[dict[str, Any]]:
