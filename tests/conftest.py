@@ -51,3 +51,19 @@ def recap_home(tmp_path, monkeypatch):
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RECAP_LLM_MODEL", "RECAP_MODEL"):
         monkeypatch.delenv(var, raising=False)
     return home
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> list[str]:
+    """Two 1 s beeps (440 and 660 Hz) at 16 kHz: training clips and sources for the app's tests."""
+    import numpy as np
+    import soundfile as sf
+
+    folder = tmp_path_factory.mktemp("clips")
+    t = np.arange(16000) / 16000
+    out = []
+    for i, hz in enumerate((440.0, 660.0)):
+        path = folder / f"beep-{i}.wav"
+        sf.write(path, (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32), 16000)
+        out.append(str(path))
+    return out

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 from openai_stub import OpenAIStub, Reply
 
 from recap.config import Settings
@@ -73,18 +72,6 @@ def app(tmp_path_factory):
                 **launch_options(ctx))
     yield ctx, demo.local_url
     demo.close()
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> list[str]:
-    folder = tmp_path_factory.mktemp("clips")
-    t = np.arange(16000) / 16000
-    out = []
-    for i, hz in enumerate((440.0, 660.0)):
-        path = folder / f"beep-{i}.wav"
-        sf.write(path, (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32), 16000)
-        out.append(str(path))
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from recap.config import Settings, zero_gpu_mode
 
@@ -46,18 +45,6 @@ def apps(tmp_path_factory):
     yield {"zero": (zero_ctx, zero.local_url), "plain": (plain_ctx, plain.local_url)}
     zero.close()
     plain.close()
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> list[str]:
-    folder = tmp_path_factory.mktemp("zero-clips")
-    t = np.arange(16000) / 16000
-    out = []
-    for i, hz in enumerate((440.0, 660.0)):
-        path = folder / f"beep-{i}.wav"
-        sf.write(path, (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32), 16000)
-        out.append(str(path))
-    return out
 
 
 def worker_calls(ctx: AppContext, name: str) -> list[int]:
