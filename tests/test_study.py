@@ -5,6 +5,7 @@ shuffles, resuming, concurrent raters, schema migration, injection, the CLI and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -248,19 +249,19 @@ def test_the_same_answer_sent_twice_at_once_is_stored_once(store, ab_study):
 
 def test_schema_is_versioned_in_wal_mode_and_migrates_forward(store, ab_study, monkeypatch):
     with sqlite3.connect(store.db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     rater = store.join(ab_study.code, name="kept")
     store.submit("before-migration", rater.rater_id, 0, "A")
 
-    def add_device_column(conn):
-        conn.execute("ALTER TABLE answers ADD COLUMN device TEXT")
+    def add_locale_column(conn):
+        conn.execute("ALTER TABLE answers ADD COLUMN locale TEXT")
 
-    monkeypatch.setattr(study, "MIGRATIONS", [*MIGRATIONS, add_device_column])
+    monkeypatch.setattr(study, "MIGRATIONS", [*MIGRATIONS, add_locale_column])
     assert [a["answer_id"] for a in store.answers(ab_study.code)] == ["before-migration"]
     with sqlite3.connect(store.db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
-        assert "device" in [r[1] for r in conn.execute("PRAGMA table_info(answers)")]
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert "locale" in [r[1] for r in conn.execute("PRAGMA table_info(answers)")]
     monkeypatch.setattr(study, "MIGRATIONS", MIGRATIONS)  # an older recap meets the newer file
     with pytest.raises(StudyError, match="newer than this recap"):
         store.get(ab_study.code)
@@ -270,11 +271,23 @@ def test_a_study_made_before_answer_keys_left_its_folder_is_migrated(store, reca
     """A version-1 database (raters unique by name) and ``studies/<code>/study.json``, as recap
     made them before: the key moves out of the served tree, answers survive, names stop resuming."""
     make_run(recap_home, "run1", ["baseline", "reword-1a"], [0, 1])
+    # The study's files as today's recap makes them, its rows as version 1 held them
+    info = StudyStore(recap_home / "elsewhere").create(
+        StudyConfig(kind="ab", pairs=["baseline:reword-1a"], checks=0), [recap_home / "runs" / "run1"])
     monkeypatch.setattr(study, "MIGRATIONS", MIGRATIONS[:1])
-    info = store.create(StudyConfig(kind="ab", pairs=["baseline:reword-1a"], checks=0), ["run1"])
-    store.key_path(info.code).rename(info.folder / "study.json")  # where version 1 kept it
-    alice = store.join(info.code, name="alice")
-    assert store.submit("answer-before", alice.rater_id, 0, "A")
+    store.studies_dir.mkdir(parents=True)
+    info.folder.rename(store.studies_dir / info.code)
+    with store.connect(write=True) as conn:
+        conn.execute("INSERT INTO studies VALUES (?, ?, ?, ?, ?)",
+                     (info.code, "ab", json.dumps(dataclasses.asdict(info.config)), None, info.created))
+        conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         [(info.code, *dataclasses.astuple(i)) for i in info.items])
+        alice = study.Rater("alice-resume-code", info.code, "alice", 7)
+        conn.execute("INSERT INTO raters VALUES (?, ?, ?, ?, ?)", (alice.rater_id, info.code, "alice", 7, "then"))
+        conn.execute("INSERT INTO answers VALUES ('answer-before', ?, 0, 0, 0, 0, 'A', 'a', NULL, '', 5, 'then')",
+                     (alice.rater_id,))
+    info = dataclasses.replace(info, folder=store.studies_dir / info.code)
+    StudyStore(recap_home / "elsewhere").key_path(info.code).rename(info.folder / "study.json")  # where v1 kept it
     with sqlite3.connect(store.db_path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (1,)
     monkeypatch.setattr(study, "MIGRATIONS", MIGRATIONS)
@@ -283,8 +296,10 @@ def test_a_study_made_before_answer_keys_left_its_folder_is_migrated(store, reca
     assert not (info.folder / "study.json").exists()
     assert json.loads(store.key_path(info.code).read_text())["code"] == info.code
     with sqlite3.connect(store.db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    (old,) = store.answers(info.code)  # an old answer reads with empty new fields
+    assert old["choice"] == "A" and old["plays"] == {} and old["scores"] == {} and old["device"] is None
     namesake = store.join(info.code, name="alice")  # the old UNIQUE (code, name) is gone
     assert namesake.rater_id != alice.rater_id and store.join(info.code, rater_id=alice.rater_id) == alice
     with pytest.raises(sqlite3.IntegrityError):  # foreign keys are on again after the rebuild

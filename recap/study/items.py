@@ -29,6 +29,8 @@ from recap.limits import LIMITS, finite, text, whole
 log = logging.getLogger(__name__)
 
 AB_ANSWERS = ("A", "B", "None", "Cannot decide")
+ABX_ANSWERS = ("X is A", "X is B")
+KINDS = ("ab", "rating", "mushra", "abx")
 CHECK_CONDITION = "attention check"
 # A side of a pair: "label" or "run_id/label" (labels and run ids are file-name safe, no ":" or "/").
 SIDE_RE = re.compile(r"^(?:([A-Za-z0-9._-]+)/)?([A-Za-z0-9._-]+)$")
@@ -44,10 +46,20 @@ MAX_SPEC_CHARS = 200  # one pair "X:Y" or one rated variant
 # The reference clip is played beside every item; a minute is far more than any use needs.
 MAX_REFERENCE_SECONDS = 60.0
 MAX_REFERENCE_BYTES = LIMITS.upload_mb * 2**20
+# MUSHRA conditions besides the hidden reference and the anchors (BS.1534 asks for at most 12 in all).
+MAX_MUSHRA_CONDITIONS = 9
+MAX_COMPLETION_CODE_CHARS = 64
+MAX_URL_CHARS = 2000
+_COMPLETION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class StudyError(BadInput):
     """A study request that cannot be served, with a message meant for the user."""
+
+
+class IncompleteAnswer(StudyError):
+    """An answer the rater has not finished (a clip not played to the end, a score or choice not
+    given): the page says so beside the answer and keeps what the rater set."""
 
 
 @dataclass(frozen=True)
@@ -74,10 +86,12 @@ class StudyConfig:
     (``study_keys/<code>.json``, outside every served folder) and in ``study.sqlite``.
 
     Attributes:
-        kind: "ab" (preference between two clips) or "rating" (1-5 scales on one clip).
+        kind: "ab" (preference between two clips), "rating" (1-5 scales on one clip), "mushra"
+            (0-100 per condition beside a labelled reference, a hidden reference and low-pass
+            anchors; :mod:`recap.study.mushra`) or "abx" (is X clip A or clip B; :mod:`recap.study.abx`).
         name: Title shown to raters.
         questions: A/B question texts; every pair is asked every question.
-        pairs: A/B pairs "X:Y". A side is a variant label (the pair is then made inside every run
+        pairs: A/B and ABX pairs "X:Y". A side is a variant label (the pair is then made inside every run
             that has both labels) or "run_id/label" (to pair clips across runs). Clips pair by seed.
         items: Rating items, same side syntax; empty means every variant of every run.
         scales: Rating scales, keys of :data:`SCALES`.
@@ -91,6 +105,15 @@ class StudyConfig:
         max_failed_checks: Raters failing more attention checks are left out of the summaries.
         target_lufs: Integrated loudness (EBU R128, LUFS) of the listening copies.
         seed: Picks the clips used in checks; drawn at creation when None.
+        conditions: MUSHRA: the variant labels rated beside the reference.
+        reference_variant: MUSHRA: the variant label that is the reference (and hidden reference).
+        must_play: Refuse an answer until every clip of the trial was played to the end (checked
+            by the store from the play events it logged, not by the page).
+        completion_code: Shown to a rater who finished (Prolific / MTurk completion codes).
+        redirect_url: An http(s) address the finished rater is sent on to.
+
+    MUSHRA and ABX studies make no obvious-answer checks (``checks`` is not used): MUSHRA's
+    hidden reference and anchors check the raters, and ABX answers are right or wrong.
     """
 
     kind: str
@@ -107,6 +130,11 @@ class StudyConfig:
     max_failed_checks: int = 0
     target_lufs: float = -23.0
     seed: int | None = None
+    conditions: list[str] = field(default_factory=list)
+    reference_variant: str | None = None
+    must_play: bool = False
+    completion_code: str | None = None
+    redirect_url: str | None = None
 
     def validate(self) -> None:
         """Checks every field against its bound and normalises numbers sent as whole floats.
@@ -122,8 +150,8 @@ class StudyConfig:
             raise StudyError(str(exc)) from None
 
     def _check(self) -> None:
-        if self.kind not in ("ab", "rating"):
-            raise StudyError(f"study type must be 'ab' or 'rating', got {_short(self.kind)}")
+        if self.kind not in KINDS:
+            raise StudyError(f"study type must be 'ab' or 'rating' (or 'mushra', 'abx'), got {_short(self.kind)}")
         self.name = text("the title", self.name, MAX_TITLE_CHARS, allow_newlines=False).strip()
         self.questions = _texts("an A/B question", "A/B questions", self.questions, MAX_QUESTIONS,
                                 MAX_QUESTION_CHARS)
@@ -131,6 +159,18 @@ class StudyConfig:
         self.pairs = _texts("a pair", "pairs", self.pairs, LIMITS.study_items, MAX_SPEC_CHARS)
         self.items = _texts("a rated variant", "rated variants", self.items, LIMITS.study_items, MAX_SPEC_CHARS)
         self.scales = _texts("a rating scale", "rating scales", self.scales, len(SCALES), 16)
+        self.conditions = _texts("a MUSHRA condition", "MUSHRA conditions", self.conditions,
+                                 MAX_MUSHRA_CONDITIONS, MAX_SPEC_CHARS)
+        if self.kind == "mushra":
+            self._check_mushra()
+        elif self.conditions or self.reference_variant is not None:
+            raise StudyError("conditions and a reference variant belong to MUSHRA studies only")
+        if self.kind == "abx" and not self.pairs:
+            raise StudyError("an ABX study needs at least one pair such as 'baseline:reword-1a'")
+        for flag in ("must_play", "hide_prompt"):
+            if not isinstance(getattr(self, flag), bool):
+                raise StudyError(f"{flag} must be true or false, got {_short(getattr(self, flag))}")
+        self._check_finish()
         if self.kind == "ab":
             if not self.pairs:
                 raise StudyError("an A/B study needs at least one pair such as 'baseline:reword-1a'")
@@ -142,8 +182,6 @@ class StudyConfig:
                              f"known: {list(SCALES)}")
         if self.prompt is not None:
             self.prompt = text("the prompt shown", self.prompt, LIMITS.text_chars)
-        if not isinstance(self.hide_prompt, bool):
-            raise StudyError(f"hide_prompt must be true or false, got {_short(self.hide_prompt)}")
         self.repeats = whole("repeated items", self.repeats, 0, LIMITS.study_repeats)
         self.checks = whole("obvious-answer checks", self.checks, 0, LIMITS.study_checks)
         self.max_failed_checks = whole("failed checks allowed", self.max_failed_checks, 0,
@@ -154,6 +192,58 @@ class StudyConfig:
         if self.reference is not None:
             self.reference = str(Path(text("reference clip", self.reference, 4096, allow_newlines=False)))
             check_reference(Path(self.reference))
+
+
+    def _check_mushra(self) -> None:
+        if self.reference is not None:
+            raise StudyError("a MUSHRA study's reference is one of the run's variants (reference_variant), "
+                             "not an uploaded clip")
+        ref = text("the reference variant", self.reference_variant or "", MAX_SPEC_CHARS,
+                   allow_newlines=False).strip()
+        if not ref:
+            raise StudyError("a MUSHRA study needs a reference variant such as 'baseline'")
+        conditions = [c.strip() for c in self.conditions if c.strip()]
+        if not conditions:
+            raise StudyError("a MUSHRA study needs at least one condition besides the reference")
+        bad = [c for c in [ref, *conditions] if not SIDE_RE.match(c) or "/" in c]
+        if bad:
+            raise StudyError(f"MUSHRA conditions and reference are variant labels; {bad[0]!r} is not one")
+        if ref in conditions or len(set(conditions)) != len(conditions):
+            raise StudyError("each MUSHRA condition must appear once and differ from the reference "
+                             "(the reference is rated as the hidden reference anyway)")
+        self.reference_variant, self.conditions = ref, conditions
+
+    def _check_finish(self) -> None:
+        if self.completion_code is not None:
+            code = text("the completion code", self.completion_code, MAX_COMPLETION_CODE_CHARS,
+                        allow_newlines=False).strip()
+            if code and not _COMPLETION_RE.match(code):
+                raise StudyError("a completion code is 1-64 letters, digits, '_' or '-'")
+            self.completion_code = code or None
+        if self.redirect_url is not None:
+            self.redirect_url = check_url(self.redirect_url)
+
+
+def check_url(value: Any) -> str | None:
+    """An experimenter's redirect address: an absolute http(s) URL with a host, or None if empty.
+
+    Raises:
+        StudyError: anything else (javascript:, data:, a relative path, spaces, credentials).
+    """
+    from urllib.parse import urlsplit
+
+    url = text("the redirect URL", value, MAX_URL_CHARS, allow_newlines=False).strip()
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a bad port)
+    except ValueError:
+        raise StudyError(f"the redirect URL {_short(url)} is not a URL") from None
+    if (parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url)
+            or "@" in parts.netloc or any(ord(c) < 33 or ord(c) > 126 or c in "<>\"'`\\" for c in url)):
+        raise StudyError(f"the redirect URL must be an http:// or https:// address with a host, got {_short(url)}")
+    return url
 
 
 def check_reference(path: Path) -> None:
@@ -322,21 +412,32 @@ class _Copies:
         # Opaque names: a file name seen anywhere must not tell which clip is which.
         return self.names.setdefault(source, f"audio/{secrets.token_hex(6)}.wav")
 
-    def write(self, source: str, audio: np.ndarray | None = None, sample_rate: int = 0) -> str:
-        """Writes the copy of ``source`` (read from the file unless ``audio`` is given) once."""
-        from recap.audio_io import load_audio, write_wav  # librosa: only creating a study needs it
+    def write(self, source: str, audio: np.ndarray | None = None, sample_rate: int = 0, match: bool = True) -> str:
+        """Writes the copy of ``source`` (read from the file unless ``audio`` is given) once;
+        loudness-matched unless ``match`` is False (``audio`` is then written as it is)."""
+        from recap.audio_io import write_wav  # librosa: only creating a study needs it
 
         rel = self.name(source)
         if rel in self.shapes:
             return rel
         if audio is None:
-            clip = load_audio(source, max_seconds=None, allow_silent=True)
-            audio, sample_rate = clip.audio, clip.sample_rate
-        matched, lufs = loudness_match(audio, sample_rate, self.target)
+            audio, sample_rate = self.read(source)
+        if match:
+            matched, lufs = loudness_match(audio, sample_rate, self.target)
+        else:
+            matched, lufs = np.clip(audio, -_MAX_PEAK, _MAX_PEAK).astype(np.float32), None
         write_wav(self.folder / rel, matched, sample_rate, subtype="PCM_16")  # plays in every browser
         self.shapes[rel] = (audio.shape, sample_rate)
-        self.log.append({"copy": rel, "source": source, "input_lufs": lufs, "target_lufs": self.target})
+        self.log.append({"copy": rel, "source": source, "input_lufs": lufs,
+                         "target_lufs": self.target if match else None})
         return rel
+
+    @staticmethod
+    def read(source: str) -> tuple[np.ndarray, int]:
+        from recap.audio_io import load_audio
+
+        clip = load_audio(source, max_seconds=None, allow_silent=True)
+        return clip.audio, clip.sample_rate
 
 
 def _pair_combos(pair: str, runs: Sequence[RunClips]) -> tuple[str, str, list[tuple[tuple[RunClips, str], ...]]]:

@@ -25,7 +25,7 @@ import csv
 import io
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Hashable, Iterable, Sequence
 
@@ -34,6 +34,7 @@ import plotly.graph_objects as go
 
 from recap.metrics.uncertainty import Interval, cluster_interval, clustered_share
 from recap.paths import atomic_write_bytes, atomic_write_json
+from recap.study import abx, mushra
 from recap.study.store import StudyInfo, StudyItem
 
 ANSWER_NAMES = {"none": "None", "undecided": "Cannot decide"}
@@ -104,6 +105,13 @@ class StudyResults:
     ratings: list[RatingRow]
     agreement: list[Agreement]
     raters: list[RaterCheck]
+    mushra: list[mushra.MushraRow] = field(default_factory=list)  # post-screened raters left out
+    mushra_unscreened: list[mushra.MushraRow] = field(default_factory=list)  # every rater (no screening)
+    screening: list[mushra.Screening] = field(default_factory=list)
+    abx: list[abx.AbxRow] = field(default_factory=list)
+    excluded_by: dict[str, int] = field(default_factory=dict)  # rule -> raters it excluded
+    # Scores behind the MUSHRA boxplots, per condition (screened raters left out)
+    mushra_scores: dict[str, list[float]] = field(default_factory=dict)
 
 
 def krippendorff_alpha(units: Iterable[Sequence[Hashable]], metric: str = "nominal") -> float | None:
@@ -200,6 +208,26 @@ def summarize(info: StudyInfo, answers: Sequence[dict]) -> StudyResults:
     used = [a for a in answers if a["rater"] not in excluded and a["repeat"] == 0
             and items[a["item_id"]].role == "test"]
     preferences, ratings, agreement = [], [], []
+    excluded_by = {"failed checks": len(excluded)}
+    if info.config.kind == "mushra":
+        screening = mushra.screen([a for a in answers if a["rater"] not in excluded])
+        screened = excluded | {s.rater for s in screening if s.excluded}
+        excluded_by[mushra.SCREEN_RULE] = len(screened) - len(excluded)
+        order = mushra.condition_order(info.stimuli)
+        units = defaultdict(list)
+        for a in used:
+            if a["rater"] not in screened:
+                for condition, value in a["scores"].items():
+                    units[a["item_id"], condition].append(value)
+        agreement.append(Agreement("MUSHRA scores", "interval", krippendorff_alpha(units.values(), "interval"),
+                                   len(units)))
+        return StudyResults(info.code, info.config.kind, [], [], agreement, raters,
+                            mushra.summarize(used, order, screened, True),
+                            mushra.summarize(used, order, excluded, False), screening, [], excluded_by,
+                            mushra.scores_by_condition(used, order, screened))
+    if info.config.kind == "abx":
+        rows = abx.summarize(used, {i.item_id: i.condition for i in info.items}, excluded)
+        return StudyResults(info.code, info.config.kind, [], [], agreement, raters, abx=rows, excluded_by=excluded_by)
     if info.config.kind == "ab":
         groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
         for a in used:
@@ -235,7 +263,8 @@ def summarize(info: StudyInfo, answers: Sequence[dict]) -> StudyResults:
                 std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
                 ratings.append(RatingRow(scale, condition, len(values), iv.estimate, low, high, std, iv.n))
             agreement.append(Agreement(scale, "ordinal", krippendorff_alpha(units.values(), "ordinal"), len(units)))
-    return StudyResults(info.code, info.config.kind, preferences, ratings, agreement, raters)
+    return StudyResults(info.code, info.config.kind, preferences, ratings, agreement, raters,
+                        excluded_by=excluded_by)
 
 
 def answer_table(info: StudyInfo, answers: Sequence[dict]) -> list[dict]:
@@ -252,6 +281,17 @@ def answer_table(info: StudyInfo, answers: Sequence[dict]) -> list[dict]:
                "shown_a": shown[0], "shown_b": shown[1] or "", "choice": a["choice"] or "",
                "preferred": names.get(a["preferred"], "") if a["preferred"] else ""}
         row.update({f"rating_{s}": a["ratings"].get(s, "") for s in info.config.scales if info.config.kind == "rating"})
+        if info.config.kind == "mushra":
+            row["shown_b"] = ""
+            row.update({f"score_{c}": v for c, v in (a.get("scores") or {}).items()})
+            row["shown_order"] = " | ".join(a.get("shown") or [])
+        if info.config.kind == "abx":
+            row.update({"x_is": names.get(a.get("x_side"), ""), "correct": a.get("correct")})
+        plays = a.get("plays") or {}
+        row.update({"plays": sum(p["plays"] for p in plays.values()), "listen_s": a.get("listen_s"),
+                    "plays_by_clip": " ".join(f"{c}:{p['plays']}x{p['seconds']:.1f}s{'*' if p['ended'] else ''}"
+                                              for c, p in plays.items()),
+                    "device": a.get("device") or ""})
         row.update({"comment": a["comment"], "time_ms": a["time_ms"], "created": a["created"]})
         rows.append(row)
     return rows
@@ -267,6 +307,15 @@ def summary_rows(results: StudyResults) -> list[dict]:
     rows += [{"section": "rating", "question": r.scale, "condition": r.condition, "answer": "mean", "n": r.n,
               "count": "", "value": round(r.mean, 3), "low": round(r.low, 3), "high": round(r.high, 3)}
              for r in results.ratings]
+    for screened, table in (("screened", results.mushra), ("all raters", results.mushra_unscreened)):
+        rows += [{"section": f"mushra ({screened})", "question": "score 0-100", "condition": r.condition,
+                  "answer": "mean", "n": r.n, "count": r.raters, "value": round(r.mean, 2), "low": round(r.low, 2),
+                  "high": round(r.high, 2)} for r in table]
+    rows += [{"section": "abx", "question": "share correct", "condition": r.condition, "answer": "X identified",
+              "n": r.n, "count": r.correct, "value": round(r.share, 2), "low": round(r.low, 2),
+              "high": round(r.high, 2), "p (sign test over raters)": r.p_raters} for r in results.abx]
+    rows += [{"section": "excluded", "question": rule, "condition": "", "answer": "raters", "n": "", "count": n,
+              "value": "", "low": "", "high": ""} for rule, n in results.excluded_by.items()]
     rows += [{"section": "agreement", "question": g.name, "condition": "", "answer": f"Krippendorff alpha ({g.metric})",
               "n": g.units, "count": "", "value": "" if g.alpha is None else round(g.alpha, 3), "low": "", "high": ""}
              for g in results.agreement]
@@ -315,8 +364,25 @@ def write_json(info: StudyInfo, results: StudyResults, answers: Sequence[dict], 
 
 
 def results_figure(results: StudyResults) -> go.Figure:
-    """Bars with 95% intervals: answer shares per A/B question and condition, or mean ratings."""
+    """Bars with 95% intervals: answer shares per A/B question and condition, or mean ratings;
+    boxplots of the scores per condition (MUSHRA, post-screened); share correct per pair (ABX)."""
     fig = go.Figure()
+    if results.kind == "mushra":
+        for condition, values in results.mushra_scores.items():
+            fig.add_box(y=values, name=f"{condition} (n={len(values)})", boxpoints="all", jitter=0.4, pointpos=0)
+        kept = sum(not r.excluded for r in results.raters) - results.excluded_by.get(mushra.SCREEN_RULE, 0)
+        fig.update_layout(title=f"Study {results.code}: MUSHRA scores ({kept} raters after post-screening)",
+                          yaxis={"title": "score (0-100)", "range": [0, 100]}, showlegend=False)
+        return fig
+    if results.kind == "abx":
+        fig.add_bar(x=[r.condition for r in results.abx], y=[r.share for r in results.abx],
+                    error_y={"type": "data", "symmetric": False,
+                             "array": [0 if math.isnan(r.high) else r.high - r.share for r in results.abx],
+                             "arrayminus": [0 if math.isnan(r.low) else r.share - r.low for r in results.abx]})
+        fig.add_hline(y=50, line_dash="dot", annotation_text="chance")
+        fig.update_layout(title=f"Study {results.code}: ABX, X identified (%)",
+                          yaxis={"title": "percent correct", "range": [0, 100]})
+        return fig
     for p in results.preferences:
         fig.add_bar(
             name=f"{p.question} [{p.condition}] (n={p.n})", x=[s.answer for s in p.shares],

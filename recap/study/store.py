@@ -35,18 +35,23 @@ import re
 import secrets
 import shutil
 import sqlite3
+import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from recap.errors import BadInput
 from recap.limits import LIMITS, text, whole
 from recap.paths import atomic_write_json
+from recap.study import abx, mushra
+from recap.study.anchors import HIDDEN_REFERENCE
 from recap.study.items import (
     AB_ANSWERS,
+    ABX_ANSWERS,
     SCALES,
+    IncompleteAnswer,
     Scale,
     StudyConfig,
     StudyError,
@@ -59,7 +64,7 @@ from recap.study.items import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AB_ANSWERS", "SCALES", "Scale", "StudyConfig", "StudyError", "StudyItem", "Trial", "plan_trials",
+__all__ = ["AB_ANSWERS", "ABX_ANSWERS", "DEVICES", "PLAY_EVENTS", "HIDDEN_REFERENCE", "IncompleteAnswer", "SCALES", "Scale", "StudyConfig", "StudyError", "StudyItem", "Trial", "plan_trials",
            "StudyStore", "StudyInfo", "Rater", "ShownTrial", "RaterProgress", "normalize_code", "pseudonym",
            "rater_copy", "MIGRATIONS"]
 
@@ -79,6 +84,14 @@ _CODE_RE = re.compile(r"^[a-z0-9]{4}-[a-z0-9]{4}$")
 _ANSWER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _RATER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")  # what secrets.token_urlsafe makes
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")  # a run id is a plain folder name
+# What the page reports of a player: it started, it paused, it reached the end.
+PLAY_EVENTS = ("play", "pause", "end")
+DEVICES = ("phone", "desktop")
+# Play events one rater may log per trial: far more than anyone listens, and it bounds the table.
+MAX_PLAYS_PER_TRIAL = 400
+# A "pause" and an "end" of the same play may reach the server in either order, this far apart.
+END_AFTER_PAUSE_S = 5.0
+REFERENCE_CLIP = "reference"
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,11 @@ class StudyInfo:
     folder: Path
     items: list[StudyItem]
     reference_clip: str | None = None  # relative to folder
+    stimuli: list[mushra.Stimulus] = field(default_factory=list)  # MUSHRA only
+    notes: list[str] = field(default_factory=list)  # what creation had to say (a skipped anchor)
+
+    def stimuli_of(self, item_id: int) -> list[mushra.Stimulus]:
+        return [s for s in self.stimuli if s.item_id == item_id]
 
 
 @dataclass(frozen=True)
@@ -105,7 +123,9 @@ class Rater:
 
 @dataclass(frozen=True)
 class ShownTrial:
-    """What a rater is shown for one slot; ``clips`` are absolute paths in shown order (A, B)."""
+    """What a rater is shown for one slot; ``clips`` are absolute paths in shown order (A, B; A, B,
+    X for ABX; the unlabelled stimuli for MUSHRA), named to the rater by ``labels``. ``required``
+    are the clips to play to the end before answering when ``must_play``."""
 
     code: str
     rater_id: str
@@ -118,6 +138,9 @@ class ShownTrial:
     clips: list[Path]
     reference: Path | None
     scales: list[Scale]
+    labels: list[str] = field(default_factory=list)
+    must_play: bool = False
+    required: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -163,8 +186,33 @@ def _migration_2(conn: sqlite3.Connection) -> None:
         raise StudyError("study database: answers refer to missing raters; not migrating it")
 
 
+def _migration_3(conn: sqlite3.Connection) -> None:
+    # MUSHRA and ABX: the studies table is rebuilt for its wider CHECK on kind (and gains notes);
+    # stimuli of MUSHRA trials; answers gain what was shown, scores, X, correctness, plays and the
+    # device; play events get a table. Old answers keep NULL in the new columns.
+    conn.execute("""CREATE TABLE studies_new (code TEXT PRIMARY KEY,
+                        kind TEXT NOT NULL CHECK (kind IN ('ab', 'rating', 'mushra', 'abx')),
+                        config TEXT NOT NULL, reference_clip TEXT, created TEXT NOT NULL, notes TEXT)""")
+    conn.execute("INSERT INTO studies_new SELECT code, kind, config, reference_clip, created, NULL FROM studies")
+    conn.execute("DROP TABLE studies")
+    conn.execute("ALTER TABLE studies_new RENAME TO studies")
+    conn.execute("""CREATE TABLE stimuli (code TEXT NOT NULL REFERENCES studies(code), item_id INTEGER NOT NULL,
+                        stimulus INTEGER NOT NULL, condition TEXT NOT NULL, label TEXT NOT NULL, clip TEXT NOT NULL,
+                        PRIMARY KEY (code, item_id, stimulus))""")
+    for column in ("shown TEXT", "scores TEXT", "x_side TEXT", "correct INTEGER", "plays TEXT",
+                   "listen_s REAL", "device TEXT"):
+        conn.execute(f"ALTER TABLE answers ADD COLUMN {column}")
+    conn.execute("""CREATE TABLE plays (play_id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        rater_id TEXT NOT NULL REFERENCES raters(rater_id), slot INTEGER NOT NULL,
+                        clip TEXT NOT NULL, started TEXT NOT NULL, started_s REAL NOT NULL,
+                        seconds REAL, ended INTEGER NOT NULL DEFAULT 0, stopped_s REAL)""")
+    conn.execute("CREATE INDEX plays_by_trial ON plays (rater_id, slot, clip)")
+    if conn.execute("PRAGMA foreign_key_check").fetchall():
+        raise StudyError("study database: rows refer to missing studies; not migrating it")
+
+
 # Applied in order; MIGRATIONS[i] takes the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2, _migration_3]
 
 
 def _now() -> str:
@@ -291,17 +339,31 @@ class StudyStore:
         tmp = self.studies_dir / f".tmp-{code}"
         folder = self.studies_dir / code
         key = self.key_path(code)
+        stimuli: list[mushra.Stimulus] = []
+        notes: list[str] = []
         try:
-            items, reference, copies = build_items(config, run_dirs, tmp)
+            if config.kind == "mushra":
+                items, stimuli, notes, copies = mushra.build(config, run_dirs, tmp)
+                reference = None
+            elif config.kind == "abx":
+                items, copies = abx.build(config, run_dirs, tmp)
+                reference = None
+            else:
+                items, reference, copies = build_items(config, run_dirs, tmp)
+            for note in notes:
+                log.warning("study %s: %s", code, note)
             created = _now()
             atomic_write_json(key, {"format": "recap.study.store/1", "code": code, "created": created,
-                                    "config": asdict(config), "reference_clip": reference,
-                                    "listening_copies": copies, "items": [asdict(i) for i in items]})
+                                    "config": asdict(config), "reference_clip": reference, "notes": notes,
+                                    "listening_copies": copies, "items": [asdict(i) for i in items],
+                                    "stimuli": [asdict(s) for s in stimuli]})
             tmp.rename(folder)
             # 3. Rows, all or nothing
             with self.connect(write=True) as conn:
-                conn.execute("INSERT INTO studies VALUES (?, ?, ?, ?, ?)",
-                             (code, config.kind, json.dumps(asdict(config)), reference, created))
+                conn.execute("INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?)",
+                             (code, config.kind, json.dumps(asdict(config)), reference, created, json.dumps(notes)))
+                conn.executemany("INSERT INTO stimuli VALUES (?, ?, ?, ?, ?, ?)",
+                                 [(code, s.item_id, s.index, s.condition, s.label, s.clip) for s in stimuli])
                 conn.executemany(
                     "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(code, i.item_id, i.role, i.question, i.condition, i.name_a, i.label_a, i.clip_a, i.prompt,
@@ -339,8 +401,11 @@ class StudyStore:
             raise StudyError(f"no study with code {code!r}")
         items = [StudyItem(**{k: r[k] for k in r.keys() if k != "code"})
                  for r in conn.execute("SELECT * FROM items WHERE code = ? ORDER BY item_id", (code,))]
+        stimuli = [mushra.Stimulus(r["item_id"], r["stimulus"], r["condition"], r["label"], r["clip"])
+                   for r in conn.execute("SELECT * FROM stimuli WHERE code = ? ORDER BY item_id, stimulus", (code,))]
         return StudyInfo(code, StudyConfig(**json.loads(row["config"])), row["created"],
-                         self.studies_dir / code, items, row["reference_clip"])
+                         self.studies_dir / code, items, row["reference_clip"], stimuli,
+                         json.loads(row["notes"]) if row["notes"] else [])
 
     def studies(self) -> list[tuple[StudyInfo, int, int]]:
         """Every study, newest first, with its number of raters and answers."""
@@ -402,29 +467,96 @@ class StudyStore:
             slot = next((t.slot for t in plan if t.slot not in done), None)
             if slot is None:
                 return None
-        if not isinstance(slot, int) or isinstance(slot, bool) or not 0 <= slot < len(plan):
-            raise StudyError(f"slot {str(slot)[:20]} is outside this study's 0..{len(plan) - 1}")
-        trial, item = plan[slot], info.items[plan[slot].item_id]
-        clips = [item.clip_a] if item.clip_b is None else [item.clip_a, item.clip_b]
-        if trial.swapped:
-            clips.reverse()
-        cfg = info.config
+        _check_slot(slot, plan)
+        layout = _layout(info, rater, plan[slot])
+        item, cfg = info.items[plan[slot].item_id], info.config
+        reference = layout.reference or info.reference_clip
         return ShownTrial(
             info.code, rater.rater_id, slot, len(plan), cfg.kind, cfg.name, item.question,
-            None if cfg.hide_prompt else item.prompt, [info.folder / c for c in clips],
-            info.folder / info.reference_clip if info.reference_clip else None,
-            [SCALES[s] for s in cfg.scales] if cfg.kind == "rating" else [])
+            None if cfg.hide_prompt else item.prompt, [info.folder / c for c in layout.clips],
+            info.folder / reference if reference else None,
+            [SCALES[s] for s in cfg.scales] if cfg.kind == "rating" else [], layout.labels, cfg.must_play,
+            layout.required)
+
+    def play(self, rater_id: str, slot: int, clip: str, event: str, now: float | None = None) -> bool:
+        """Logs what a player of the rater's page did; True if it changed the log.
+
+        A "play" opens a play of ``clip`` (a name the rater sees: "A", "B", "X", "clip", "1".., or
+        "reference") at ``slot``; "pause" closes the open play with its listening seconds, timed by
+        this server's clock; "end" closes it as played to the end (or marks so the play a "pause"
+        closed just before: players pause as they end). Events for an answered trial change nothing.
+
+        Raises:
+            StudyError: an unknown rater, slot, clip or event, or too many events for one trial.
+        """
+        if event not in PLAY_EVENTS:
+            raise StudyError(f"a play event is one of {', '.join(PLAY_EVENTS)} (got {str(event)[:20]!r})")
+        now = time.time() if now is None else float(now)
+        with self.connect(write=True) as conn:
+            rater, info, plan = self._rater(conn, rater_id)
+            _check_slot(slot, plan)
+            layout = _layout(info, rater, plan[slot])
+            if clip not in layout.labels + ([REFERENCE_CLIP] if layout.reference or info.reference_clip else []):
+                raise StudyError(f"there is no clip {str(clip)[:20]!r} in this trial")
+            if conn.execute("SELECT 1 FROM answers WHERE rater_id = ? AND slot = ?", (rater.rater_id, slot)).fetchone():
+                return False
+            key = (rater.rater_id, slot, clip)
+            open_row = conn.execute("SELECT play_id, started_s FROM plays WHERE rater_id = ? AND slot = ? AND clip = ? "
+                                    "AND stopped_s IS NULL ORDER BY play_id DESC LIMIT 1", key).fetchone()
+            if event == "play":
+                count = conn.execute("SELECT COUNT(*) FROM plays WHERE rater_id = ? AND slot = ?",
+                                     (rater.rater_id, slot)).fetchone()[0]
+                if count >= MAX_PLAYS_PER_TRIAL:
+                    raise StudyError(f"more than {MAX_PLAYS_PER_TRIAL} plays of one trial are not logged")
+                if open_row:  # a play that never reported its pause: closed here, not played to the end
+                    conn.execute("UPDATE plays SET seconds = ?, stopped_s = ? WHERE play_id = ?",
+                                 (max(0.0, now - open_row["started_s"]), now, open_row["play_id"]))
+                conn.execute("INSERT INTO plays (rater_id, slot, clip, started, started_s) VALUES (?, ?, ?, ?, ?)",
+                             (*key, datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds"), now))
+                return True
+            if open_row:
+                conn.execute("UPDATE plays SET seconds = ?, stopped_s = ?, ended = ? WHERE play_id = ?",
+                             (max(0.0, now - open_row["started_s"]), now, int(event == "end"), open_row["play_id"]))
+                return True
+            if event == "end":
+                cur = conn.execute(
+                    "UPDATE plays SET ended = 1 WHERE play_id = (SELECT play_id FROM plays WHERE rater_id = ? AND "
+                    "slot = ? AND clip = ? AND stopped_s >= ? ORDER BY play_id DESC LIMIT 1)",
+                    (*key, now - END_AFTER_PAUSE_S))
+                return cur.rowcount == 1
+            return False
+
+    def plays(self, code: str) -> list[dict]:
+        """Every logged play of a study's raters (raters by pseudonym), oldest first."""
+        info = self.get(code)
+        with self.connect() as conn:
+            rows = conn.execute(
+                """SELECT p.* FROM plays p JOIN raters r USING (rater_id) WHERE r.code = ?
+                   ORDER BY p.play_id""", (info.code,)).fetchall()
+        out = []
+        for r in rows:
+            row = {k: r[k] for k in ("slot", "clip", "started", "seconds")}
+            out.append({"rater": pseudonym(r["rater_id"]), **row, "ended": bool(r["ended"])})
+        return out
 
     def submit(self, answer_id: str, rater_id: str, slot: int, choice: str | None = None,
-               ratings: dict[str, int] | None = None, comment: str = "", time_ms: int | None = None) -> bool:
+               ratings: dict[str, int] | None = None, comment: str = "", time_ms: int | None = None,
+               scores: Mapping[str, Any] | None = None, device: str | None = None) -> bool:
         """Stores one answer; True if stored now, False if this answer id or slot was already stored.
 
         Args:
             answer_id: Made by the caller once per shown trial (e.g. ``uuid4().hex``) and reused on
                 every retry of the same submission; 8-64 characters of ``[A-Za-z0-9_-]``.
-            choice: A/B studies: one of :data:`AB_ANSWERS`, as the rater saw the sides.
+            choice: A/B studies: one of :data:`AB_ANSWERS`, as the rater saw the sides; ABX
+                studies: one of :data:`ABX_ANSWERS`.
             ratings: Rating studies: ``{scale: 1..5}`` for every scale of the study.
             time_ms: Time from showing the trial to answering, in milliseconds.
+            scores: MUSHRA studies: ``{shown clip name: 0..100}`` for every clip of the trial.
+            device: "phone" or "desktop" (from the page's width), or None if unknown.
+
+        Raises:
+            StudyError: a bad or missing value, or (with ``must_play``) a clip not yet played to
+                the end; nothing is stored then.
         """
         # 1. Check what the request carries, before the database is touched
         if not isinstance(answer_id, str) or not _ANSWER_ID_RE.match(answer_id):
@@ -435,35 +567,67 @@ class StudyStore:
                 time_ms = whole("time_ms", time_ms, 0, 10**12)
         except BadInput as exc:
             raise StudyError(str(exc)) from None
-        if choice is not None and choice not in AB_ANSWERS:
+        if choice is not None and choice not in AB_ANSWERS + ABX_ANSWERS:
             raise StudyError(f"choose one of {', '.join(AB_ANSWERS)} (got {str(choice)[:40]!r})")
         if ratings is not None and (not isinstance(ratings, dict) or len(ratings) > len(SCALES)):
             raise StudyError(f"ratings must give a whole number 1-5 for each scale (got {str(ratings)[:80]})")
+        if scores is not None and (not isinstance(scores, Mapping) or len(scores) > 2 * mushra.MAX_SCORE):
+            raise StudyError(f"scores must give a whole number 0-100 for each clip (got {str(scores)[:80]})")
+        if device is not None and device not in DEVICES:
+            raise StudyError(f"device must be one of {', '.join(DEVICES)} (got {str(device)[:20]!r})")
         # Read and write in one IMMEDIATE transaction: one connection, and the rows read cannot change.
         with self.connect(write=True) as conn:
             rater, info, plan = self._rater(conn, rater_id)
-            if not isinstance(slot, int) or isinstance(slot, bool) or not 0 <= slot < len(plan):
-                raise StudyError(f"slot {slot!r} is outside this study's 0..{len(plan) - 1}")
-            trial = plan[slot]
+            _check_slot(slot, plan)
+            trial, kind = plan[slot], info.config.kind
+            layout = _layout(info, rater, trial)
+            values: dict[str, Any] = {"shown": json.dumps(layout.shown)}
+            # 2. What was played (first: the page asks for plays before scores): refused here (not only in the page) when the study asks for full plays
+            heard = _heard(conn, rater.rater_id, slot)
+            if info.config.must_play and not conn.execute(
+                    "SELECT 1 FROM answers WHERE rater_id = ? AND slot = ?", (rater.rater_id, slot)).fetchone():
+                unplayed = [c for c in layout.required if not heard.get(c, {}).get("ended")]
+                if unplayed:
+                    more = f" (and then {', '.join(_clip_name(c) for c in unplayed[1:])})" if unplayed[1:] else ""
+                    raise IncompleteAnswer(f"Play {_clip_name(unplayed[0])} to the end before answering{more}.")
             preferred = None
-            if info.config.kind == "ab":
-                if choice not in AB_ANSWERS or ratings:
+            if kind == "ab":
+                if choice not in AB_ANSWERS or ratings or scores:
                     raise StudyError(f"choose one of {', '.join(AB_ANSWERS)} (got {choice!r})")
                 side = "a" if choice == "A" else "b"
                 if choice in ("A", "B") and trial.swapped:
                     side = "b" if side == "a" else "a"
                 preferred = _PREFERRED.get(choice, side)
+            elif kind == "abx":
+                if choice not in ABX_ANSWERS or ratings or scores:
+                    raise StudyError(f"choose one of {' / '.join(ABX_ANSWERS)} (got {str(choice)[:40]!r})")
+                named = "a" if choice == "X is A" else "b"  # the shown side named ...
+                preferred = {"a": "b", "b": "a"}[named] if trial.swapped else named  # ... as a real side
+                values.update(x_side=layout.x_side, correct=int(preferred == layout.x_side))
+            elif kind == "mushra":
+                if choice is not None or ratings:
+                    raise StudyError("a MUSHRA answer is a score 0-100 for each clip")
+                values["scores"] = json.dumps(_mushra_scores(scores, layout))
             else:
                 ratings = dict(ratings or {})
-                if choice is not None or sorted(map(str, ratings)) != sorted(info.config.scales) or not all(
+                if choice is not None or scores or sorted(map(str, ratings)) != sorted(info.config.scales) or not all(
                         isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 5 for v in ratings.values()):
                     raise StudyError(f"give a whole number 1-5 for each of {info.config.scales} "
                                      f"(got {str(ratings)[:80]})")
-            cur = conn.execute(
-                "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (answer_id, rater.rater_id, slot, trial.item_id, trial.repeat, int(trial.swapped), choice,
-                 preferred, json.dumps(ratings) if ratings else None, comment, time_ms, _now()))
+            values.update(plays=json.dumps(heard), listen_s=round(sum(h["seconds"] for h in heard.values()), 3),
+                          device=device)
+            row = {"answer_id": answer_id, "rater_id": rater.rater_id, "slot": slot, "item_id": trial.item_id,
+                   "repeat": trial.repeat, "swapped": int(trial.swapped), "choice": choice, "preferred": preferred,
+                   "ratings": json.dumps(ratings) if ratings else None, "comment": comment, "time_ms": time_ms,
+                   "created": _now(), **values}
+            cur = conn.execute(f"INSERT INTO answers ({', '.join(row)}) VALUES ({', '.join('?' * len(row))}) "
+                               "ON CONFLICT DO NOTHING", list(row.values()))
             return cur.rowcount == 1
+
+    def answered(self, rater_id: str) -> int:
+        """How many slots this rater has answered."""
+        with self.connect() as conn:
+            return conn.execute("SELECT COUNT(*) FROM answers WHERE rater_id = ?", (str(rater_id)[:100],)).fetchone()[0]
 
     def progress(self, code: str) -> list[RaterProgress]:
         """One row per rater, in the order they joined, named by :func:`pseudonym`."""
@@ -492,4 +656,73 @@ class StudyStore:
             r["rater"] = pseudonym(r.pop("rater_id"))
             r["ratings"] = json.loads(r["ratings"]) if r["ratings"] else {}
             r["swapped"] = bool(r["swapped"])
+            for column in ("shown", "scores", "plays"):
+                r[column] = json.loads(r[column]) if r[column] else ({} if column != "shown" else None)
+            r["correct"] = None if r["correct"] is None else bool(r["correct"])
         return out
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How one trial is laid out for one rater: copies (relative paths) in shown order and their names."""
+
+    clips: list[str]
+    labels: list[str]
+    reference: str | None  # MUSHRA: the trial's labelled reference
+    required: list[str]  # clips to play to the end when the study asks for it
+    shown: Any  # stored with the answer: the real sides or conditions in shown order (and X)
+    x_side: str | None = None
+
+
+def _layout(info: StudyInfo, rater: Rater, trial: Trial) -> _Layout:
+    item, kind = info.items[trial.item_id], info.config.kind
+    if kind == "mushra":
+        stimuli = info.stimuli_of(item.item_id)
+        order = mushra.stimulus_order(rater.seed, trial.slot, len(stimuli))
+        labels = [str(k + 1) for k in range(len(order))]
+        return _Layout([stimuli[i].clip for i in order], labels, item.clip_a, [REFERENCE_CLIP, *labels],
+                       [stimuli[i].condition for i in order])
+    if item.clip_b is None:
+        return _Layout([item.clip_a], ["clip"], None, ["clip"], ["a"])
+    sides = ["b", "a"] if trial.swapped else ["a", "b"]
+    clips = [item.clip_a if s == "a" else item.clip_b for s in sides]
+    if kind == "abx":
+        x = abx.x_side(rater.seed, trial.slot)
+        clips.append(item.clip_a if x == "a" else item.clip_b)
+        return _Layout(clips, ["A", "B", "X"], None, ["A", "B", "X"], sides + [x], x)
+    return _Layout(clips, ["A", "B"], None, ["A", "B"], sides)
+
+
+def _check_slot(slot: Any, plan: list[Trial]) -> None:
+    if not isinstance(slot, int) or isinstance(slot, bool) or not 0 <= slot < len(plan):
+        raise StudyError(f"slot {str(slot)[:20]} is outside this study's 0..{len(plan) - 1}")
+
+
+def _clip_name(clip: str) -> str:
+    return "the reference" if clip == REFERENCE_CLIP else f"clip {clip}"
+
+
+def _mushra_scores(scores: Mapping[str, Any] | None, layout: _Layout) -> dict[str, int]:
+    """``{shown clip name: score}`` checked and mapped to ``{condition: score}``."""
+    scores = dict(scores or {})
+    unknown = [k for k in scores if k not in layout.labels]
+    if unknown:
+        raise StudyError(f"there is no clip {str(unknown[0])[:20]!r} in this trial")
+    missing = [k for k in layout.labels if scores.get(k) is None]
+    if missing:
+        raise IncompleteAnswer(f"Rate clip {missing[0]} (move its slider; every clip needs a score 0-100).")
+    out = {}
+    for label, condition in zip(layout.labels, layout.shown):
+        try:
+            out[condition] = whole(f"the score of clip {label}", scores[label], 0, mushra.MAX_SCORE)
+        except BadInput as exc:
+            raise StudyError(str(exc)) from None
+    return out
+
+
+def _heard(conn: sqlite3.Connection, rater_id: str, slot: int) -> dict[str, dict]:
+    """Per clip of a trial: plays started, listening seconds (closed plays), played to the end."""
+    rows = conn.execute("""SELECT clip, COUNT(*) AS plays, COALESCE(SUM(seconds), 0) AS seconds, MAX(ended) AS ended
+                           FROM plays WHERE rater_id = ? AND slot = ? GROUP BY clip""", (rater_id, slot)).fetchall()
+    return {r["clip"]: {"plays": r["plays"], "seconds": round(float(r["seconds"]), 3), "ended": bool(r["ended"])}
+            for r in rows}
