@@ -227,3 +227,141 @@ def test_encode_decode_and_the_registry(sa3):
     assert medium.defaults.steps == 8 and base.defaults.steps == 100 and base.defaults.guidance > 1.0
     assert medium.gated and base.gated and medium.max_seconds == base.max_seconds == 380.0
     assert offline_fallback("sa3") == "tiny-sa3"
+
+
+# ----------------------------------------------------------------------------- every feature end to end
+def test_textual_inversion_stopped_and_resumed_equals_an_uninterrupted_run(sa3, tmp_path):
+    """As on the other families: the checkpoint holds the vectors, the optimiser and every generator, so a
+    run stopped at step 3 and resumed lands on the same bits as one that never stopped."""
+    import threading
+
+    from recap.tokens.files import load_token, save_token
+    from recap.tokens.training import TIConfig, train_token
+
+    config = TIConfig(placeholder="<pulse>", init_word="beep", steps=6, seconds=1.0, batch_size=2, checkpoint_every=2)
+    full = train_token(sa3, pulses(), config, checkpoint_dir=tmp_path / "a")
+    stop = threading.Event()
+    partial = train_token(sa3, pulses(), config, on_step=lambda s: s.step == 3 and stop.set(), stop=stop,
+                          checkpoint_dir=tmp_path / "b")
+    assert partial.meta["steps_done"] == 3 and partial.meta["complete"] is False
+    resumed = train_token(sa3, pulses(), config, checkpoint_dir=tmp_path / "b", resume=True)
+    assert resumed.meta["steps_done"] == 6 and resumed.meta["complete"]
+    torch.testing.assert_close(resumed.vectors, full.vectors, rtol=0, atol=0)
+    assert resumed.meta["losses"] == full.meta["losses"]
+    # the saved token generates with the model it was trained on
+    loaded = load_token(sa3, save_token(resumed, tmp_path / "tokens"))
+    assert loaded.meta["model_id"] == sa3.model_id
+    learned = sa3.generate(["a recording of a <pulse> in a hall"], [0], seconds=1.0, steps=2, tokens=loaded.as_tokens())
+    init_word = sa3.generate(["a recording of a beep in a hall"], [0], seconds=1.0, steps=2)
+    assert torch.isfinite(learned.audio).all() and not torch.allclose(learned.final, init_word.final)
+
+
+def test_a_batch_experiment_runs_on_tiny_sa3(sa3, tmp_path):
+    """Two prompts, a synonym rewording each, one seed: units, pairs and the summary, at the model's own
+    guidance 1 (the experiment's default), with the model named in its config."""
+    import csv
+    import json
+    from pathlib import Path
+
+    from recap.experiment.config import ExperimentConfig, PromptSelection
+    from recap.experiment.runner import run_experiment
+    from recap.rewording.base import RecaptionConfig
+
+    prompts = Path(__file__).resolve().parent.parent / "assets" / "prompts.csv"
+    config = ExperimentConfig(name="sa3", model="tiny-sa3", prompts=PromptSelection(file=str(prompts), ids=["1", "40"]),
+                              seeds_per_prompt=1, seconds=1.0, steps=2, distances=["light"],
+                              recaption=RecaptionConfig(n=1, method="synonym"), n_boot=200)
+    outcome = run_experiment(config, tmp_path / "out", sa3)
+    out = tmp_path / "out"
+    assert outcome.units_written == 4 and outcome.units_skipped == 0  # 2 prompts x (baseline, light) x 1 seed
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model"]["name"] == "tiny-sa3" and saved["model"]["family"] == "stable-audio-3"
+    with open(out / "pairs.csv", newline="") as f:
+        pairs = list(csv.DictReader(f))
+    assert [p["prompt_id"] for p in pairs] == ["1", "40"] and {p["method"] for p in pairs} == {"synonym"}
+    assert all(math.isfinite(float(p["cosine"])) and float(p["cosine"]) <= 1.0 for p in pairs)
+    assert len(list(out.glob("units/*/*.wav"))) == 4 and (out / "summary.csv").is_file()
+    # resuming a finished experiment generates nothing
+    assert run_experiment(config, out, sa3).units_written == 0
+
+
+def test_a_listening_study_is_built_from_a_tiny_sa3_run_and_answered(sa3, recap_home):
+    import uuid
+
+    from recap.study.stats import summarize
+    from recap.study.store import StudyConfig, StudyStore
+
+    variants = [Variant("baseline", PROMPTS[0]), Variant("reworded", "rain drumming on a metal roof")]
+    result = generate_grid(sa3, variants, GenerationConfig(seconds=1.0, steps=2, seeds=[0, 1]))
+    run = save_run(result, sa3, recap_home / "runs")
+    store = StudyStore(recap_home)
+    info = store.create(StudyConfig(kind="ab", name="SA3 rain", pairs=["baseline:reworded"], repeats=0, checks=0),
+                        [run.run_id])
+    assert len(info.items) == 2 and {i.label_a for i in info.items} == {f"{run.run_id}/baseline@seed{s}" for s in (0, 1)}
+    rater = store.join(info.code, name="r1")
+    answered = 0
+    while (trial := store.trial(rater.rater_id)) is not None:
+        assert all(clip.is_file() for clip in trial.clips)
+        assert store.submit(uuid.uuid4().hex, rater.rater_id, trial.slot, "A")
+        answered += 1
+    assert answered == 2
+    results = summarize(info, store.answers(info.code))
+    (row,) = results.preferences
+    assert row.condition == "baseline:reworded" and row.n == 2 and sum(s.count for s in row.shares) == 2
+
+
+# ----------------------------------------------------------------------------- the app
+def test_picking_a_distilled_model_locks_guidance_at_1_and_the_negative_prompt_saying_why():
+    from recap.ui.compare import model_defaults
+
+    seconds, steps, guidance, negative = model_defaults("sa3")
+    assert (seconds["value"], seconds["maximum"], steps["value"]) == (10.0, 380.0, 8)
+    assert guidance["value"] == 1.0 and guidance["interactive"] is False
+    assert "fixed at 1" in guidance["label"] and "built into its weights" in guidance["info"]
+    assert negative["value"] == "" and negative["interactive"] is False
+    assert "not supported" in negative["label"] and "classifier-free guidance" in negative["placeholder"]
+    assert model_defaults("tiny-sa3")[2]["interactive"] is False
+    # the base checkpoint (and every model with CFG) unlocks both again, at its own default guidance
+    _, steps, guidance, negative = model_defaults("sa3-base")
+    assert (steps["value"], guidance["value"], guidance["interactive"], negative["interactive"]) == (100, 7.0, True, True)
+    assert guidance["info"] is None and "value" not in negative  # a typed negative prompt is kept
+    assert model_defaults("tiny")[2]["interactive"] is True
+
+
+def test_the_registry_says_which_models_have_fixed_guidance_as_their_backends_do(sa3, sa3_base):
+    assert get_spec("tiny-sa3").fixed_guidance == sa3.defaults.guidance == 1.0 and sa3.distilled
+    assert get_spec("sa3").fixed_guidance == 1.0 and not get_spec("sa3").negative_prompts
+    assert get_spec("sa3-base").fixed_guidance is None and not sa3_base.distilled
+    assert all(s.fixed_guidance is None for s in (get_spec("tiny"), get_spec("sao"), get_spec("tiny-audioldm")))
+
+
+def test_a_distilled_start_model_opens_with_its_fields_locked(tmp_path):
+    """The compare tab's fields are built for a model with CFG; with a distilled start model the page's
+    load event locks them, and the model picker's change event updates all four fields."""
+    from recap.config import Settings
+    from recap.ui.app import build_app
+    from recap.ui.compare import model_defaults
+    from recap.ui.context import AppContext
+
+    def wired(start):
+        demo = build_app(AppContext(settings=Settings(home=tmp_path, model=start), start_model=start))
+        found = [(d, [t[1] for t in d.targets]) for d in demo.fns.values() if d.fn is model_defaults]
+        return [(events, [getattr(c, "label", None) for c in d.outputs]) for d, events in found]
+
+    sa3_events = wired("tiny-sa3")
+    assert [(set(e), labels) for e, labels in sa3_events] == [
+        ({"change", "load"}, ["Seconds", "Steps", "Guidance (<= 1: off)", "Negative prompt (optional)"])]
+    assert [e for e, _ in wired("tiny")] == [["change"]]  # nothing to lock: no extra page-load request
+
+
+def test_the_about_tab_and_the_readme_list_what_each_model_supports():
+    from pathlib import Path
+
+    from recap.ui.about import SUPPORT, support_table
+
+    table = support_table()
+    assert table in SUPPORT and table in (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = {line.split(" | ")[0].strip("| `"): line.split(" | ")[1:] for line in table.splitlines()[2:]}
+    assert rows["stabilityai/stable-audio-3-medium"][1:4] == ["no: fixed at 1 (guidance-distilled)", "no", "yes"]
+    assert rows["stabilityai/stable-audio-3-medium-base"][1:3] == ["yes (default 7)", "yes"]
+    assert rows["stabilityai/stable-audio-3-medium"][-1] == "380 |"

@@ -97,6 +97,8 @@ class BackendSpec:
         examples: Prompts it follows, for the UI to offer (the first is the placeholder).
         closed_vocabulary: Its text encoder knows only a fixed list of words and reads every
             other word as <unk>: rewordings must keep to its words.
+        fixed_guidance: The guidance scale built into its weights (a guidance-distilled model), the
+            only value its backend accepts; None when classifier-free guidance can be varied.
     """
 
     name: str
@@ -115,6 +117,12 @@ class BackendSpec:
     builder: str | None = None
     examples: tuple[str, ...] = _OPEN_EXAMPLES
     closed_vocabulary: bool = False
+    fixed_guidance: float | None = None
+
+    @property
+    def negative_prompts(self) -> bool:
+        """Whether a negative prompt means anything: it replaces the unconditional branch of CFG, so only with CFG."""
+        return self.fixed_guidance is None
 
     @property
     def builds_offline(self) -> bool:
@@ -199,7 +207,7 @@ _SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
         random_weights=True, licence="built here",
         description="Stable Audio 3 architecture (distilled sampler: guidance fixed at 1) in miniature, "
         "RANDOM weights (tests/demo; audio is noise)",
-        builder="recap.backends.tiny:tiny_stable_audio3_pipeline",
+        builder="recap.backends.tiny:tiny_stable_audio3_pipeline", fixed_guidance=1.0,
     ),
     BackendSpec(
         SA3_ID, SA3_ID, "stable-audio-3", "StableAudio3Pipeline",
@@ -207,6 +215,7 @@ _SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
         defaults=SA3_DEFAULTS, gated=True, licence=_SA3_LICENCE,
         description="Stable Audio 3 Medium: T5Gemma + 1.4 B DiT + SAME-L, 44.1 kHz stereo, up to 380 s; "
         "distilled to 8 steps: guidance is fixed at 1 (no CFG, no negative prompt)",
+        fixed_guidance=1.0,
     ),
     BackendSpec(
         SA3_BASE_ID, SA3_BASE_ID, "stable-audio-3", "StableAudio3Pipeline",

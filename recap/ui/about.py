@@ -7,7 +7,7 @@ from importlib import metadata
 
 import gradio as gr
 
-from recap.backends.registry import get_spec
+from recap.backends.registry import BackendSpec, get_spec, list_specs
 from recap.ui.common import code_text, md_text
 from recap.ui.context import AppContext, zero_gpu
 
@@ -61,6 +61,47 @@ def versions() -> dict[str, str]:
     return out
 
 
+SUPPORT_HEADERS = ("Model", "Family", "Classifier-free guidance", "Negative prompt", "Textual Inversion",
+                   "Style transfer", "Max seconds")
+
+
+def _support_cells(spec: BackendSpec) -> tuple[str, ...]:
+    if spec.fixed_guidance is None:
+        cfg = f"yes (default {spec.defaults.guidance:g})"
+    else:
+        cfg = f"no: fixed at {spec.fixed_guidance:g} (guidance-distilled)"
+    # Textual Inversion and transfer are part of every backend (ti_loss, noise_to are abstract in AudioBackend).
+    return (spec.family, cfg, "yes" if spec.negative_prompts else "no", "yes", "yes", f"{spec.max_seconds:.4g}")
+
+
+def support_table(specs: list[BackendSpec] | None = None) -> str:
+    """What each registered model supports, as a Markdown table (the README's is this one).
+
+    Consecutive models that support the same things (the AudioLDM sizes) share a row.
+    """
+    rows: list[tuple[list[str], tuple[str, ...]]] = []
+    for spec in list_specs() if specs is None else specs:
+        cells = _support_cells(spec)
+        if rows and rows[-1][1] == cells:
+            rows[-1][0].append(spec.name)
+        else:
+            rows.append(([spec.name], cells))
+    lines = ["| " + " | ".join(SUPPORT_HEADERS) + " |", "|" + " --- |" * len(SUPPORT_HEADERS)]
+    lines += ["| " + ", ".join(f"`{n}`" for n in names) + " | " + " | ".join(cells) + " |" for names, cells in rows]
+    return "\n".join(lines)
+
+
+SUPPORT = f"""
+### What each model supports
+
+{support_table()}
+
+A guidance-distilled model (Stable Audio 3 Medium and its `tiny-sa3` twin) has guidance built
+into its weights: there is no classifier-free guidance to vary and so no negative prompt, and recap
+refuses both instead of ignoring them. On such a model the wording is the only lever.
+"""
+
+
 def server_text(ctx: AppContext) -> str:
     """What this server runs: loaded models (real or random weights), device, storage, versions."""
     lines = ["### This server"]
@@ -88,5 +129,6 @@ def server_text(ctx: AppContext) -> str:
 def build_about_tab(ctx: AppContext, tab: gr.Tab) -> None:
     """Adds the tab's components; what the server runs is read again whenever the tab opens."""
     gr.Markdown(METHOD)
+    gr.Markdown(SUPPORT)
     info = gr.Markdown(server_text(ctx))
     tab.select(lambda: server_text(ctx), None, info, api_name="about")
