@@ -129,7 +129,10 @@ def test_the_model_picker_offers_the_registry_and_its_stand_ins():
     from recap.ui.app import model_choices
 
     ctx = AppContext(settings=Settings(home=Path("unused"), model=SAO_ID), start_model="tiny")
-    assert model_choices(ctx) == [(spec.label, spec.name) for spec in available_specs()]
+    choices = model_choices(ctx)
+    assert [name for _, name in choices] == [spec.name for spec in available_specs()]
+    for label, name in choices:
+        assert label.startswith(get_spec(name).label)
     assert offline_fallback(SAO_ID) == offline_fallback()
     assert offline_fallback("cvssp/audioldm-m-full") == "tiny-audioldm"
     assert get_spec("cvssp/audioldm-x-custom").family == "audioldm"  # another AudioLDM hub id, by name
@@ -231,6 +234,116 @@ def test_compare_handlers_keep_unticked_variants_and_name_a_bad_bin_range():
         download_run(None, 0, 600, jobs)
     with pytest.raises(ValueError, match="generate or open a run first"):
         download_run(None, 100, 150, jobs)
+
+
+def test_the_spectrogram_range_is_the_whole_band_by_default_with_presets_and_says_its_hz_before_a_run():
+    from recap.ui import runview
+    from recap.ui.compare import range_caption
+
+    # before any run, the caption comes from the chosen model's sample rate
+    assert runview.model_sample_rate("toy") == 8000 and runview.model_sample_rate(SAO_ID) == 44100
+    assert runview.model_sample_rate("tiny") == 16000 and runview.model_sample_rate("nope") is None
+    assert runview.bins_caption(None, 0, 512, "toy").startswith("bins 0–511 = 0–4,000 Hz at 8,000 Hz")
+    assert range_caption(None, "toy", 100, 150).startswith("bins 100–149 = 783–1,166 Hz at 8,000 Hz")
+    # after a run, the run's own rate wins
+    assert runview.bins_caption({"model": {"sample_rate": 16000}}, 0, 512, "toy").startswith(
+        "bins 0–511 = 0–8,000 Hz at 16,000 Hz")
+    assert runview.range_bins("whole", None, None, 8000) == (0, 512)
+    assert runview.range_bins("thesis", None, None, 8000) == (100, 150)  # the thesis's rows stay a preset
+    lo, hi = runview.range_bins("hz", 1400, 2400, 8000)  # the toy world's high band
+    assert lo * 8000 / 1022 <= 1400 and (hi - 1) * 8000 / 1022 >= 2400
+    assert runview.range_bins("hz", 1000, 99999, 8000)[1] == 512  # clipped to Nyquist
+    with pytest.raises(ValueError, match="band 3000–2000 Hz is empty"):
+        runview.range_bins("hz", 3000, 2000, 8000)
+
+
+def test_every_empty_summary_table_says_why_and_what_fills_it():
+    from recap.ui.runview import table_note
+
+    assert "generate a grid" in table_note(None, "vs_baseline")
+    view = {"summaries": [["vs_baseline", "token-1", "cosine", 0.9, 0, 0, 2, 0.8, 1.0]]}
+    assert table_note(view, "vs_baseline") == ""
+    assert "CLAP scores are off in the app" in table_note(view, "clap") and "--clap" in table_note(view, "clap")
+    assert "tick" in table_note(view, "music") and "Music metrics" in table_note(view, "music")
+
+
+def test_style_transfer_defaults_are_the_models_steps_and_a_prompt_it_follows():
+    from recap.backends.loading import load_backend
+    from recap.ui.transfer import default_prompt, model_fields, transfer_request
+
+    toy = load_backend("toy")
+    assert toy.unknown_words(default_prompt("toy")) == []  # no <my-sound> that does not exist
+    steps, prompt = model_fields("toy", "")
+    assert steps["value"] == 25 and prompt["value"] == default_prompt("toy")
+    steps, prompt = model_fields("tiny", default_prompt("toy"))  # an untouched example follows the model
+    assert steps["value"] == 10 and prompt["value"] == default_prompt("tiny")
+    assert model_fields("tiny", "my own words")[1] == {"__type__": "update"}  # what the visitor wrote stays
+    # the defaults pass every check: only the missing source clip is named
+    with pytest.raises(ValueError, match="upload a source clip first"):
+        transfer_request("toy", None, [], default_prompt("toy"), "0, 0.2, 0.4, 0.6, 0.8, 1.0", "0", 25, ["toy"])
+    assert transfer_request("toy", "x.wav", [], default_prompt("toy"), "0, 1", "0", None, ["toy"]).config.steps is None
+
+
+def test_rewording_modes_that_cannot_run_are_not_offered_and_the_reason_is_shown():
+    from recap.ui.prompt import method_choices
+
+    offline = Settings(home=Path("unused"), visitor_endpoints=False)
+    choices, why = method_choices(offline)
+    assert [v for _, v in choices] == ["synonym"] and "RECAP_VISITOR_ENDPOINTS=1" in why and "OPENAI_BASE_URL" in why
+    for settings in (Settings(home=Path("unused"), visitor_endpoints=True),
+                     Settings(home=Path("unused"), visitor_endpoints=False, llm_base_url="http://llm/v1")):
+        choices, why = method_choices(settings)
+        assert [v for _, v in choices] == ["synonym", "llm", "multi-turn"] and why is None
+
+
+def test_the_baseline_box_holds_a_prompt_the_model_follows_until_the_visitor_writes_their_own():
+    from recap.ui.prompt import baseline_hint, example_prompt
+
+    assert baseline_hint("toy", "")["value"] == example_prompt("toy")
+    assert baseline_hint(SAO_ID, example_prompt("toy"))["value"] == example_prompt(SAO_ID)
+    assert "value" not in baseline_hint("toy", "a cat purring")
+
+
+def test_a_model_that_cannot_load_here_moves_the_picker_to_its_stand_in_with_the_reason(monkeypatch, tmp_path):
+    from recap.ui.app import model_switch, picker_label
+    from recap.backends.registry import get_spec
+    from recap.ui.common import follow_fallback
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert picker_label(get_spec(SAO_ID)).endswith("not downloaded: needs HF_TOKEN")
+    assert picker_label(get_spec("cvssp/audioldm-s-full-v2")).endswith("needs network access on first use")
+    assert picker_label(get_spec("toy")) == get_spec("toy").label
+    ctx = AppContext(settings=Settings(home=tmp_path, model="tiny"), start_model="tiny")
+    banner, picker, switch = model_switch(ctx, SAO_ID, None)
+    stand_in = offline_fallback(SAO_ID)
+    assert picker["value"] == stand_in and switch["to"] == stand_in and "HF_TOKEN" in banner
+    # the move's own change event keeps the reason in the banner, and leaves the picker alone
+    banner, picker, switch = model_switch(ctx, stand_in, switch)
+    assert "HF_TOKEN" in banner and picker == {"__type__": "update"} and switch is None
+    assert model_switch(ctx, "tiny", None)[1] == {"__type__": "update"}
+    # after a run that fell back (e.g. offline), the picker shows what ran
+    ctx._failed["cvssp/audioldm-s-full-v2"] = "cvssp/audioldm-s-full-v2 could not be loaded here. The app uses `tiny-audioldm` instead."
+    picker, switch = follow_fallback(ctx, "cvssp/audioldm-s-full-v2")
+    assert picker["value"] == "tiny-audioldm" and "could not be loaded" in switch["note"]
+    assert follow_fallback(ctx, "tiny") == ({"__type__": "update"}, {"__type__": "update"})
+
+
+def test_a_bad_field_is_named_next_to_the_button_and_the_job_does_not_start():
+    from recap.ui.common import form_check, halt_if_message
+    from recap.ui.compare import check_generate
+
+    check = form_check(lambda *form: check_generate(["tiny"], *form))
+    good = ["tiny", table(), [], "rain", "0, 1", 1.0, 2, 7.0, "", True, False]
+    assert check(*good) == ""
+    halt_if_message("")  # nothing to say: the chain goes on
+    message = check(*good[:4], "0, x", *good[5:])
+    import html
+
+    assert "seed 'x' is not a whole number" in html.unescape(message.replace("\\", ""))  # Markdown, shown literally
+    assert "baseline prompt first" in check("tiny", table(), [], "", *good[4:])
+    with pytest.raises(Exception):
+        halt_if_message(message)
 
 
 def import_graph(root: Path, package: str) -> dict[str, set[str]]:
@@ -391,8 +504,10 @@ def test_train_generate_inspect_and_download_a_run(app, trained):
     traces = json.loads(grid["plot"])["data"]
     assert sorted(t["name"] for t in traces) == ["baseline__seed0", "baseline__seed1", "token-1__seed0",
                                                  "token-1__seed1"]
-    assert all(array(t["y"]).tolist() == list(range(20, 60)) and array(t["z"]).shape[0] == 40 for t in traces)
-    assert len(json.loads(diff["plot"])["data"]) == 2 and caption.startswith("bins 20–59")
+    # the axis is in Hz (the tiny model makes 16 kHz); each row's bin rides along for the hover
+    assert all(np.allclose(array(t["y"]), np.arange(20, 60) * 16000 / 1022) and array(t["z"]).shape[0] == 40
+               for t in traces)
+    assert len(json.loads(diff["plot"])["data"]) == 2 and caption.startswith("bins 20–59 = 313–924 Hz at 16,000 Hz")
     with pytest.raises(AppError, match="bin range 60-20"):
         client.predict(60, 20, api_name="/spectrograms")
 

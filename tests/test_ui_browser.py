@@ -75,13 +75,20 @@ def test_type_a_prompt_generate_and_see_players_and_spectrograms(page):
     expect(page.locator("#run-status")).to_contain_text("2 variant(s) × 2 seed(s) = 4 clips")
     expect(page.locator("#run-status")).to_contain_text("Random weights")
     expect(page.get_by_text("vs baseline seed 1: cos")).to_be_visible()
-    assert cells.first.evaluate("e => e._fullLayout.yaxis.range.map(Math.round)") == [100, 150]
-    # A new bin range redraws every cell from the saved audio, without generating again.
+    # The whole band by default (the axis is Hz: the tiny model makes 16 kHz, bin k is k * 16000 / 1022 Hz)
+    assert cells.first.evaluate("e => e._fullLayout.yaxis.range[1]") > 7900
+    # The thesis's bins 100-150 are a preset; a new range redraws every cell from the saved audio.
+    page.get_by_label("thesis: bins 100–150").check()
+    page.wait_for_function(
+        "() => { const e = document.querySelector('.recap-cell-spec .js-plotly-plot');"
+        " return e && Math.round(e._fullLayout.yaxis.range[1] * 1022 / 16000) === 150; }", timeout=60_000)
+    assert round(cells.first.evaluate("e => e._fullLayout.yaxis.range[0]") * 1022 / 16000) == 100
+    expect(page.locator("#bins-caption")).to_contain_text("bins 100–149 = 1,566–")
     slider = page.get_by_label("range slider for Lowest bin shown")
     slider.fill("40")
     page.wait_for_function(
         "() => { const e = document.querySelector('.recap-cell-spec .js-plotly-plot');"
-        " return e && Math.round(e._fullLayout.yaxis.range[0]) === 40; }", timeout=60_000)
+        " return e && Math.round(e._fullLayout.yaxis.range[0] * 1022 / 16000) === 40; }", timeout=60_000)
     expect(page.get_by_text("bins 40–149")).to_be_visible()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui-compare.png"), full_page=True)

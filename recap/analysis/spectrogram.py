@@ -1,14 +1,17 @@
 """Magnitude spectrograms in dB, frequency-bin clipping, and plotly figures of a run.
 
 The thesis figures use an STFT with 512 frequency bins (n_fft = 1022) and show only rows
-100-150, where the differences between rewordings are easiest to see. Rows are *bins*, not Hz:
-bin k is centred on ``k * sample_rate / n_fft`` Hz, so the same rows mean different bands at
-different sample rates; :func:`hz_to_bins` converts a band in Hz to rows.
+100-150 (:data:`THESIS_BINS`), where the differences between rewordings were easiest to see at
+44.1 kHz. Rows are *bins*, not Hz: bin k is centred on ``k * sample_rate / n_fft`` Hz, so the
+same rows mean different bands at different sample rates (100-150 is 783-1,166 Hz at 8 kHz but
+4.3-6.5 kHz at 44.1 kHz). So figures show every row by default, with Hz on the axis, and a band
+is best named in Hz (:func:`hz_to_bins` converts it to rows).
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -27,7 +30,10 @@ from recap.analysis.figures import save_figure, write_if_changed
 logger = logging.getLogger(__name__)
 
 N_FFT = 1022  # 1 + n_fft // 2 = 512 frequency bins, as in the thesis figures
-DEFAULT_BINS = (100, 150)
+THESIS_BINS = (100, 150)  # the thesis's rows: a preset, not the default (see the module docstring)
+DEFAULT_BINS = None  # every row, 0 Hz to Nyquist, whatever the model's sample rate
+DIFF_CLIP_DB = 30.0  # the difference view's colour scale: ±30 dB (a silent gap would stretch it to ±130)
+SILENCE_DB = -80.0  # dB re full scale: a cell below this in both clips is silence, left blank in differences
 MAX_N_FFT = 16384
 MAX_FIGURE_FRAMES = 20_000
 
@@ -39,7 +45,8 @@ class SpectrogramConfig:
     Attributes:
         n_fft: FFT size; 1022 gives 512 bins.
         hop_length: STFT hop in samples.
-        bins: half-open row range [lo, hi) to keep; None keeps all rows.
+        bins: half-open row range [lo, hi) to keep; None (the default) keeps all rows;
+            :data:`THESIS_BINS` is the thesis's 100-150.
         hz: a band (lo_hz, hi_hz) to keep instead of ``bins``; wins over ``bins`` when set.
         amin: magnitude floor before the log (1e-5 -> -100 dB), so silence is finite.
         max_frames: figures average neighbouring frames down to at most this many columns,
@@ -48,7 +55,7 @@ class SpectrogramConfig:
 
     n_fft: int = N_FFT
     hop_length: int = 256
-    bins: tuple[int, int] | None = DEFAULT_BINS
+    bins: tuple[int, int] | None = DEFAULT_BINS  # every row: bins are not Hz (module docstring)
     hz: tuple[float, float] | None = None
     amin: float = 1e-5
     max_frames: int | None = 800
@@ -177,6 +184,14 @@ def hz_to_bins(lo_hz: float, hi_hz: float, sample_rate: int, n_fft: int = N_FFT)
     return lo, min(hi, n_fft // 2 + 1)
 
 
+def band_caption(lo: int, hi: int, sample_rate: int, n_fft: int = N_FFT) -> str:
+    """What the half-open row range [lo, hi) is in Hz at ``sample_rate``, e.g.
+    ``"bins 0–511 = 0–4,000 Hz at 8,000 Hz (7.8 Hz a bin)"``."""
+    step = sample_rate / n_fft
+    return (f"bins {lo}–{hi - 1} = {lo * step:,.0f}–{(hi - 1) * step:,.0f} Hz at {sample_rate:,} Hz "
+            f"({step:.1f} Hz a bin)")
+
+
 def spectrogram_of(audio: Any, sample_rate: int, config: SpectrogramConfig = SpectrogramConfig()) -> Spectrogram:
     """:func:`stft_db` followed by the clipping the config asks for."""
     spec = stft_db(audio, sample_rate, config.n_fft, config.hop_length, config.amin)
@@ -192,7 +207,13 @@ def _pool_frames(db: np.ndarray, times: np.ndarray, max_frames: int | None) -> t
         return db, times
     factor = int(np.ceil(db.shape[1] / max_frames))
     n = db.shape[1] // factor * factor
-    pooled = db[:, :n].reshape(db.shape[0], -1, factor).mean(axis=2)
+    blocks = db[:, :n].reshape(db.shape[0], -1, factor)
+    if np.isnan(blocks).any():  # a masked difference: a column is blank only when all of it is
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            pooled = np.nanmean(blocks, axis=2)
+    else:
+        pooled = blocks.mean(axis=2)
     return pooled, times[:n].reshape(-1, factor).mean(axis=1)
 
 
@@ -202,7 +223,7 @@ def _layout(keys: list[ClipKey]) -> tuple[list[str], list[int]]:
     return labels, seeds
 
 
-_HOVER = "t %{x:.2f} s<br>bin %{y}<br>%{customdata:.0f} Hz<br>%{z:.1f} dB<extra>%{meta}</extra>"
+_HOVER = "t %{x:.2f} s<br>%{y:,.0f} Hz<br>bin %{customdata}<br>%{z:.1f} dB<extra>%{meta}</extra>"
 
 
 def _grid(panels: Mapping[ClipKey, Spectrogram], title: str, max_frames: int | None) -> go.Figure:
@@ -220,16 +241,16 @@ def _grid(panels: Mapping[ClipKey, Spectrogram], title: str, max_frames: int | N
     )
     for (label, seed), spec in panels.items():
         db, times = _pool_frames(spec.db, spec.times, max_frames)
-        hz = np.repeat(spec.freqs[:, None], db.shape[1], axis=1)
+        rows = np.repeat(spec.bins[:, None], db.shape[1], axis=1)
         fig.add_trace(
-            go.Heatmap(z=db, x=times, y=spec.bins, customdata=hz, coloraxis="coloraxis",
+            go.Heatmap(z=db, x=times, y=spec.freqs, customdata=rows, coloraxis="coloraxis",
                        hovertemplate=_HOVER, meta=f"{label} · seed {seed}", name=f"{label}__seed{seed}"),
             row=labels.index(label) + 1,
             col=seeds.index(seed) + 1,
         )
     fig.update_layout(title=title, height=max(300, 220 * len(labels)), width=max(500, 380 * len(seeds)))
     fig.update_xaxes(title_text="time (s)", row=len(labels))
-    fig.update_yaxes(title_text="bin", col=1)
+    fig.update_yaxes(title_text="frequency (Hz)", col=1)
     return fig
 
 
@@ -240,8 +261,9 @@ def spectrogram_grid(
 ) -> go.Figure:
     """One heatmap panel per clip: rows are variants (in the given order), columns seeds.
 
-    All panels share one colour axis (min..max over every panel) so equal colours mean equal
-    dB across clips. Hovering a cell shows time, bin, Hz and dB.
+    All panels share one colour axis so equal colours mean equal dB across clips: up to the
+    loudest cell of any panel, down to 90 dB below it (quieter cells are all "silence"). The
+    axes are seconds and Hz; hovering a cell shows time, Hz, bin and dB.
 
     Args:
         spectrograms: spectrogram per (variant, seed), usually clipped to the same rows.
@@ -254,8 +276,8 @@ def spectrogram_grid(
     if not spectrograms:
         raise ValueError("no spectrograms to plot")
     fig = _grid(spectrograms, title, max_frames)
-    lo = min(float(s.db.min()) for s in spectrograms.values())
     hi = max(float(s.db.max()) for s in spectrograms.values())
+    lo = max(min(float(s.db.min()) for s in spectrograms.values()), hi - 90.0)
     fig.update_layout(coloraxis={"colorscale": "Magma", "cmin": lo, "cmax": hi,
                                  "colorbar": {"title": {"text": "dB"}}})
     return fig
@@ -266,8 +288,18 @@ def difference_grid(
     baseline: str = "baseline",
     title: str = "Difference to baseline (same seed)",
     max_frames: int | None = 800,
+    clip_db: float = DIFF_CLIP_DB,
+    silence_db: float = SILENCE_DB,
 ) -> go.Figure:
     """Panels of variant − baseline in dB, paired by seed, on a diverging scale centred at 0.
+
+    Where both clips are silent the difference of two noise floors means nothing and would set
+    the scale (a gap against a tone is 100 dB), so such cells are blank (NaN) and the colours
+    stop at ±``clip_db`` (larger differences show the end colour; hovering gives the value).
+
+    Args:
+        clip_db: half-width of the colour scale in dB.
+        silence_db: dB re full scale below which a cell of both clips counts as silence.
 
     Returns:
         A figure with one trace per non-baseline clip whose baseline seed exists.
@@ -284,13 +316,13 @@ def difference_grid(
         if spec.db.shape != ref.db.shape or spec.first_bin != ref.first_bin:
             raise ValueError(f"{label} seed {seed}: spectrogram {spec.db.shape} from bin {spec.first_bin} "
                              f"does not match baseline {ref.db.shape} from bin {ref.first_bin}")
-        diffs[(label, seed)] = replace(spec, db=spec.db - ref.db)
+        silent = (spec.db < silence_db) & (ref.db < silence_db)
+        diffs[(label, seed)] = replace(spec, db=np.where(silent, np.nan, spec.db - ref.db).astype(np.float32))
     if not diffs:
         raise ValueError(f"no variant clip shares a seed with baseline {baseline!r}")
     fig = _grid(diffs, title, max_frames)
-    span = max(float(np.abs(s.db).max()) for s in diffs.values()) or 1.0
-    fig.update_layout(coloraxis={"colorscale": "RdBu_r", "cmin": -span, "cmax": span, "cmid": 0.0,
-                                 "colorbar": {"title": {"text": "Δ dB"}}})
+    fig.update_layout(coloraxis={"colorscale": "RdBu_r", "cmin": -clip_db, "cmax": clip_db, "cmid": 0.0,
+                                 "colorbar": {"title": {"text": f"Δ dB (±{clip_db:g})"}}})
     return fig
 
 
@@ -322,8 +354,9 @@ def write_run_figures(
         specs[(c.variant, int(c.seed))] = spectrogram_of(clip.audio, clip.sample_rate, config)
     if not specs:
         raise ValueError(f"run {run.run_id} has no clips to plot")
-    rows = f"bins {specs[next(iter(specs))].first_bin}-{specs[next(iter(specs))].bins[-1]}"
-    title = f"Run {run.run_id}: spectrograms ({rows}, dB re full scale)"
+    first = specs[next(iter(specs))]
+    rows = band_caption(first.first_bin, first.first_bin + first.db.shape[0], first.sample_rate, first.n_fft)
+    title = f"Run {run.run_id}: spectrograms ({rows}; dB re full scale)"
     written = save_figure(spectrogram_grid(specs, title, config.max_frames), folder / "spectrograms", static)
     if any(label == baseline for label, _ in specs) and any(label != baseline for label, _ in specs):
         diff = difference_grid(specs, baseline, f"Run {run.run_id}: variant − {baseline}, same seed ({rows})",

@@ -10,7 +10,7 @@ from recap.metrics.clap import DEFAULT_CLAP_MODEL
 from recap.cli.common import print_table
 from recap.analysis.run_tables import INTERVALS, report_tables
 from recap.generation.runs import load_run
-from recap.analysis.spectrogram import DEFAULT_BINS, SpectrogramConfig, write_run_figures
+from recap.analysis.spectrogram import THESIS_BINS, SpectrogramConfig, write_run_figures
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,11 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "The run's model is loaded only when a clip is not cached yet (RECAP_DEVICE / RECAP_DTYPE apply).",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (with manifest.json)")
-    p.add_argument("--bins", type=int, nargs=2, metavar=("LO", "HI"), default=list(DEFAULT_BINS),
-                   help="spectrogram rows [LO, HI) of 512 to show (default: 100 150, as in the thesis)")
+    p.add_argument("--bins", type=int, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="spectrogram rows [LO, HI) of 512 to show (default: all 512, 0 Hz to Nyquist, at any "
+                        f"sample rate; the thesis showed {THESIS_BINS[0]} {THESIS_BINS[1]})")
     p.add_argument("--hz", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="show this band in Hz instead of --bins")
-    p.add_argument("--all-bins", action="store_true", help="show all 512 rows")
+    p.add_argument("--all-bins", action="store_true", help="show all 512 rows (the default; overrides --bins)")
     p.add_argument("--baseline", default=None,
                    help="label of the reference variant (default: 'baseline', else the run's first variant, "
                         "e.g. strength-0.00 of a transfer sweep)")
@@ -59,7 +60,7 @@ def print_report(a: RunAnalysis, out=None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # The figure settings are checked before any analysis runs (a bad bin range costs nothing).
-    bins = None if args.all_bins else (args.bins[0], args.bins[1])
+    bins = None if args.all_bins or not args.bins else (args.bins[0], args.bins[1])
     hz = (args.hz[0], args.hz[1]) if args.hz else None
     figures = SpectrogramConfig(bins=bins, hz=hz)
     if args.baseline is None:

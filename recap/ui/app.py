@@ -18,7 +18,7 @@ from typing import Any
 
 import gradio as gr
 
-from recap.backends.registry import available_specs, get_spec
+from recap.backends.registry import BackendSpec, availability, available_specs, get_spec, offline_fallback
 from recap.limits import LIMITS
 from recap.ui.about import build_about_tab
 from recap.ui.common import model_banner
@@ -45,12 +45,49 @@ CSS = """
 """
 
 
+def picker_label(spec: BackendSpec) -> str:
+    """The picker's label of a model: its own, plus what it takes when it cannot load here as it
+    is (from :func:`recap.backends.registry.availability`), so the visitor knows before choosing."""
+    status = availability(spec)
+    if status.startswith("available"):
+        return spec.label
+    if status.startswith("not downloaded"):
+        if spec.gated:
+            need = "needs HF_TOKEN" if choose_start_model(spec.name)[1] else "downloads on first use"
+        else:
+            need = "needs network access on first use"
+        return f"{spec.label} — not downloaded: {need}"
+    if status.startswith("not converted"):
+        return f"{spec.label} — not converted here (see the README)"
+    return f"{spec.label} — {status.split(':')[0]}"
+
+
 def model_choices(ctx: AppContext) -> list[tuple[str, str]]:
-    choices = [(m.label, m.name) for m in available_specs()]
+    choices = [(picker_label(m), m.name) for m in available_specs()]
     for name in (ctx.settings.model, ctx.start_model):
         if name not in {c[1] for c in choices}:
-            choices.append((get_spec(name).label, get_spec(name).name))
+            choices.append((picker_label(get_spec(name)), get_spec(name).name))
     return choices
+
+
+def model_switch(ctx: AppContext, name: str, switch: dict | None) -> tuple[str, Any, dict | None]:
+    """A model was chosen: the banner, and the picker moved to the stand-in when the model cannot
+    load here (known to have failed, or gated without a token), with the reason in the banner.
+
+    ``switch`` is {"to": stand-in, "note": why} when the picker was just moved (by this function or
+    after a run that fell back): the move's own change event then shows that reason.
+
+    Returns:
+        (banner, update of the picker, the switch to remember).
+    """
+    name = get_spec(name).name
+    if switch and switch.get("to") == name:
+        return model_banner(name, switch.get("note")), gr.skip(), None
+    note = ctx.failures().get(name) or choose_start_model(name)[1]
+    if note:
+        stand_in = offline_fallback(name)
+        return model_banner(stand_in, note), gr.update(value=stand_in), {"to": stand_in, "note": note}
+    return model_banner(name), gr.skip(), None
 
 
 def rater_page(params: Mapping[str, str]) -> bool:
@@ -78,20 +115,22 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             model = gr.Dropdown(model_choices(ctx), value=ctx.start_model, label="Model (loads on first use)",
                                 elem_id="model-picker")
         banner = gr.Markdown(model_banner(ctx.start_model, ctx.start_note), elem_id="recap-banner")
-        def on_model(name: str) -> str:
-            name = get_spec(name).name
-            return model_banner(name, ctx.failures().get(name) or choose_start_model(name)[1])
+        switch = gr.State(None)  # why the picker was moved to a stand-in (see model_switch)
 
-        model.change(on_model, model, banner, api_visibility="private")
+        def on_model(name: str, switch_: dict | None) -> tuple[str, Any, dict | None]:
+            return model_switch(ctx, name, switch_)
+
+        model.change(on_model, [model, switch], [banner, model, switch], api_visibility="private")
         with gr.Tabs() as tabs:
             with gr.Tab("Prompt", id="prompt") as prompt_tab:
                 prompt = build_prompt_tab(ctx, model, tokens)
             with gr.Tab("Token", id="token") as token_tab:
                 build_token_tab(ctx, model, jobs, tokens, prompt.table)
             with gr.Tab("Generate & compare", id="compare") as compare_tab:
-                compare = build_compare_tab(ctx, model, jobs, tokens, prompt.table, prompt.baseline, prompt.record)
+                compare = build_compare_tab(ctx, model, jobs, tokens, prompt.table, prompt.baseline, prompt.record,
+                                            switch)
                 if transfer_installed():  # its runs join the compare tab's run browser
-                    build_transfer_panel(ctx, model, jobs, tokens, compare.mine)
+                    build_transfer_panel(ctx, model, jobs, tokens, compare.mine, switch)
             with gr.Tab("Listen & rate", id="listen"):
                 listen = build_listen_tab(ctx, jobs)
             with gr.Tab("About", id="about") as about:

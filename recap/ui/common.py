@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from recap.errors import BadInput, Cancelled, RecapError
-from recap.backends.registry import get_spec
+from recap.backends.registry import get_spec, offline_fallback
 from recap.limits import text as bounded_text
 from recap.ui.context import HF_HELP
 
@@ -190,3 +190,43 @@ def model_banner(name: str, note: str | None = None) -> str:
         parts.append(f"ℹ️ {info.caveat}" + ("" if note else f" {HF_HELP}"))
     return "\n\n".join(parts)
 
+
+
+def form_check(check: Callable[..., Any]) -> Callable[..., str]:
+    """The first step of a form's button: ``check`` the raw values and return "" when they are fine,
+    or the sentence naming the bad field, for a message shown next to the button (and as a warning
+    toast). The results on screen are left as they are: no error covers them. The handler itself
+    checks again, for calls that come past the page (the API)."""
+
+    @functools.wraps(check)
+    def run(*args: Any) -> str:
+        try:
+            check(*args)
+        except (RecapError, ValueError) as exc:
+            message = html.escape(str(exc), quote=False)
+            gr.Warning(message)
+            return f"⚠️ {md_text(exc)}"
+        return ""
+
+    return run
+
+
+def halt_if_message(message: str | None) -> None:
+    """The second step: stops the button's chain (silently: the message is already shown) when the
+    check found a bad field, so the job itself never starts."""
+    if message:
+        raise gr.Error(str(message)[:200], visible=False, print_exception=False)
+
+
+def follow_fallback(ctx: Any, name: Any) -> tuple[Any, Any]:
+    """After a run: when model ``name`` could not load and its stand-in ran instead, the picker
+    switches to the stand-in, and the note saying why goes to the banner (see :mod:`recap.ui.app`).
+
+    Returns:
+        (update of the picker, the switch for the banner: {"to": stand-in, "note": why} or skip).
+    """
+    note = ctx.failures().get(name) if isinstance(name, str) else None
+    if not note:
+        return gr.skip(), gr.skip()
+    stand_in = offline_fallback(name)
+    return gr.update(value=stand_in), {"to": stand_in, "note": note}

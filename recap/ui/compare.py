@@ -32,6 +32,9 @@ from recap.ui import runview
 from recap.ui.common import (
     bind,
     code_text,
+    follow_fallback,
+    form_check,
+    halt_if_message,
     md_text,
     model_name,
     seeds_of,
@@ -206,11 +209,29 @@ def variant_choices(rows: Any, selected: list[str] | None, known: list[str] | No
     return gr.update(choices=labels, value=value), labels
 
 
-def model_defaults(name: str) -> tuple[Any, Any, Any]:
-    """Updates of the seconds, steps and guidance sliders to model ``name``'s defaults."""
+GUIDANCE_LABEL = "Guidance (<= 1: off)"
+NEGATIVE_LABEL = "Negative prompt (optional)"
+
+
+def model_defaults(name: str) -> tuple[Any, Any, Any, Any]:
+    """Updates of the seconds, steps, guidance and negative-prompt fields for model ``name``.
+
+    A guidance-distilled model (``BackendSpec.fixed_guidance``) has no classifier-free guidance to
+    vary and so no use for a negative prompt: both fields are locked, saying why, rather than left
+    to be refused at Generate (or, worse, silently ignored).
+    """
     spec = get_spec(name)
-    return (gr.update(maximum=spec.max_seconds, value=min(spec.defaults.seconds, spec.max_seconds)),
-            gr.update(value=spec.defaults.steps), gr.update(value=spec.defaults.guidance))
+    seconds = gr.update(maximum=spec.max_seconds, value=min(spec.defaults.seconds, spec.max_seconds))
+    steps = gr.update(value=spec.defaults.steps)
+    if spec.fixed_guidance is None:
+        return (seconds, steps, gr.update(value=spec.defaults.guidance, interactive=True, label=GUIDANCE_LABEL, info=None),
+                gr.update(interactive=True, label=NEGATIVE_LABEL, placeholder=None))
+    why = f"{spec.name} is guidance-distilled: guidance {spec.fixed_guidance:g} is built into its weights"
+    return (seconds, steps,
+            gr.update(value=spec.fixed_guidance, interactive=False, label=f"Guidance (fixed at {spec.fixed_guidance:g})",
+                      info=f"{why}, so there is no classifier-free guidance to vary."),
+            gr.update(value="", interactive=False, label="Negative prompt (not supported by this model)",
+                      placeholder=f"{why}; a negative prompt needs classifier-free guidance."))
 
 
 def run_list(ctx: AppContext, mine: list[str] | None) -> Any:
@@ -300,11 +321,34 @@ def hide_download() -> tuple[None, Any]:
     return None, gr.update(visible=False)
 
 
+def check_generate(choices: list[str], model: Any, rows: Any, selected: Any, baseline_text: Any, seeds_text: Any,
+                   seconds: Any, steps: Any, guidance: Any, negative: Any, reconstruction: Any, music: Any) -> None:
+    """The Generate form's checks (:func:`grid_request`) on the page's values, before any job is
+    queued: the sentence then shows next to the button, not over the results."""
+    grid_request(model, rows, selected, baseline_text, seeds_text, seconds, steps, guidance, negative,
+                 reconstruction, music, choices)
+
+
+def range_preset(view: dict | None, model: Any, preset: Any, lo_hz: Any, hi_hz: Any) -> tuple[Any, Any, Any]:
+    """The bin sliders for a range preset (whole range, the thesis's bins, a band in Hz at the run's
+    or the chosen model's sample rate), and whether the Hz boxes are shown."""
+    lo, hi = runview.range_bins(preset, lo_hz, hi_hz, runview.view_sample_rate(view, model))
+    return gr.update(value=lo), gr.update(value=hi), gr.update(visible=preset == "hz")
+
+
+def range_caption(view: dict | None, model: Any, lo: Any, hi: Any) -> str:
+    """The bin ↔ Hz caption under the sliders, before and after a run."""
+    try:
+        return runview.bins_caption(view, lo, hi, model)
+    except BadInput:
+        return gr.skip()  # the figures' event names the bad range
+
+
 def bin_figures(view: dict | None, lo: Any, hi: Any) -> tuple[Any, Any, str, Any]:
     """The whole-grid figures and caption for a bin range, and the range (which redraws the cells)."""
     lo_i, hi_i = runview.check_bins(lo, hi)
-    if not view:
-        return None, None, "", gr.skip()  # nothing generated yet: the sliders just set the range to use
+    if not view:  # nothing generated yet: the sliders just set the range to use
+        return None, None, gr.skip(), gr.skip()
     specs = runview.spectrograms(view, lo_i, hi_i)
     grid, diff = runview.grid_figures(view, specs)
     return grid, diff, runview.bins_caption(view, lo_i, hi_i), [lo_i, hi_i]
@@ -323,7 +367,7 @@ def grid_cells(view: dict | None, lo: Any, hi: Any, run: gr.State, drawn_bins: g
     try:
         specs = runview.spectrograms(view, lo, hi)
     except ValueError:
-        specs = runview.spectrograms(view, 100, 150)
+        specs = runview.spectrograms(view, 0, runview.N_BINS)
     figures = dict(zip(specs, runview.cell_figures(specs)))
     plots = []
     with gr.Row():
@@ -356,8 +400,10 @@ class CompareTab:
 
 
 def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens: gr.State,
-                      prompt_table: gr.Dataframe, baseline: gr.Textbox, record: gr.State) -> CompareTab:
-    """Adds the tab's components and events to the open Blocks/Tab context."""
+                      prompt_table: gr.Dataframe, baseline: gr.Textbox, record: gr.State,
+                      switch: gr.State | None = None) -> CompareTab:
+    """Adds the tab's components and events to the open Blocks/Tab context; ``switch`` tells the
+    app's banner why the picker moved to a stand-in (see :func:`follow_fallback`)."""
     start = get_spec(ctx.start_model)
     run, known = gr.State(None), gr.State([])
     # Ids of the runs this browser session made: on a public server, the only ones it may list and open.
@@ -377,11 +423,20 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
     with gr.Row():
         generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
         stop_btn = gr.Button("Stop", variant="stop")
+    form_msg = gr.Markdown(elem_id="generate-message")  # a bad field, named next to the button
     status = gr.Markdown(elem_id="run-status")
+    empty = gr.Markdown("**Nothing generated yet.** Type a baseline on the *Prompt* tab (the example there works "
+                        "as it is), reword it or add prompts, then press *Generate*: each prompt becomes a row, "
+                        "each seed a column, all from the same starting noise. Saved runs open from the list "
+                        "below.", elem_id="compare-empty")
     with gr.Row():
-        lo = gr.Slider(0, runview.N_BINS - 1, value=100, step=1, label="Lowest bin shown")
-        hi = gr.Slider(1, runview.N_BINS, value=150, step=1, label="Highest bin shown (exclusive)")
-        bins_md = gr.Markdown()
+        preset = gr.Radio(list(runview.RANGE_CHOICES), value="whole", label="Spectrogram range", scale=2)
+        lo_hz = gr.Number(1000, label="Band from (Hz)", visible=False, min_width=100)
+        hi_hz = gr.Number(3000, label="to (Hz)", visible=False, min_width=100)
+    with gr.Row():
+        lo = gr.Slider(0, runview.N_BINS - 1, value=0, step=1, label="Lowest bin shown")
+        hi = gr.Slider(1, runview.N_BINS, value=runview.N_BINS, step=1, label="Highest bin shown (exclusive)")
+    bins_md = gr.Markdown(runview.bins_caption(None, 0, runview.N_BINS, ctx.start_model), elem_id="bins-caption")
 
     @gr.render(inputs=[run, lo, hi], triggers=[run.change])
     def show_grid(view, lo_v, hi_v):
@@ -394,6 +449,7 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
     pairs = gr.Dataframe(headers=list(PAIR_HEADERS), type="array", interactive=False, wrap=True,
                          label="Each variant vs the baseline of the same seed (VAE latents)")
     table_pick = gr.Radio(list(TABLE_CHOICES), value="vs_baseline", label="Summary table")
+    table_md = gr.Markdown(runview.table_note(None, "vs_baseline"), elem_id="table-note")
     summaries = gr.Dataframe(headers=list(SUMMARY_HEADERS), type="array", interactive=False, label="Summary")
     with gr.Row():
         zip_btn = gr.Button("Download the run (.zip)")
@@ -405,21 +461,41 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
         zip_file = gr.File(label="Run archive", interactive=False)
 
     prompt_table.change(variant_choices, [prompt_table, chosen, known], [chosen, known], api_visibility="private")
-    model.change(model_defaults, model, [seconds, steps, guidance], api_visibility="private")
+    model_fields = [seconds, steps, guidance, negative]
+    if get_spec(ctx.start_model).fixed_guidance is None:
+        model.change(model_defaults, model, model_fields, api_visibility="private")
+    else:  # the fields are built for a model with CFG: on page load too, to lock them for a distilled start model
+        gr.on(triggers=None, fn=model_defaults, inputs=model, outputs=model_fields, api_visibility="private")
     refresh_runs = bind(run_list, ctx)
     figures = user_errors(bin_figures)
     outputs = [run, status, pairs, summaries]
     figure_outputs = [grid_plot, diff_plot, bins_md, drawn_bins]
     generate = user_errors(bind(generate_run, ctx, ctx.gpu(generate_and_analyze, duration=grid_seconds),
                                 [value for _, value in model.choices]))
+    form = [model, prompt_table, chosen, baseline, seeds, seconds, steps, guidance, negative, reconstruction, music]
+    check = form_check(bind(check_generate, [value for _, value in model.choices]))
+    # 1. the form, checked on the page's values: a bad field is named next to the button, and the
+    # results on screen stay as they are; 2. the job (which checks the raw values again, for the API).
     # preprocess=False: the handler gets the raw values and checks each one itself (grid_request),
     # so a value past the form's own bounds is refused with a sentence that names the field.
-    generate_btn.click(arm_job, jobs, None, concurrency_limit=None, api_visibility="private").then(
-        generate, [model, prompt_table, chosen, baseline, seeds, seconds, steps, guidance, negative, reconstruction,
-                   music, jobs, tokens, record, mine], outputs + [mine], api_name="generate", concurrency_limit=1,
-        concurrency_id="gpu", preprocess=False).success(
-        figures, [run, lo, hi], figure_outputs, api_visibility="private").then(
+    generated = generate_btn.click(check, form, form_msg, api_visibility="private", show_progress="hidden").success(
+        halt_if_message, form_msg, None, api_visibility="private", show_progress="hidden").success(
+        arm_job, jobs, None, concurrency_limit=None, api_visibility="private").then(
+        generate, [*form, jobs, tokens, record, mine], outputs + [mine], api_name="generate", concurrency_limit=1,
+        concurrency_id="gpu", preprocess=False)
+    generated.success(figures, [run, lo, hi], figure_outputs, api_visibility="private").then(
         refresh_runs, mine, runs_dd, api_visibility="private")
+    if switch is not None:  # a model that could not load: the picker shows the stand-in that ran
+        generated.then(bind(follow_fallback, ctx), model, [model, switch], api_visibility="private")
+    run.change(lambda v: gr.update(visible=not v), run, empty, api_visibility="private")
+    gr.on([run.change, table_pick.change], runview.table_note, [run, table_pick], table_md, api_visibility="private")
+    preset.change(user_errors(range_preset), [run, model, preset, lo_hz, hi_hz], [lo, hi, lo_hz],
+                  api_visibility="private").then(lambda p: gr.update(visible=p == "hz"), preset, hi_hz,
+                                                 api_visibility="private")
+    gr.on([lo_hz.submit, hi_hz.submit, lo_hz.blur, hi_hz.blur], user_errors(range_preset),
+          [run, model, preset, lo_hz, hi_hz], [lo, hi, lo_hz], api_visibility="private")
+    gr.on([lo.change, hi.change, model.change, run.change], range_caption, [run, model, lo, hi], bins_md,
+          api_visibility="private")
     stop_btn.click(stop_job, jobs, None, concurrency_limit=None, api_name="stop")
     # The bin range is checked by runview.check_bins (raw values, as for Generate), with its name.
     gr.on([lo.change, hi.change], figures, [run, lo, hi], figure_outputs, api_name="spectrograms", preprocess=False)

@@ -155,10 +155,16 @@ class AppContext:
             except Exception as exc:
                 from recap.errors import ModelUnavailable
 
-                if not isinstance(exc, ModelUnavailable):
+                if isinstance(exc, ModelUnavailable):
+                    why = str(exc)
+                elif isinstance(exc, OSError):  # e.g. offline and not in the cache: a sentence, not the raw error
+                    log.warning("loading %s failed: %s", name, exc)
+                    why = (f"{name} could not be loaded here: its files are not on this machine and could not "
+                           "be downloaded.")
+                else:
                     raise
                 stand_in = offline_fallback(name)
-                note = f"{exc} The app uses `{stand_in}` instead."
+                note = f"{why} The app uses `{stand_in}` instead."
                 if spec.gated and "HF_TOKEN" not in note:
                     note += f" {HF_HELP}"
                 self._failed[name] = note

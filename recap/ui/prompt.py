@@ -251,9 +251,30 @@ def example_prompt(model_name: Any) -> str:
     return spec.examples[0] if spec is not None and spec.examples else "rain on a tin roof"
 
 
-def baseline_hint(model_name: Any) -> Any:
-    """The baseline box's placeholder for the model now chosen."""
-    return gr.update(placeholder=example_prompt(model_name))
+def baseline_hint(model_name: Any, current: Any = None) -> Any:
+    """The baseline box for the model now chosen: its example as the placeholder, and as the value
+    unless the visitor wrote their own (a value that is some model's example is replaced), so the
+    default submit of every tab runs on a prompt the model follows."""
+    from recap.backends.registry import list_specs
+
+    examples = {e for s in list_specs() for e in s.examples}
+    untouched = not isinstance(current, str) or not current.strip() or current.strip() in examples
+    example = example_prompt(model_name)
+    return gr.update(placeholder=example, value=example) if untouched else gr.update(placeholder=example)
+
+
+def method_choices(settings: Settings) -> tuple[list[tuple[str, str]], str | None]:
+    """The rewording methods this server can run for a visitor, and why the others are off.
+
+    The LLM methods need an endpoint: the server's (``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``) or
+    one the visitor types, which the owner may turn off. With neither, choosing them could only
+    fail, so only the offline synonyms are offered, and the reason is shown on the field.
+    """
+    if settings.llm_configured or settings.visitor_endpoints:
+        return list(METHOD_CHOICES), None
+    return ([c for c in METHOD_CHOICES if c[1] == "synonym"],
+            "LLM and multi-turn are off here: this server has no LLM endpoint (its owner sets OPENAI_BASE_URL "
+            "and OPENAI_API_KEY) and typed endpoints are off (RECAP_VISITOR_ENDPOINTS=1 allows them).")
 
 
 def closed_vocabulary(ctx: AppContext, model_name: Any) -> Any:
@@ -333,12 +354,15 @@ class PromptTab:
 def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> PromptTab:
     """Adds the tab's components and events to the open Blocks/Tab context."""
     start_method = "llm" if ctx.settings.llm_configured else "synonym"
+    methods, methods_off = method_choices(ctx.settings)
     gr.Markdown("Type a baseline prompt and reword it. Edit any prompt in the table, add your own (with a "
                 "learned token, e.g. `a recording of <my-bell>`), then generate them side by side.")
     with gr.Row():
-        baseline = gr.Textbox(label="Baseline prompt", placeholder=example_prompt(ctx.start_model), scale=4,
-                              max_length=PROMPT_LIMIT, elem_id="baseline-prompt")
-        method = gr.Radio(list(METHOD_CHOICES), value=start_method, label="Rewording", scale=3)
+        baseline = gr.Textbox(example_prompt(ctx.start_model), label="Baseline prompt",
+                              placeholder=example_prompt(ctx.start_model), scale=4, max_length=PROMPT_LIMIT,
+                              elem_id="baseline-prompt")
+        method = gr.Radio(methods, value=start_method, label="Rewording", scale=3, info=methods_off,
+                          elem_id="rewording-method")
     with gr.Row():
         distance = gr.Radio(list(DISTANCE_CHOICES), value="light", label="Distance")
         n = gr.Slider(1, MAX_N, value=3, step=1, label="How many rewordings")
@@ -425,7 +449,8 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
     # the chosen model as session state: the rewording endpoint's public signature stays as it was
     chosen_model = gr.State(ctx.start_model)
     model.change(lambda name: name, model, chosen_model, api_visibility="private")
-    model.change(baseline_hint, model, baseline, api_visibility="private")
+    model.change(baseline_hint, [model, baseline], baseline, api_visibility="private").then(
+        set_baseline, [table, baseline], table, api_visibility="private")
     reword_btn.click(on_reword, [table, baseline, method, distance, instruction, n, seed, system, *llm_inputs[:-1],
                                 chosen_model, jobs],
                      [table, info, record], api_name="recaption", concurrency_limit=4).success(

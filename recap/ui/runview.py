@@ -17,16 +17,28 @@ from recap.errors import BadInput
 from recap.limits import whole
 from recap.paths import inside
 from recap.analysis.spectrogram import (
+    N_FFT,
+    THESIS_BINS,
     SpectrogramConfig,
+    band_caption,
     difference_grid,
+    hz_to_bins,
     spectrogram_grid,
     spectrogram_of,
 )
+from recap.backends.registry import TOY_DIR, find_spec
 
 PAIR_HEADERS = ("variant", "seed", "prompt", "cosine", "L2 (unit)", "L2 raw", "MSE", "text cosine")
 SUMMARY_HEADERS = ("table", "group", "metric", "mean", "std", "variance", "n", "CI low", "CI high")
 TABLES = ("vs_baseline", "seed_variance", "text", "reconstruction", "clap", "music")
 N_BINS = 512  # rows of the thesis's STFT (n_fft = 1022)
+# Output sample rate of each family's hub models; the registry does not record it, and the page
+# must say what a bin is before any model loads. Models built here say it in their files.
+_FAMILY_RATES = {"stable-audio": 44_100, "stable-audio-3": 44_100, "audioldm": 16_000}
+_BUILT_HERE_RATE = 16_000  # recap.backends.tiny.TINY_SAMPLE_RATE (importing it loads torch)
+# The spectrogram range presets: (label, value) of the compare tab's radio.
+RANGE_CHOICES = (("whole range", "whole"), (f"thesis: bins {THESIS_BINS[0]}–{THESIS_BINS[1]}", "thesis"),
+                 ("band in Hz", "hz"))
 
 
 def _r(x: Any, digits: int = 4) -> Any:
@@ -70,6 +82,28 @@ def summary_rows(view: dict[str, Any] | None, table: str) -> list[list[Any]]:
     return [r for r in (view or {}).get("summaries", []) if r[0] == table]
 
 
+# Why a summary table is empty, and what fills it.
+_EMPTY_TABLES = {
+    "clap": "CLAP scores are off in the app: they need a second model (the CLAP weights). To add them, download "
+            "the run (.zip, or its folder under `runs/`) and run `recap analyze RUN_DIR --clap`.",
+    "music": "Music metrics are measured only when *Music metrics* is ticked before *Generate*: tick it and "
+             "generate again.",
+    "reconstruction": "The reconstruction check runs only when it is ticked before *Generate* (or *Open*).",
+    "seed_variance": "Seed variance needs at least two seeds: give two or more in *Seeds* and generate again.",
+    "vs_baseline": "Needs a baseline and at least one other variant of the same seed.",
+    "text": "Needs at least one variant besides the baseline.",
+}
+
+
+def table_note(view: dict[str, Any] | None, table: str) -> str:
+    """What to do when summary ``table`` is empty ("" when it has rows)."""
+    if not view:
+        return "*No run yet: generate a grid (or open a saved run) to fill the tables.*"
+    if summary_rows(view, table):
+        return ""
+    return f"*{_EMPTY_TABLES.get(table, 'This table is empty for this run.')}*"
+
+
 def check_bins(lo: float, hi: float) -> tuple[int, int]:
     """A valid half-open bin range [lo, hi) of the 512 rows; :class:`BadInput` names the bad one."""
     lo_i = whole("lowest bin shown", lo, 0, N_BINS - 1)
@@ -96,20 +130,22 @@ def spectrograms(view: dict[str, Any], lo: float, hi: float, max_frames: int = 4
 
 def grid_figures(view: dict[str, Any], specs: dict[tuple[str, int], Any]) -> tuple[Any, Any]:
     """The whole grid on one colour scale, and the variant − baseline differences (or None)."""
-    lo, last = next(iter(specs.values())).bins[[0, -1]]
-    fig = spectrogram_grid(specs, f"Run {view['run_id']}: bins {lo}-{last}, dB re full scale", max_frames=400)
+    first = next(iter(specs.values()))
+    band = band_caption(first.first_bin, first.first_bin + first.db.shape[0], first.sample_rate, first.n_fft)
+    fig = spectrogram_grid(specs, f"Run {view['run_id']}: {band}, dB re full scale", max_frames=400)
     fig.update_layout(width=None)
     diff = None
     if "baseline" in view["labels"] and len(view["labels"]) > 1:
-        diff = difference_grid(specs, "baseline", f"Variant − baseline, same seed (bins {lo}-{last})", max_frames=400)
+        diff = difference_grid(specs, "baseline", f"Variant − baseline, same seed ({band}; ±30 dB, silence blank)",
+                               max_frames=400)
         diff.update_layout(width=None)
     return fig, diff
 
 
 def cell_figures(specs: dict[tuple[str, int], Any]) -> list[Any]:
     """One small figure per clip, in ``specs`` order, all on the same dB colour scale."""
-    zmin = min(float(s.db.min()) for s in specs.values())
     zmax = max(float(s.db.max()) for s in specs.values())
+    zmin = max(min(float(s.db.min()) for s in specs.values()), zmax - 90.0)  # as spectrogram_grid
     out = []
     for key, spec in specs.items():
         fig = spectrogram_grid({key: spec}, title="", max_frames=300)
@@ -120,16 +156,64 @@ def cell_figures(specs: dict[tuple[str, int], Any]) -> list[Any]:
     return out
 
 
-def bins_caption(view: dict[str, Any] | None, lo: float, hi: float) -> str:
-    """Which band the bin range is at the run's sample rate (bins are not Hz)."""
-    if not view:
-        return ""
-    sr = int(view["model"].get("sample_rate") or 0)
+def model_sample_rate(name: Any) -> int | None:
+    """The sample rate model ``name`` makes, known without loading it (None for an unknown name)."""
+    import json
+
+    spec = find_spec(name)
+    if spec is None:
+        return None
+    if spec.trained_here:
+        try:
+            return int(json.loads((TOY_DIR / "vae" / "config.json").read_text())["sampling_rate"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    if spec.builds_offline:
+        return _BUILT_HERE_RATE
+    return _FAMILY_RATES.get(spec.family)
+
+
+def view_sample_rate(view: dict[str, Any] | None, model: Any = None) -> int | None:
+    """The sample rate of the run on screen, else of the chosen model."""
+    if view and int(view["model"].get("sample_rate") or 0):
+        return int(view["model"]["sample_rate"])
+    return model_sample_rate(model)
+
+
+def bins_caption(view: dict[str, Any] | None, lo: float, hi: float, model: Any = None) -> str:
+    """Which band the bin range is, at the run's sample rate or (before a run) the chosen model's:
+    bins are not Hz, so the page says what they are before anything is drawn."""
+    sr = view_sample_rate(view, model)
     if not sr:
         return ""
     lo_i, hi_i = check_bins(lo, hi)
-    n_fft = 2 * (N_BINS - 1)
-    return f"bins {lo_i}–{hi_i - 1} ≈ {lo_i * sr / n_fft:,.0f}–{(hi_i - 1) * sr / n_fft:,.0f} Hz at {sr:,} Hz"
+    return band_caption(lo_i, hi_i, sr, N_FFT) + " · difference view: ±30 dB, silence (below −80 dB) blank"
+
+
+def range_bins(preset: Any, lo_hz: Any, hi_hz: Any, sample_rate: int | None) -> tuple[int, int]:
+    """The bin range [lo, hi) of a range preset: every row, the thesis's 100-150, or a band in Hz
+    at ``sample_rate`` (the band is clipped to Nyquist).
+
+    Raises:
+        BadInput: an unknown preset, or a band that is not two frequencies going up.
+    """
+    from recap.limits import finite
+
+    if preset == "whole":
+        return 0, N_BINS
+    if preset == "thesis":
+        return THESIS_BINS
+    if preset != "hz":
+        raise BadInput(f"range must be one of {', '.join(v for _, v in RANGE_CHOICES)}, got {str(preset)[:20]!r}")
+    if not sample_rate:
+        raise BadInput("the model's sample rate is unknown: choose the bins with the sliders")
+    nyquist = sample_rate / 2
+    lo = finite("band from (Hz)", lo_hz, 0.0, 1e6)
+    hi = min(finite("band to (Hz)", hi_hz, 0.0, 1e6), nyquist)
+    if not lo < hi:
+        raise BadInput(f"the band {lo:g}–{hi:g} Hz is empty: 'from' must be below 'to' (and below "
+                       f"Nyquist, {nyquist:,.0f} Hz)")
+    return hz_to_bins(lo, hi, sample_rate, N_FFT)
 
 
 def cell_caption(view: dict[str, Any], label: str, seed: int) -> str:

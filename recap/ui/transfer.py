@@ -24,14 +24,18 @@ from recap.errors import BadInput
 from recap.limits import LIMITS, text
 from recap.ui import runview
 from recap.ui.common import (
+    bind,
     code_text,
+    follow_fallback,
+    form_check,
+    halt_if_message,
     md_text,
     model_name,
     seeds_of,
     user_errors,
     warn_if_stopped,
 )
-from recap.backends.registry import get_spec
+from recap.backends.registry import find_spec, get_spec, list_specs
 from recap.ui.context import AppContext
 from recap.ui.jobs import SessionJobs, arm_job
 from recap.ui.session_tokens import tokens_for_prompts
@@ -101,6 +105,34 @@ def transfer_request(model: Any, source: Any, references: Any, prompt: Any, stre
     return TransferRequest(name, source, refs, prompt, config)
 
 
+def default_prompt(model: Any) -> str:
+    """A plain prompt model ``model`` follows (its first example): the panel's default, so Transfer
+    works as it opens; a learned token is added by hand (``<my-sound>`` only once it is trained)."""
+    spec = find_spec(model)
+    return spec.examples[0] if spec is not None and spec.examples else "rain on a tin roof"
+
+
+def model_fields(model: Any, prompt: Any) -> tuple[Any, Any]:
+    """The Steps and Prompt fields for a newly chosen model: its default steps, and its example
+    prompt unless the visitor wrote their own (a prompt that is some model's example is replaced)."""
+    spec = get_spec(model)
+    examples = {e for s in list_specs() for e in s.examples}
+    untouched = not isinstance(prompt, str) or not prompt.strip() or prompt.strip() in examples
+    return (gr.update(value=spec.defaults.steps, label=steps_label(spec.name)),
+            gr.update(value=default_prompt(spec.name)) if untouched else gr.skip())
+
+
+def steps_label(model: Any) -> str:
+    spec = get_spec(model)
+    return f"Steps (1–{LIMITS.steps}; {spec.name}'s default {spec.defaults.steps}; empty: the model's)"
+
+
+def check_transfer(choices: list[str], model: Any, source: Any, references: Any, prompt: Any, strengths: Any,
+                   seeds: Any, steps: Any) -> None:
+    """The panel's checks (:func:`transfer_request`) on the page's values, before any job is queued."""
+    transfer_request(model, source, references, prompt, strengths, seeds, steps, choices)
+
+
 def run_transfer(backend: Any, source: str, prompt: str, config: Any, tokens: dict[str, Any],
                  references: list[str], runs_dir: Path, token_info: list[dict[str, Any]], progress: Any = None,
                  stop: Any = None) -> tuple[Any, Any]:
@@ -147,8 +179,9 @@ def transfer_installed() -> bool:
 
 
 def build_transfer_panel(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens: gr.State,
-                         mine: gr.State | None = None) -> None:
-    """Adds the accordion to the open Blocks/Tab context; the runs it makes join ``mine``."""
+                         mine: gr.State | None = None, switch: gr.State | None = None) -> None:
+    """Adds the accordion to the open Blocks/Tab context; the runs it makes join ``mine``;
+    ``switch`` moves the picker to the stand-in that ran (see :func:`recap.ui.common.follow_fallback`)."""
     gpu_transfer = ctx.gpu(run_transfer, duration=transfer_seconds)
     mine = mine if mine is not None else gr.State([])
     choices = [value for _, value in model.choices]
@@ -159,20 +192,25 @@ def build_transfer_panel(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, to
                     "strength starts at. On the toy model the source is lost between 0.2 and 0.3 and 0.8 and up "
                     "is plain generation, so sweep the low strengths finely.")
         with gr.Row():
-            source = gr.Audio(label="Source clip", type="filepath", sources=["upload"])
+            source = gr.Audio(label="Source clip", type="filepath", sources=["upload"], elem_id="transfer-source")
             references = gr.File(label="Target clips (optional: the token's training clips)", file_count="multiple",
                                  file_types=["audio"])
         with gr.Row():
-            prompt = gr.Textbox(label="Prompt", value="a recording of <my-sound>", scale=3)
+            prompt = gr.Textbox(label="Prompt (add a learned token, e.g. <my-sound>, once one is trained)",
+                                value=default_prompt(ctx.start_model), scale=3, elem_id="transfer-prompt")
             strengths = gr.Textbox("0, 0.2, 0.4, 0.6, 0.8, 1.0", label="Strengths", scale=2)
             seeds = gr.Textbox("0", label="Seeds")
             # No bounds on the field itself: the core checks the value and says which field it was
             # (the page's own bound check would refuse it with a sentence that does not).
-            steps = gr.Number(None, label=f"Steps (1–{LIMITS.steps}; empty: the model's)")
+            # No precision or bounds on the field itself: Gradio would fail on NaN before the core
+            # could name the field (the core checks the value and says which field it was).
+            steps = gr.Number(get_spec(ctx.start_model).defaults.steps, label=steps_label(ctx.start_model),
+                              elem_id="transfer-steps")
         with gr.Row():
-            go_btn = gr.Button("Transfer", variant="primary")
+            go_btn = gr.Button("Transfer", variant="primary", elem_id="transfer-btn")
             stop_btn = gr.Button("Stop", variant="stop")
-        status = gr.Markdown()
+        form_msg = gr.Markdown(elem_id="transfer-message")  # a bad or missing field, named next to the button
+        status = gr.Markdown(elem_id="transfer-status")
         curves_plot = gr.Plot(label="Similarity by strength")
         table = gr.Dataframe(headers=list(CURVE_HEADERS), type="array", interactive=False, label="Curves")
         view_state = gr.State(None)
@@ -215,8 +253,16 @@ def build_transfer_panel(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, to
         return (view, "\n\n".join(lines), curves_figure(curves), view["rows"],
                 runview.remember_run(mine_, manifest.run_id))
 
-    go_btn.click(arm_job, jobs, None, concurrency_limit=None, api_visibility="private").then(
-        on_transfer, [model, source, references, prompt, strengths, seeds, steps, jobs, tokens, mine],
+    form = [model, source, references, prompt, strengths, seeds, steps]
+    check = form_check(bind(check_transfer, choices))
+    # the form first (a bad or missing field is named next to the button, over no result), then the job
+    done = go_btn.click(check, form, form_msg, api_visibility="private", show_progress="hidden").success(
+        halt_if_message, form_msg, None, api_visibility="private", show_progress="hidden").success(
+        arm_job, jobs, None, concurrency_limit=None, api_visibility="private").then(
+        on_transfer, [*form, jobs, tokens, mine],
         [view_state, status, curves_plot, table, mine], api_name="transfer", concurrency_limit=1,
         concurrency_id="gpu")
+    model.change(model_fields, [model, prompt], [steps, prompt], api_visibility="private")
+    if switch is not None:
+        done.then(bind(follow_fallback, ctx), model, [model, switch], api_visibility="private")
     stop_btn.click(SessionJobs.stop, jobs, None, concurrency_limit=None, api_visibility="private")
