@@ -153,7 +153,7 @@ def test_experimenter_creates_ab_study_two_raters_answer_blind_results_match(stu
     for name in raters:
         page = new_page(browser, f"{url}?study={code}", tab=False)
         page.on("request", lambda request, name=name: fetched[name].append(request.url))
-        expect(page.get_by_label("Study code")).to_have_value(code)  # prefilled from the link
+        expect(page.get_by_label("Study code")).to_have_value(code, timeout=30_000)  # prefilled from the link
         # The link opens the rater's page: no other tab, model picker, banner or experimenter panel.
         for other in ("Prompt", "Token", "Generate & compare", "About"):
             expect(page.get_by_role("tab", name=other)).to_be_hidden()

@@ -220,6 +220,7 @@ def test_toy_train_command_builds_a_loadable_model_and_refuses_a_changed_recipe(
     assert main(["toy", "train", "--work", str(work), "--out", str(out), *recipe, "--dit-lr", "0.001"]) != 0
 
 
+@pytest.mark.slow  # every measurement of the model card, end to end: its own bounded CI step
 def test_toy_eval_command_reports_every_measure(tmp_path):
     """`recap toy eval` measures steering, rewording, prompt following and the VAE's renderings."""
     import json

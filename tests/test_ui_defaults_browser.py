@@ -24,8 +24,10 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run"]
 LAPTOP = {"width": 1366, "height": 768}
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                              "(apt-get install chromium; CI installs it)")
+# A walk through every tab on the toy model: a slow check, run by .ci/run as its own bounded step.
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                                                               "(apt-get install chromium; CI installs it)")]
 
 # The row (Hz) of a plot's first trace with the most energy, averaged over time, read from the page.
 PEAK_HZ = """e => {
