@@ -11,34 +11,29 @@ from __future__ import annotations
 
 import hashlib
 import re
-import socket
 import struct
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from browser import NEEDS_CHROMIUM, chromium, running_app
 from recap.config import Settings
 from recap.generation.grid import GenerationConfig, generate_grid, make_variants, save_run
 from recap.study.store import StudyStore
 from recap.study.stats import summarize
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 SEEDS = [0, 1, 2]
 QUESTION = "Which sounds more like rain?"
 LABELS = ("baseline", "variant-1")
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                              "(apt-get install chromium; CI installs it)")
+pytestmark = NEEDS_CHROMIUM
 
 
 @pytest.fixture(scope="module")
 def study_app(tmp_path_factory, tiny):
     """The app serving a RECAP_HOME that holds one tiny run (baseline + variant-1, 3 seeds): (url, home, run id)."""
-    from recap.ui.app import build_app, launch_options
     from recap.ui.context import AppContext
 
     home = tmp_path_factory.mktemp("study-browser-home")
@@ -46,24 +41,14 @@ def study_app(tmp_path_factory, tiny):
     variants = make_variants("rain on a tin roof", ["drizzle on a metal roof"])
     grid = generate_grid(tiny, variants, GenerationConfig(seconds=1.0, steps=2, seeds=SEEDS))
     run = save_run(grid, tiny, home / "runs")
-    ctx = AppContext.create(Settings(home=home, model="tiny"))
-    demo = build_app(ctx)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                **launch_options(ctx))
-    yield demo.local_url, home, run.run_id
-    demo.close()
+    with running_app(AppContext.create(Settings(home=home, model="tiny"))) as demo:
+        yield demo.local_url, home, run.run_id
 
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def new_page(browser, url: str, tab: bool = True):

@@ -5,48 +5,33 @@ Leaves a full-page screenshot in ``test-artifacts/ui-compare.png``.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
+from browser import NEEDS_CHROMIUM, chromium, running_app
 from recap.config import Settings
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                              "(apt-get install chromium; CI installs it)")
+pytestmark = NEEDS_CHROMIUM
 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    from recap.ui.app import build_app, launch_options
     from recap.ui.context import AppContext
 
-    ctx = AppContext.create(Settings(home=tmp_path_factory.mktemp("browser-home"), model="tiny"))
-    demo = build_app(ctx)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                **launch_options(ctx))
-    yield demo.local_url
-    demo.close()
+    with running_app(AppContext.create(Settings(home=tmp_path_factory.mktemp("browser-home"), model="tiny"))) as demo:
+        yield demo.local_url
 
 
 @pytest.fixture(scope="module")
 def page(app_url):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
         page.goto(app_url)
         yield page
-        browser.close()
 
 
 def test_type_a_prompt_generate_and_see_players_and_spectrograms(page):

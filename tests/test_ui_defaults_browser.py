@@ -1,5 +1,5 @@
 """Every tab's default submit, in a real browser (Debian's Chromium driven by Playwright), on a
-laptop (1366 × 768) and a phone (390 × 844): it works, or it names the missing input next to the
+laptop (1366 × 768): it works, or it names the missing input next to the
 field. And the spectrogram a first-time user sees shows the sound: a high toy beep has its
 energy where the toy world puts "high" (recap.toy.world.PITCHES), with the defaults.
 
@@ -8,26 +8,21 @@ Writes docs/compare.png and docs/spectrogram.png (the README shows them).
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from browser import NEEDS_CHROMIUM, chromium, running_app
 from recap.config import Settings
 from recap.toy.world import PITCHES
 
-CHROMIUM = Path("/usr/bin/chromium")
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 LAPTOP = {"width": 1366, "height": 768}
 
 # A walk through every tab on the toy model: a slow check, run by .ci/run as its own bounded step.
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                               "(apt-get install chromium; CI installs it)")]
+pytestmark = [pytest.mark.slow, NEEDS_CHROMIUM]
 
 # The row (Hz) of a plot's first trace with the most energy, averaged over time, read from the page.
 PEAK_HZ = """e => {
@@ -41,27 +36,16 @@ PEAK_HZ = """e => {
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    from recap.ui.app import build_app, launch_options
     from recap.ui.context import AppContext
 
-    ctx = AppContext.create(Settings(home=tmp_path_factory.mktemp("defaults-home"), model="toy"))
-    demo = build_app(ctx)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                **launch_options(ctx))
-    yield demo.local_url
-    demo.close()
+    with running_app(AppContext.create(Settings(home=tmp_path_factory.mktemp("defaults-home"), model="toy"))) as demo:
+        yield demo.local_url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def open_page(browser, url, viewport):
