@@ -31,7 +31,7 @@ def test_the_web_app_starts_without_the_model_libraries():
     assert _heavy_imports("recap.ui.app") == (False, False, False)
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny-audioldm", "toy"])
+@pytest.mark.parametrize("name", ["tiny", "tiny-audioldm", "toy", "tiny-sa3"])
 def test_the_registry_says_what_the_loaded_model_reports(name):
     from recap.backends.loading import load_backend
 
@@ -42,6 +42,7 @@ def test_the_registry_says_what_the_loaded_model_reports(name):
     assert spec.max_seconds == pytest.approx(backend.max_seconds, abs=1e-9)
     assert spec.defaults == backend.defaults
     assert (spec.family, spec.random_weights) == (backend.family, backend.random_weights)
+    assert spec.sample_rate == backend.sample_rate
 
 
 def test_the_real_models_windows_are_their_own():

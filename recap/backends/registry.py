@@ -84,6 +84,7 @@ class BackendSpec:
         label: How the UI's model picker shows it.
         max_seconds: Longest clip it makes (the loaded backend's ``max_seconds``).
         defaults: Generation settings when none are given.
+        sample_rate: Hz of the audio it makes (the loaded backend's ``sample_rate``; known before loading).
         random_weights: Built from configs with random weights: its audio is noise.
         trained_here: Trained by ``recap toy train`` on the synthetic sounds of
             :mod:`recap.toy.world` (so that world's features describe its clips), with its weights
@@ -108,6 +109,7 @@ class BackendSpec:
     label: str
     max_seconds: float
     defaults: ModelDefaults
+    sample_rate: int
     random_weights: bool = False
     trained_here: bool = False
     gated: bool = False
@@ -148,7 +150,7 @@ def _resolve(target: str) -> Any:
 
 def _audioldm(model_id: str, label: str, description: str) -> BackendSpec:
     return BackendSpec(model_id, model_id, "audioldm", "AudioLDMPipeline", label, AUDIOLDM_MAX_SECONDS,
-                       AUDIOLDM_DEFAULTS, licence=_AUDIOLDM_LICENCE, description=description)
+                       AUDIOLDM_DEFAULTS, 16_000, licence=_AUDIOLDM_LICENCE, description=description)
 
 
 # In the order the UI's picker and `recap models` list them.
@@ -159,7 +161,7 @@ _SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
         # 32 latent frames x hop 256 at 8 kHz (assets/toy/*/config.json)
         max_seconds=32 * 256 / 8_000,
         # 25 steps and guidance 4 are where its steering is clear (MODEL_CARD.md)
-        defaults=ModelDefaults(seconds=1.0, steps=25, guidance=4.0),
+        defaults=ModelDefaults(seconds=1.0, steps=25, guidance=4.0), sample_rate=8_000,
         trained_here=True, licence="built here (see assets/toy/MODEL_CARD.md)",
         description="TOY WORLD: a small Stable Audio-family model trained here on synthetic beeps, buzzes, hums, "
         "chirps, sirens, clicks, hisses and bells (8 kHz mono, up to 1 s); follows pitch (low/mid/high) and "
@@ -178,7 +180,7 @@ _SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
         label="tiny: offline demo, RANDOM weights (audio is noise)",
         max_seconds=256 * 256 / 16_000,  # 256 latent frames x hop 256 at 16 kHz (recap.backends.tiny)
         # short and cheap, so the offline demo answers in seconds on a CPU
-        defaults=ModelDefaults(seconds=2.0, steps=10, guidance=7.0),
+        defaults=ModelDefaults(seconds=2.0, steps=10, guidance=7.0), sample_rate=16_000,
         random_weights=True, licence="built here",
         description="Stable Audio architecture in miniature, RANDOM weights (tests/demo; audio is noise)",
         builder="recap.backends.tiny:tiny_stable_audio_pipeline",
@@ -187,6 +189,7 @@ _SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
         "tiny-audioldm", "recap/tiny-audioldm", "audioldm", "AudioLDMPipeline",
         label="tiny-audioldm: offline demo, RANDOM weights (audio is noise)",
         max_seconds=AUDIOLDM_MAX_SECONDS, defaults=ModelDefaults(seconds=2.0, steps=10, guidance=2.5),
+        sample_rate=16_000,
         random_weights=True, licence="built here",
         description="AudioLDM architecture in miniature, RANDOM weights (tests/demo; audio is noise)",
         builder="recap.backends.tiny:tiny_audioldm_pipeline",
@@ -194,6 +197,7 @@ _SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
     BackendSpec(
         SAO_ID, SAO_ID, "stable-audio", "StableAudioPipeline",
         label="Stable Audio Open 1.0 (gated: needs HF_TOKEN)", max_seconds=SAO_MAX_SECONDS, defaults=SAO_DEFAULTS,
+        sample_rate=44_100,
         gated=True, licence="Stability AI Community License (gated: accept it on the model page)",
         description="Stable Audio Open 1.0: T5-base + 1.06 B DiT + Oobleck VAE, 44.1 kHz stereo, up to 47.55 s",
     ),
@@ -203,7 +207,7 @@ _SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
         # variable length like SA3; 10 s keeps a CPU demo quick (hop 256 at 16 kHz: 625 latent frames)
         max_seconds=10.0,
         # the distilled checkpoint's sampler: 8 ping-pong steps, guidance fixed at 1
-        defaults=ModelDefaults(seconds=2.0, steps=8, guidance=1.0),
+        defaults=ModelDefaults(seconds=2.0, steps=8, guidance=1.0), sample_rate=16_000,
         random_weights=True, licence="built here",
         description="Stable Audio 3 architecture (distilled sampler: guidance fixed at 1) in miniature, "
         "RANDOM weights (tests/demo; audio is noise)",
@@ -212,7 +216,7 @@ _SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
     BackendSpec(
         SA3_ID, SA3_ID, "stable-audio-3", "StableAudio3Pipeline",
         label="Stable Audio 3 Medium (distilled; gated, converted locally)", max_seconds=SA3_MAX_SECONDS,
-        defaults=SA3_DEFAULTS, gated=True, licence=_SA3_LICENCE,
+        defaults=SA3_DEFAULTS, sample_rate=44_100, gated=True, licence=_SA3_LICENCE,
         description="Stable Audio 3 Medium: T5Gemma + 1.4 B DiT + SAME-L, 44.1 kHz stereo, up to 380 s; "
         "distilled to 8 steps: guidance is fixed at 1 (no CFG, no negative prompt)",
         fixed_guidance=1.0,
@@ -220,7 +224,7 @@ _SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
     BackendSpec(
         SA3_BASE_ID, SA3_BASE_ID, "stable-audio-3", "StableAudio3Pipeline",
         label="Stable Audio 3 Medium base (CFG; gated, converted locally)", max_seconds=SA3_MAX_SECONDS,
-        defaults=SA3_BASE_DEFAULTS, gated=True, licence=_SA3_LICENCE,
+        defaults=SA3_BASE_DEFAULTS, sample_rate=44_100, gated=True, licence=_SA3_LICENCE,
         description="Stable Audio 3 Medium base (not distilled): T5Gemma + 1.4 B DiT + SAME-L, 44.1 kHz stereo, "
         "up to 380 s; ~100 Euler steps with classifier-free guidance and negative prompts",
     ),

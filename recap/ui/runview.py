@@ -26,16 +26,12 @@ from recap.analysis.spectrogram import (
     spectrogram_grid,
     spectrogram_of,
 )
-from recap.backends.registry import TOY_DIR, find_spec
+from recap.backends.registry import find_spec
 
 PAIR_HEADERS = ("variant", "seed", "prompt", "cosine", "L2 (unit)", "L2 raw", "MSE", "text cosine")
 SUMMARY_HEADERS = ("table", "group", "metric", "mean", "std", "variance", "n", "CI low", "CI high")
 TABLES = ("vs_baseline", "seed_variance", "text", "reconstruction", "clap", "music")
 N_BINS = 512  # rows of the thesis's STFT (n_fft = 1022)
-# Output sample rate of each family's hub models; the registry does not record it, and the page
-# must say what a bin is before any model loads. Models built here say it in their files.
-_FAMILY_RATES = {"stable-audio": 44_100, "stable-audio-3": 44_100, "audioldm": 16_000}
-_BUILT_HERE_RATE = 16_000  # recap.backends.tiny.TINY_SAMPLE_RATE (importing it loads torch)
 # The spectrogram range presets: (label, value) of the compare tab's radio.
 RANGE_CHOICES = (("whole range", "whole"), (f"thesis: bins {THESIS_BINS[0]}–{THESIS_BINS[1]}", "thesis"),
                  ("band in Hz", "hz"))
@@ -158,19 +154,8 @@ def cell_figures(specs: dict[tuple[str, int], Any]) -> list[Any]:
 
 def model_sample_rate(name: Any) -> int | None:
     """The sample rate model ``name`` makes, known without loading it (None for an unknown name)."""
-    import json
-
     spec = find_spec(name)
-    if spec is None:
-        return None
-    if spec.trained_here:
-        try:
-            return int(json.loads((TOY_DIR / "vae" / "config.json").read_text())["sampling_rate"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-    if spec.builds_offline:
-        return _BUILT_HERE_RATE
-    return _FAMILY_RATES.get(spec.family)
+    return None if spec is None else spec.sample_rate
 
 
 def view_sample_rate(view: dict[str, Any] | None, model: Any = None) -> int | None:
