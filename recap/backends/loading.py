@@ -192,7 +192,11 @@ def load_backend(
     # 2. Build or download the pipeline
     with quiet_build():
         if spec.builds_offline:
-            pipe = spec.build()
+            try:
+                pipe = spec.build()
+            except OSError as exc:  # shipped files unreadable or missing: a sentence, never the raw error
+                raise ModelUnavailable(f"{spec.name} could not be built here: its files could not be read "
+                                       f"({type(exc).__name__}). Offline alternative: --model tiny.") from exc
         else:
             import diffusers
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from recap.backends.registry import SAO_ID, available_specs, get_spec, offline_fallback, weights_cached
+from recap.errors import ModelUnavailable
 from recap.config import Settings, settings, zero_gpu_mode
 from recap.ui import zerogpu
 
@@ -152,17 +153,8 @@ class AppContext:
                 return self._load(offline_fallback(name)), self._failed[name]
             try:
                 return self._load(name), None
-            except Exception as exc:
-                from recap.errors import ModelUnavailable
-
-                if isinstance(exc, ModelUnavailable):
-                    why = str(exc)
-                elif isinstance(exc, OSError):  # e.g. offline and not in the cache: a sentence, not the raw error
-                    log.warning("loading %s failed: %s", name, exc)
-                    why = (f"{name} could not be loaded here: its files are not on this machine and could not "
-                           "be downloaded.")
-                else:
-                    raise
+            except ModelUnavailable as exc:  # load_backend's sentence for every way a model cannot be had here
+                why = str(exc)
                 stand_in = offline_fallback(name)
                 note = f"{why} The app uses `{stand_in}` instead."
                 if spec.gated and "HF_TOKEN" not in note:
