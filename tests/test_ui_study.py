@@ -16,6 +16,7 @@ import pytest
 
 from recap.generation.grid import GenerationConfig, generate_grid, make_variants, save_run
 from recap.study.store import StudyConfig, StudyStore
+from recap.ui.listen import MAX_MUSHRA_CLIPS
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402
@@ -76,7 +77,10 @@ def test_twenty_raters_through_the_app_store_exactly_one_row_per_answer(study_ap
             client = Client(url, verbose=False, download_files=False)
             client.predict(code, f"rater-{i}", "", api_name="/study_open")
             for k in range(ANSWERS):
-                client.predict(["A", "B", "None", "Cannot decide"][k % 4], f"comment {k}", 3, 3, api_name="/study_submit")
+                # every input the page sends: answer, comment, two scales, the ABX choice, the page width
+                # and the MUSHRA sliders (unused by an A/B trial)
+                client.predict(["A", "B", "None", "Cannot decide"][k % 4], f"comment {k}", 3, 3, None, 1366,
+                               *[50] * MAX_MUSHRA_CLIPS, api_name="/study_submit")
         except BaseException as exc:  # reported below; a thread must not swallow it
             errors.append(exc)
 
