@@ -26,7 +26,7 @@ from recap.config import Settings
 from recap.errors import BadInput
 from recap.study.store import StudyConfig, StudyStore
 from recap.study.items import MAX_REFERENCE_SECONDS
-from recap.ui.listen import FREE_TRIES, SERVER_FAILURES, SERVER_WINDOW_S, ExperimenterGate, Unlock
+from recap.ui.experimenter import FREE_TRIES, SERVER_FAILURES, SERVER_WINDOW_S, ExperimenterGate, Unlock
 
 PASSWORD = "correct horse battery staple"
 SR = 8000
@@ -406,7 +406,7 @@ def test_out_of_bounds_study_inputs_are_refused_with_sentences_and_write_nothing
 
 
 def test_the_core_bounds_what_the_cli_and_the_api_share(tmp_path):
-    from recap.ui.listen import open_study, submit_answer
+    from recap.ui.rater import open_study, submit_answer
 
     make_run(tmp_path)
     store = StudyStore(tmp_path)

@@ -321,7 +321,9 @@ def test_each_rater_copy_has_its_own_name_and_bytes_and_the_same_samples(ab_stud
 
 
 def test_names_and_comments_cannot_inject_sql_or_html(store, ab_study):
-    from recap.ui.listen import md_text, open_study, progress_table, submit_answer
+    from recap.ui.common import md_text
+    from recap.ui.experimenter import progress_table
+    from recap.ui.rater import open_study, submit_answer
 
     evil = "Robert'); DROP TABLE answers;-- <script>alert(1)</script>"
     view = open_study(store.home, ab_study.code, name=evil)
@@ -338,7 +340,7 @@ def test_names_and_comments_cannot_inject_sql_or_html(store, ab_study):
 
 
 def test_ui_rater_flow_resumes_and_never_doubles(store, ab_study):
-    from recap.ui.listen import code_from_query, open_study, submit_answer
+    from recap.ui.rater import code_from_query, open_study, submit_answer
 
     assert code_from_query({"study": f" {ab_study.code.upper()} "}) == ab_study.code
     assert code_from_query({"study": "<b>x</b>"}) == "" and code_from_query({}) == ""
@@ -368,8 +370,9 @@ def test_ui_rater_flow_resumes_and_never_doubles(store, ab_study):
 
 
 def test_ui_experimenter_creates_rating_study_and_gets_results(store, recap_home, tmp_path):
-    from recap.ui.listen import (RESULT_HEADERS, create_study, open_study, progress_table, run_choices,
-                                 study_choices, study_results, submit_answer)
+    from recap.ui.experimenter import (RESULT_HEADERS, create_study, progress_table, run_choices, study_choices,
+                                       study_results)
+    from recap.ui.rater import open_study, submit_answer
 
     make_run(recap_home, "run1", ["baseline", "reword-1a"], [0, 1])
     assert [value for _, value in run_choices(recap_home)] == ["run1"]

@@ -16,7 +16,7 @@ import pytest
 
 from recap.generation.grid import GenerationConfig, generate_grid, make_variants, save_run
 from recap.study.store import StudyConfig, StudyStore
-from recap.ui.listen import MAX_MUSHRA_CLIPS
+from recap.ui.rater import MAX_MUSHRA_CLIPS
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402

@@ -7,7 +7,7 @@ at ``launch()``: theme, CSS, and the only folders it may serve.
 A study link (``?study=CODE``) opens the rater's page: the same app with everything but the
 rater's part of "Listen & rate" hidden when the page loads (no other tab, model picker, banner,
 experimenter panel or run browser). Hiding is for the rater's sake, not a lock: what must stay
-private is refused by the handlers themselves (see :mod:`recap.ui.listen`).
+private is refused by the handlers themselves (see :mod:`recap.ui.experimenter`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from recap.ui.compare import build_compare_tab
 from recap.ui.context import AppContext, choose_start_model
 from recap.ui.guard import guard_middleware
 from recap.ui.jobs import SessionJobs, close_session
-from recap.ui.listen import build_listen_tab, code_from_query
+from recap.ui.listen import build_listen_tab
+from recap.ui.rater import code_from_query
 from recap.ui.prompt import build_prompt_tab
 from recap.ui.token import build_token_tab
 from recap.ui.transfer import build_transfer_panel, transfer_installed
