@@ -337,9 +337,9 @@ def test_progress_results_and_exports_never_show_a_resume_code(public):
     progress = experimenter(lab, "Progress", Study=code)
     results = experimenter(lab, "Results", Study=code)
     assert progress.ok and results.ok, (progress.error, results.error)
-    downloads = results.output[-1]
+    downloads = results.output[2]
     exported = b"".join(get(f["url"]) for f in downloads)
-    assert len(downloads) == 3 and b"pat" in exported
+    assert len(downloads) == 5 and b"pat" in exported  # two CSVs, the JSON, the figure as PNG and SVG
     for secret in codes:
         assert secret not in json.dumps(progress.output) + json.dumps(results.output)
         assert secret.encode() not in exported

@@ -398,10 +398,14 @@ def test_ui_experimenter_creates_rating_study_and_gets_results(store, recap_home
         ovl = {"baseline": 2.0, "reword-1a": 5.0}[condition(view)]  # floats, as the browser sends
         view = submit_answer(recap_home, view.state, None, {"OVL": ovl, "REL": 1.0})
     assert progress_table(recap_home, code)[0][2:4] == [4, 4]
-    rows, figure, files = study_results(recap_home, code, export_dir=tmp_path)
+    rows, figure, files, note = study_results(recap_home, code, export_dir=tmp_path)
     assert all(len(r) == len(RESULT_HEADERS) for r in rows) and len(figure.data) == 1
-    assert sorted(Path(f).name for f in files) == [f"study-{code}-answers.csv", f"study-{code}-summary.csv",
+    # the tables, and the figure as a paper prints it
+    assert sorted(Path(f).name for f in files) == [f"study-{code}-answers.csv", f"study-{code}-figure.png",
+                                                   f"study-{code}-figure.svg", f"study-{code}-summary.csv",
                                                    f"study-{code}.json"]
+    assert Path(files[-2]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and b"<svg" in Path(files[-1]).read_bytes()[:400]
+    assert note.startswith("Raters excluded: 0 by *failed checks*")
     means = {r[2]: r[6] for r in rows if r[0] == "rating"}
     assert means == {"baseline": 2.0, "reword-1a": 5.0}
     assert [r[4] for r in rows if r[0] == "rating"] == [2, 2]  # n per condition (2 seeds)
@@ -473,3 +477,49 @@ def test_listen_tab_wires_handlers_into_blocks(store, ab_study):
     runs, studies = fns["on_refresh"].fn(None)  # a local server without a password: open
     assert [v for _, v in runs["choices"]] == ["run1"] and [v for _, v in studies["choices"]] == [ab_study.code]
     jobs.close()
+
+
+def test_builder_fills_pairs_and_pickers_from_the_chosen_runs_and_only_for_an_experimenter(store, recap_home):
+    import types
+
+    import gradio as gr
+
+    from recap.ui.experimenter import (ExperimenterGate, Unlock, builder_visibility, create_study, pairs_text,
+                                       variant_labels)
+    from recap.ui.listen import build_listen_tab
+
+    make_run(recap_home, "run1", ["baseline", "reword-1a", "reword-2a"], [0, 1, 2])
+    make_run(recap_home, "run2", ["baseline", "reword-3a"], [0, 1, 2])
+    assert variant_labels(recap_home, ["run1", "run2"]) == ["baseline", "reword-1a", "reword-2a", "reword-3a"]
+    # ids that are not runs, paths and junk offer nothing (the list only shows what exists)
+    assert variant_labels(recap_home, ["../run1", "nope", None, 5]) == [] == variant_labels(recap_home, "run1")
+    assert pairs_text("baseline", ["reword-1a", "baseline", "reword-2a"]) == "baseline:reword-1a\nbaseline:reword-2a"
+    assert pairs_text(None, ["x"]) == "" == pairs_text("baseline", "reword-1a")
+    assert builder_visibility("mushra") == {"pairs": False, "questions": False, "items": False, "scales": False,
+                                            "mushra": True, "checks": False, "reference_clip": False}
+    assert builder_visibility("abx")["pairs"] and not builder_visibility("abx")["questions"]
+
+    # A MUSHRA study straight from the pickers: a dropdown's reference and a checkbox group's ticks
+    message, code = create_study(recap_home, ["run1"], "mushra", conditions=["reword-1a", "reword-2a"],
+                                 reference_variant="baseline")
+    info = store.get(code)
+    assert info.config.conditions == ["reword-1a", "reword-2a"] and info.config.reference_variant == "baseline"
+    assert f"?study={code}" in message
+    # Rating items from ticks too; none ticked means every variant
+    _, rating = create_study(recap_home, ["run1"], "rating", items=["reword-2a"], repeats=0, checks=0)
+    assert store.get(rating).config.items == ["reword-2a"]
+
+    for mode, unlock, shown in (("open", None, True), ("password", Unlock(), False), ("password", Unlock(True), True)):
+        settings = types.SimpleNamespace(home=store.home, experimenter_access=mode,
+                                         experimenter_password="pw" if mode == "password" else None)
+        with gr.Blocks() as demo:
+            build_listen_tab(types.SimpleNamespace(settings=settings))
+        assert ExperimenterGate.from_settings(settings).mode == mode
+        on_runs = next(f for f in demo.fns.values() if f.name == "on_runs")
+        against, others, items, reference, conditions, pairs = on_runs.fn(unlock, ["run1"])
+        if shown:
+            assert [c[0] if isinstance(c, tuple) else c for c in against["choices"]] == ["baseline", "reword-1a",
+                                                                                        "reword-2a"]
+            assert pairs == "baseline:reword-1a\nbaseline:reword-2a" and reference["value"] == "baseline"
+        else:  # a session that has not typed the password learns nothing about the runs
+            assert against["choices"] == [] and pairs == "" and conditions["choices"] == []

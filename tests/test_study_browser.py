@@ -121,13 +121,16 @@ def test_experimenter_creates_ab_study_two_raters_answer_blind_results_match(stu
     lab.get_by_text("Experimenter", exact=True).click()
     lab.get_by_label("Runs").click()
     lab.get_by_role("option", name=re.compile(re.escape(run_id))).click()
-    lab.get_by_label("A/B pairs").fill("baseline:variant-1")
+    # Picking the run fills the builder: the first variant against each of the others
+    expect(lab.get_by_label("A/B pairs")).to_have_value("baseline:variant-1")
     lab.get_by_label("A/B questions").fill(QUESTION)
     lab.get_by_label("Repeated items").fill("0")
     lab.get_by_label("Obvious-answer checks").fill("0")
     lab.get_by_role("button", name="Create study").click()
     expect(lab.locator("#study-created")).to_contain_text("Created study", timeout=120_000)
     code = re.search(r"Created study (\w{4}-\w{4})", lab.locator("#study-created").inner_text()).group(1)
+    # the link to hand raters is this page's own address with the code
+    expect(lab.locator("#study-link textarea, #study-link input")).to_have_value(f"{url.rstrip('/')}/?study={code}")
     info = StudyStore(home).get(code)
     items = len(info.items)
     assert items == len(SEEDS) and {i.condition for i in info.items} == {"baseline:variant-1"}
@@ -215,6 +218,6 @@ def test_experimenter_creates_ab_study_two_raters_answer_blind_results_match(stu
         cells = ["preference", QUESTION, "baseline:variant-1", answer, str(total), str(won.get(answer, 0))]
         expect(table).to_contain_text(re.compile(r"\s+".join(map(re.escape, cells)) + r"\s"))
     for name in raters:
-        expect(table).to_contain_text(re.compile(rf"{name}\s+included: failed 0 of 0 checks\s+{items}"))
+        expect(table).to_contain_text(re.compile(rf"{name}\s+included: failed 0 of 0 checks, changed 0 of 0 repeats\s+{items}"))
     for context in {p.context for p in [lab, *pages.values()]}:
         context.close()

@@ -46,7 +46,8 @@ def ab_answers() -> list[dict]:
         answer("r2", 0, "a"), answer("r2", 1, "b"), answer("r2", 2, "a"),
         answer("r3", 0, "a"), answer("r3", 1, "undecided"), answer("r3", 2, "a"), answer("r3", 0, "a", repeat=1),
         answer("r4", 0, "b"), answer("r4", 1, "b"), answer("r4", 2, "b"),  # prefers noise: fails the check
-        answer("r5", 0, "a"), answer("r5", 1, "a"), answer("r5", 1, "b", repeat=1),  # changes its mind
+        # fails the check too, and changes its mind on a repeat (reported, not a reason to exclude)
+        answer("r5", 0, "a"), answer("r5", 1, "a"), answer("r5", 2, "b"), answer("r5", 1, "b", repeat=1),
     ]
 
 
@@ -88,10 +89,11 @@ def test_krippendorff_alpha_matches_the_published_example():
 
 def test_preference_table_excludes_raters_failing_checks():
     info, answers = ab_info(), ab_answers()
-    checks = {r.rater: (r.checks, r.failed, r.excluded) for r in attention(info, answers)}
-    # r3 passed the check and answered its repeat the same; r4 chose noise; r5 changed its mind on a repeat.
-    assert checks == {"r1": (1, 0, False), "r2": (1, 0, False), "r3": (2, 0, False),
-                      "r4": (1, 1, True), "r5": (1, 1, True)}
+    checks = {r.rater: (r.checks, r.failed, r.excluded, r.repeats, r.inconsistent) for r in attention(info, answers)}
+    # r3 passed the check and answered its repeat the same; r4 chose noise; r5 chose noise and
+    # changed its mind on a repeat.
+    assert checks == {"r1": (1, 0, False, 0, 0), "r2": (1, 0, False, 0, 0), "r3": (1, 0, False, 1, 0),
+                      "r4": (1, 1, True, 0, 0), "r5": (1, 1, True, 1, 1)}
     results = summarize(info, answers)
     (row,) = results.preferences
     assert (row.question, row.condition, row.n) == ("Q", "base:alt", 6)
@@ -176,3 +178,42 @@ def test_answer_table_shows_the_sides_as_heard_and_is_safe_in_spreadsheets(tmp_p
     with open(path, newline="") as f:
         (read,) = list(csv.DictReader(f))
     assert read["comment"] == "'=HYPERLINK(\"http://x\")" and read["rater_name"] == "R1"
+
+
+def test_a_changed_mind_on_a_repeat_is_reported_but_excludes_nobody():
+    # The old rule counted a repeat answered differently as a failed check, so with the default
+    # "0 failed checks allowed" a careful rater hearing two close variants twice was excluded.
+    info = ab_info()
+    answers = [answer("r1", 0, "a"), answer("r1", 1, "a"), answer("r1", 2, "a"), answer("r1", 0, "b", repeat=1)]
+    (check,) = attention(info, answers)
+    assert (check.checks, check.failed, check.repeats, check.inconsistent, check.excluded) == (1, 0, 1, 1, False)
+    assert summarize(info, answers).preferences[0].n == 2
+
+
+def test_results_without_the_rules_keep_every_rater_and_an_all_excluded_study_says_why():
+    from recap.study.stats import empty_reason
+
+    info = ab_info()
+    answers = [a for a in ab_answers() if a["rater"] in ("r4", "r5")]  # both fail the noise check
+    ruled = summarize(info, answers)
+    assert ruled.preferences == [] and ruled.excluded_by == {"failed checks": 2}
+    reason = empty_reason(ruled)
+    assert "Every one of the 2 raters was excluded" in reason and "without the exclusion rules" in reason
+    fig = results_figure(ruled)
+    assert fig.data == () and reason in fig.layout.annotations[0].text
+    unruled = summarize(info, answers, apply_rules=False)
+    assert not unruled.rules_applied and unruled.excluded_by == {} and empty_reason(unruled) is None
+    (row,) = unruled.preferences
+    # first showings of the test items: r4 b,b; r5 a,a
+    assert row.n == 4 and [s.count for s in row.shares] == [2, 2, 0, 0]
+    assert "no exclusion rules applied" in results_figure(unruled).layout.title.text
+    assert empty_reason(summarize(info, [])) == "No answers yet: share the study link with raters."
+
+
+def test_ab_figure_stacks_the_four_answers_of_each_pair_to_100_percent():
+    results = summarize(ab_info(), ab_answers())
+    fig = results_figure(results)
+    assert [t.name for t in fig.data] == ["first of the pair", "second of the pair", "None", "Cannot decide"]
+    assert fig.layout.barmode == "stack" and all(t.orientation == "h" for t in fig.data)
+    assert sum(t.x[0] for t in fig.data) == pytest.approx(100.0)
+    assert fig.data[0].text[0].startswith("base ")

@@ -11,7 +11,15 @@ from recap.cli.common import print_table
 from recap.config import settings
 from recap.study.store import SCALES, StudyConfig, StudyStore
 from recap.analysis.figures import save_figure
-from recap.study.stats import answer_table, results_figure, summarize, summary_rows, write_csv, write_json
+from recap.study.stats import (
+    answer_table,
+    empty_reason,
+    results_figure,
+    summarize,
+    summary_rows,
+    write_csv,
+    write_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("study", help="study code")
     r.add_argument("--csv", default=None, help="write the summaries (long form) to this CSV")
     r.add_argument("--answers-csv", default=None, help="write the raw answers to this CSV")
+    r.add_argument("--no-rules", action="store_true",
+                   help="keep every rater: no attention-check exclusion, no MUSHRA post-screening")
     r.add_argument("--json", default=None, help="write config, summaries and raw answers to this JSON")
     r.add_argument("--plot", default=None, help="write the chart to this HTML file (and as .png and .svg beside it)")
     r.set_defaults(func=run_results)
@@ -123,7 +133,12 @@ def run_results(args: argparse.Namespace) -> int:
     store = _store()
     info = store.get(args.study)
     answers = store.answers(info.code)
-    results = summarize(info, answers)
+    results = summarize(info, answers, apply_rules=not args.no_rules)
+    reason = empty_reason(results)
+    if reason:
+        print(reason)
+    if not results.rules_applied:
+        print("No exclusion rules applied: every rater is kept, no post-screening.")
     for p in results.preferences:
         print(f"\n{p.question}  [{p.condition}]  n={p.n}")
         print_table(["answer", "count", "percent", "95% interval"],
@@ -157,9 +172,9 @@ def run_results(args: argparse.Namespace) -> int:
     print_table(["agreement", "Krippendorff alpha", "items"],
                 [[g.name, "undefined" if g.alpha is None else f"{g.alpha:.3f}", g.units] for g in results.agreement])
     print()
-    print_table(["rater", "name", "answered", "checks", "failed", "excluded"],
-                [[r.rater, r.name or "(anonymous)", r.answered, r.checks, r.failed, "yes" if r.excluded else ""]
-                 for r in results.raters])
+    print_table(["rater", "name", "answered", "checks", "failed", "repeats", "changed on repeat", "excluded"],
+                [[r.rater, r.name or "(anonymous)", r.answered, r.checks, r.failed, r.repeats, r.inconsistent,
+                  "yes" if r.excluded else ""] for r in results.raters])
     if args.csv:
         print(f"summaries -> {write_csv(summary_rows(results), args.csv)}", file=sys.stderr)
     if args.answers_csv:

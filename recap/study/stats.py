@@ -12,8 +12,12 @@
   {a, b, none, undecided} for each A/B question; ordinal for each 1-5 scale (its steps are
   ranks, not equal distances). Units are test items; values are first showings.
 - Attention checks: an obvious-answer item fails when the clip loses to noise (A/B) or noise is
-  rated above 2 on a scale; a repeated item fails when the two answers differ (A/B) or a rating
-  moves by more than 1. Raters failing more than ``max_failed_checks`` are excluded.
+  rated above 2 on a scale. Raters failing more than ``max_failed_checks`` of them are excluded.
+- Repeated items measure consistency (the two answers agree for A/B; a rating moves by at most 1)
+  and are reported per rater, never used to exclude: two close variants heard twice are honestly
+  answered differently, so counting a change as a failed check would exclude careful raters.
+- ``apply_rules=False`` gives the same summaries with nobody excluded and no MUSHRA
+  post-screening, so a reader can see what each rule changed.
 
 Summaries use test items only, first showings only, included raters only. Raters are named by
 their pseudonym (``rater``) and typed name, never by their resume code, in every table and export.
@@ -25,7 +29,7 @@ import csv
 import io
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Hashable, Iterable, Sequence
 
@@ -92,9 +96,11 @@ class RaterCheck:
     rater: str  # the pseudonym (recap.study.store.pseudonym), never the resume code
     name: str | None
     answered: int
-    checks: int
+    checks: int  # obvious-answer checks answered
     failed: int
     excluded: bool
+    repeats: int = 0  # repeated items answered twice
+    inconsistent: int = 0  # of those, answered differently the second time
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,7 @@ class StudyResults:
     excluded_by: dict[str, int] = field(default_factory=dict)  # rule -> raters it excluded
     # Scores behind the MUSHRA boxplots, per condition (screened raters left out)
     mushra_scores: dict[str, list[float]] = field(default_factory=dict)
+    rules_applied: bool = True  # False: every rater kept, no post-screening (summarize(apply_rules=False))
 
 
 def krippendorff_alpha(units: Iterable[Sequence[Hashable]], metric: str = "nominal") -> float | None:
@@ -179,40 +186,52 @@ def _consistent(first: dict, again: dict) -> bool:
     return all(abs(first["ratings"][k] - again["ratings"].get(k, 0)) <= 1 for k in first["ratings"])
 
 
-def attention(info: StudyInfo, answers: Sequence[dict]) -> list[RaterCheck]:
-    """Attention-check outcome of every rater who answered (see the module docstring)."""
+def attention(info: StudyInfo, answers: Sequence[dict], apply_rules: bool = True) -> list[RaterCheck]:
+    """Attention-check outcome of every rater who answered (see the module docstring); with
+    ``apply_rules=False`` nobody is marked excluded."""
     items = {i.item_id: i for i in info.items}
     by_rater: dict[str, list[dict]] = defaultdict(list)
     for a in answers:
         by_rater[a["rater"]].append(a)
     out = []
     for rater, rows in by_rater.items():
-        checks = failed = 0
+        checks = failed = repeats = inconsistent = 0
         shown = {(a["item_id"], a["repeat"]): a for a in rows}
         for a in rows:
             item = items[a["item_id"]]
             if item.role == "check":
                 checks, failed = checks + 1, failed + (not _check_passed(item, a))
             elif a["repeat"] == 1 and (a["item_id"], 0) in shown:
-                checks, failed = checks + 1, failed + (not _consistent(shown[a["item_id"], 0], a))
+                repeats, inconsistent = repeats + 1, inconsistent + (not _consistent(shown[a["item_id"], 0], a))
         out.append(RaterCheck(rater, rows[0]["rater_name"], len(rows), checks, failed,
-                              failed > info.config.max_failed_checks))
+                              apply_rules and failed > info.config.max_failed_checks, repeats, inconsistent))
     return out
 
 
-def summarize(info: StudyInfo, answers: Sequence[dict]) -> StudyResults:
-    """Preference shares, mean ratings and agreement of a study's answers (see the module docstring)."""
-    raters = attention(info, answers)
+def summarize(info: StudyInfo, answers: Sequence[dict], apply_rules: bool = True) -> StudyResults:
+    """Preference shares, mean ratings and agreement of a study's answers (see the module docstring).
+
+    Args:
+        apply_rules: Exclude raters by the attention checks and (MUSHRA) post-screen them; False
+            keeps every rater, to show what the rules changed.
+    """
+    results = _summarize(info, answers, apply_rules)
+    return results if apply_rules else replace(results, rules_applied=False)
+
+
+def _summarize(info: StudyInfo, answers: Sequence[dict], apply_rules: bool) -> StudyResults:
+    raters = attention(info, answers, apply_rules)
     excluded = {r.rater for r in raters if r.excluded}
     items = {i.item_id: i for i in info.items}
     used = [a for a in answers if a["rater"] not in excluded and a["repeat"] == 0
             and items[a["item_id"]].role == "test"]
     preferences, ratings, agreement = [], [], []
-    excluded_by = {"failed checks": len(excluded)}
+    excluded_by = {"failed checks": len(excluded)} if apply_rules else {}
     if info.config.kind == "mushra":
-        screening = mushra.screen([a for a in answers if a["rater"] not in excluded])
+        screening = mushra.screen([a for a in answers if a["rater"] not in excluded]) if apply_rules else []
         screened = excluded | {s.rater for s in screening if s.excluded}
-        excluded_by[mushra.SCREEN_RULE] = len(screened) - len(excluded)
+        if apply_rules:
+            excluded_by[mushra.SCREEN_RULE] = len(screened) - len(excluded)
         order = mushra.condition_order(info.stimuli)
         units = defaultdict(list)
         for a in used:
@@ -363,15 +382,39 @@ def write_json(info: StudyInfo, results: StudyResults, answers: Sequence[dict], 
     return Path(path)
 
 
+def empty_reason(results: StudyResults) -> str | None:
+    """Why a study's summaries are empty, in a sentence, or None when they are not."""
+    if results.preferences or results.ratings or results.mushra_scores or results.abx:
+        return None
+    if not results.raters:
+        return "No answers yet: share the study link with raters."
+    kept = [r for r in results.raters if not r.excluded]
+    screened = results.excluded_by.get(mushra.SCREEN_RULE, 0)
+    if results.rules_applied and (not kept or len(kept) <= screened):
+        rules = ", ".join(f"{n} by '{rule}'" for rule, n in results.excluded_by.items() if n)
+        return (f"Every one of the {len(results.raters)} raters was excluded ({rules}). "
+                "Look at the results without the exclusion rules to see their answers.")
+    return "No answers to test items yet (only attention checks or practice)."
+
+
 def results_figure(results: StudyResults) -> go.Figure:
-    """Bars with 95% intervals: answer shares per A/B question and condition, or mean ratings;
-    boxplots of the scores per condition (MUSHRA, post-screened); share correct per pair (ABX)."""
+    """The figure a paper shows: stacked answer shares per A/B question and condition; mean
+    ratings with 95% intervals; boxplots of the scores per condition (MUSHRA, post-screened);
+    share correct per pair (ABX). An empty study's figure says why it is empty."""
     fig = go.Figure()
+    reason = empty_reason(results)
+    if reason:
+        fig.add_annotation(text=reason, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                           font={"size": 14})
+        fig.update_layout(title=f"Study {results.code}", xaxis={"visible": False}, yaxis={"visible": False})
+        return fig
+    rules = "" if results.rules_applied else " — no exclusion rules applied"
     if results.kind == "mushra":
         for condition, values in results.mushra_scores.items():
             fig.add_box(y=values, name=f"{condition} (n={len(values)})", boxpoints="all", jitter=0.4, pointpos=0)
         kept = sum(not r.excluded for r in results.raters) - results.excluded_by.get(mushra.SCREEN_RULE, 0)
-        fig.update_layout(title=f"Study {results.code}: MUSHRA scores ({kept} raters after post-screening)",
+        screened = "after post-screening" if results.rules_applied else "no post-screening"
+        fig.update_layout(title=f"Study {results.code}: MUSHRA scores ({kept} raters, {screened})",
                           yaxis={"title": "score (0-100)", "range": [0, 100]}, showlegend=False)
         return fig
     if results.kind == "abx":
@@ -380,23 +423,28 @@ def results_figure(results: StudyResults) -> go.Figure:
                              "array": [0 if math.isnan(r.high) else r.high - r.share for r in results.abx],
                              "arrayminus": [0 if math.isnan(r.low) else r.share - r.low for r in results.abx]})
         fig.add_hline(y=50, line_dash="dot", annotation_text="chance")
-        fig.update_layout(title=f"Study {results.code}: ABX, X identified (%)",
+        fig.update_layout(title=f"Study {results.code}: ABX, X identified (%){rules}",
                           yaxis={"title": "percent correct", "range": [0, 100]})
         return fig
-    for p in results.preferences:
-        fig.add_bar(
-            name=f"{p.question} [{p.condition}] (n={p.n})", x=[s.answer for s in p.shares],
-            y=[s.percent for s in p.shares],
-            error_y={"type": "data", "symmetric": False, "array": [s.high - s.percent for s in p.shares],
-                     "arrayminus": [s.percent - s.low for s in p.shares]})
+    if results.kind == "ab":
+        # One stacked bar per question and pair, as the personalisation paper's Table 2 reads:
+        # the first clip's share, the second's, None, Cannot decide (intervals are in the table).
+        rows = [f"{p.question} [{p.condition}] (n={p.n})" for p in results.preferences]
+        for k, position in enumerate(("first of the pair", "second of the pair", "None", "Cannot decide")):
+            shares = [p.shares[k] for p in results.preferences]
+            fig.add_bar(name=position, y=rows, x=[sh.percent for sh in shares], orientation="h",
+                        text=[f"{sh.answer} {sh.percent:.0f}%" for sh in shares], textposition="inside")
+        fig.update_layout(barmode="stack", title=f"Study {results.code}: answers (%){rules}",
+                          xaxis={"title": "percent of answers", "range": [0, 100]},
+                          legend={"orientation": "h", "y": -0.25}, height=max(300, 120 + 60 * len(rows)))
+        return fig
     for scale in dict.fromkeys(r.scale for r in results.ratings):
         rows = [r for r in results.ratings if r.scale == scale]
         fig.add_bar(name=scale, x=[r.condition for r in rows], y=[r.mean for r in rows],
                     error_y={"type": "data", "symmetric": False,
                              "array": [0 if math.isnan(r.high) else r.high - r.mean for r in rows],
                              "arrayminus": [0 if math.isnan(r.low) else r.mean - r.low for r in rows]})
-    # Percent axis fixed at 0-100; rating axis free, as t intervals of few answers reach past 1-5.
-    yaxis = {"title": "percent of answers", "range": [0, 100]} if results.kind == "ab" else {"title": "mean (1-5)"}
-    title = f"Study {results.code}: " + ("answers (%)" if results.kind == "ab" else "mean ratings")
-    fig.update_layout(barmode="group", title=title, yaxis=yaxis, legend={"orientation": "h", "y": -0.2})
+    # Rating axis free, as t intervals of few answers reach past 1-5.
+    fig.update_layout(barmode="group", title=f"Study {results.code}: mean ratings (95% interval over raters){rules}",
+                      yaxis={"title": "mean (1-5)"}, legend={"orientation": "h", "y": -0.2})
     return fig

@@ -28,13 +28,24 @@ from recap.errors import BadInput
 from recap.generation.runs import list_runs
 from recap.limits import LIMITS, text
 from recap.study.items import MAX_TITLE_CHARS
-from recap.study.stats import answer_table, results_figure, summarize, summary_rows, write_csv, write_json
+from recap.analysis.figures import save_figure
+from recap.study.stats import (
+    StudyResults,
+    answer_table,
+    empty_reason,
+    results_figure,
+    summarize,
+    summary_rows,
+    write_csv,
+    write_json,
+)
 from recap.study.store import SCALES, StudyConfig, StudyError, StudyStore
 from recap.ui.common import user_errors
 from recap.ui.jobs import SessionJobs
 
-__all__ = ["ExperimenterGate", "Unlock", "run_choices", "create_study", "study_choices", "progress_table",
-           "study_results", "build_experimenter", "OFF_TEXT"]
+__all__ = ["ExperimenterGate", "Unlock", "run_choices", "variant_labels", "pairs_text", "builder_visibility",
+           "create_study", "study_choices", "progress_table", "study_results", "results_note", "build_experimenter",
+           "OFF_TEXT", "TYPE_HELP"]
 
 PROGRESS_HEADERS = ["rater", "name", "answered", "of", "last answer (UTC)"]
 RESULT_HEADERS = ["section", "question", "condition", "answer", "n", "count", "value", "low", "high"]
@@ -158,7 +169,50 @@ def run_choices(home: Path) -> list[tuple[str, str]]:
     return out
 
 
+def variant_labels(home: Path, run_ids: Any) -> list[str]:
+    """The variant labels of the chosen runs, in run order (each once), for the builder's pickers.
+
+    Unknown or malformed run ids are skipped: the list only offers what exists, and the study's
+    own check still refuses a label the runs lack.
+    """
+    wanted = [r for r in (run_ids or []) if isinstance(r, str) and _RUN_ID.match(r)] if isinstance(run_ids, list) else []
+    runs = {run.run_id: run for run in list_runs(Path(home) / "runs")}
+    return list(dict.fromkeys(v["label"] for r in wanted if r in runs for v in runs[r].variants))
+
+
+def pairs_text(against: Any, variants: Any) -> str:
+    """The pairs box's text for "each ticked variant against ``against``" (one pair a line)."""
+    if not isinstance(against, str) or not against or not isinstance(variants, list):
+        return ""
+    return "\n".join(f"{against}:{v}" for v in variants if isinstance(v, str) and v and v != against)
+
+
+# What each type asks of raters and what its answers mean, shown beside the type picker.
+TYPE_HELP = {
+    "ab": ("**A/B preference** (the personalisation paper's Table 2): two clips of the same seed, sides "
+           "shuffled per rater; raters answer *A*, *B*, *None* (neither fits the question) or *Cannot decide* "
+           "(both fit equally). Build pairs by picking the variant everything is compared against and "
+           "ticking the others."),
+    "rating": ("**Ratings 1-5** (DreamAudio): one clip at a time on *OVL* (overall quality: bad … excellent) "
+               "and *REL* (relevance to the prompt or reference clip: not at all … completely)."),
+    "mushra": ("**MUSHRA** (ITU-R BS.1534): the reference and, on one screen, the conditions, a hidden copy "
+               "of the reference and 3.5/7 kHz low-pass anchors, each scored 0-100. Raters who score the "
+               "hidden reference below 90 in more than 15 % of trials are post-screened out."),
+    "abx": ("**ABX**: A, B and X, where X is A or B; raters say which. A share correct near 50 % means the "
+            "two variants cannot be told apart. Build pairs as for A/B."),
+}
+
+
+def builder_visibility(kind: Any) -> dict[str, bool]:
+    """Which builder fields a study type uses (the rest are hidden, not ignored silently)."""
+    return {"pairs": kind in ("ab", "abx"), "questions": kind == "ab", "items": kind == "rating",
+            "scales": kind == "rating", "mushra": kind == "mushra", "checks": kind in ("ab", "rating"),
+            "reference_clip": kind in ("ab", "rating")}
+
+
 def _lines(name: str, value: str | None) -> list[str]:
+    if isinstance(value, list):  # a checkbox group's ticks
+        value = "\n".join(v for v in value if isinstance(v, str))
     value = text(name, value, MAX_LIST_CHARS)
     return [s.strip() for s in re.split(r"[\n,]", value) if s.strip()]
 
@@ -169,15 +223,17 @@ def _count(value: Any) -> Any:
     return 0 if value is None or value == "" else value
 
 
-def create_study(home: Path, run_ids: list[str] | None, kind: str, pairs: str = "", items: str = "",
+def create_study(home: Path, run_ids: list[str] | None, kind: str, pairs: str = "", items: str | list[str] = "",
                  questions: str = "", scales: list[str] | None = None, reference: str | None = None,
                  prompt: str = "", hide_prompt: bool = False, repeats: Any = 1, checks: Any = 1,
-                 max_failed_checks: Any = 0, name: str = "", conditions: str = "", reference_variant: str = "",
+                 max_failed_checks: Any = 0, name: str = "", conditions: str | list[str] = "",
+                 reference_variant: str | None = "",
                  must_play: bool = False, completion_code: str = "", redirect_url: str = "") -> tuple[str, str]:
     """Creates a study; returns (message in Markdown, study code).
 
-    ``pairs`` and ``items`` are comma- or line-separated ("baseline:reword-1a"); ``questions``
-    one per line. Runs are given by id (never by path: a path is for the owner's CLI).
+    ``pairs`` and ``items`` are comma- or line-separated ("baseline:reword-1a"), ``items`` and
+    ``conditions`` may also be a checkbox group's list; ``questions`` one per line. Runs are given
+    by id (never by path: a path is for the owner's CLI).
     """
     if not run_ids:
         raise StudyError("choose at least one run")
@@ -191,7 +247,7 @@ def create_study(home: Path, run_ids: list[str] | None, kind: str, pairs: str = 
                          hide_prompt=bool(hide_prompt), repeats=_count(repeats), checks=_count(checks),
                          max_failed_checks=_count(max_failed_checks),
                          conditions=_lines("the MUSHRA conditions", conditions) if mushra else [],
-                         reference_variant=text("the reference variant", reference_variant, 200).strip() or None
+                         reference_variant=text("the reference variant", reference_variant or "", 200).strip() or None
                          if mushra else None, must_play=bool(must_play),
                          completion_code=text("the completion code", completion_code, 200).strip() or None,
                          redirect_url=text("the redirect URL", redirect_url, 4000).strip() or None)
@@ -206,7 +262,7 @@ def create_study(home: Path, run_ids: list[str] | None, kind: str, pairs: str = 
     tests = sum(i.role == "test" for i in info.items)
     message = (f"Created study `{info.code}`: {tests} items + {len(info.items) - tests} attention checks, "
                f"{config.repeats} repeated per rater. Raters open it with the code `{info.code}` "
-               f"or a link to this page ending in `?study={info.code}`.")
+               f"or the link below (this page's address ending in `?study={info.code}`).")
     return message, info.code
 
 
@@ -222,24 +278,41 @@ def progress_table(home: Path, code: str) -> list[list]:
             for p in StudyStore(home).progress(code)]
 
 
-def study_results(home: Path, code: str, export_dir: Path | None = None) -> tuple[list[list], go.Figure, list[str]]:
-    """Summary rows (RESULT_HEADERS), the chart, and paths of CSV/JSON exports to download.
+def results_note(results: StudyResults) -> str:
+    """What the results page says above the table: the rules applied and what each excluded, or
+    why there is nothing to show."""
+    reason = empty_reason(results)
+    if not results.rules_applied:
+        rules = "**No exclusion rules applied**: every rater is kept, no post-screening."
+    else:
+        excluded = ", ".join(f"{n} by *{rule}*" for rule, n in results.excluded_by.items())
+        rules = f"Raters excluded: {excluded or 'none'}. Untick *Apply the exclusion rules* to see every rater."
+    return f"**{reason}**\n\n{rules}" if reason else rules
+
+
+def study_results(home: Path, code: str, export_dir: Path | None = None,
+                  apply_rules: bool = True) -> tuple[list[list], go.Figure, list[str], str]:
+    """Summary rows (RESULT_HEADERS), the chart, paths of the exports to download (CSV and JSON,
+    and the chart as PNG and SVG for a paper), and the note on exclusions.
 
     Exports go to a fresh temporary folder unless ``export_dir`` is given.
     """
     store = StudyStore(home)
     info = store.get(code)
     answers = store.answers(info.code)
-    results = summarize(info, answers)
+    results = summarize(info, answers, apply_rules=apply_rules is not False)
     out = Path(export_dir) if export_dir else Path(tempfile.mkdtemp(prefix="recap-study-"))
-    files = [write_csv(summary_rows(results), out / f"study-{info.code}-summary.csv"),
+    stem = f"study-{info.code}" + ("" if results.rules_applied else "-no-rules")
+    figure = results_figure(results)
+    files = [write_csv(summary_rows(results), out / f"{stem}-summary.csv"),
              write_csv(answer_table(info, answers), out / f"study-{info.code}-answers.csv"),
-             write_json(info, results, answers, out / f"study-{info.code}.json")]
+             write_json(info, results, answers, out / f"{stem}.json"),
+             *[f for f in save_figure(figure, out / f"{stem}-figure", static=True) if f.suffix in (".png", ".svg")]]
     rows = [[r.get(h, "") for h in RESULT_HEADERS] for r in summary_rows(results)]
     rows += [["rater", r.rater, r.name or "(anonymous)",
-              f"{'excluded' if r.excluded else 'included'}: failed {r.failed} of {r.checks} checks", r.answered,
-              "", "", "", ""] for r in results.raters]
-    return rows, results_figure(results), [str(f) for f in files]
+              f"{'excluded' if r.excluded else 'included'}: failed {r.failed} of {r.checks} checks, "
+              f"changed {r.inconsistent} of {r.repeats} repeats", r.answered, "", "", "", ""] for r in results.raters]
+    return rows, figure, [str(f) for f in files], results_note(results)
 
 
 def _export_folder(jobs: Any) -> Path:
@@ -265,15 +338,20 @@ def build_experimenter(home: Path, gate: ExperimenterGate, jobs: gr.State) -> No
             kind_radio = gr.Radio([("A/B preference", "ab"), ("Ratings 1-5", "rating"), ("MUSHRA", "mushra"),
                                    ("ABX", "abx")], value="ab", label="Type")
             title_box = gr.Textbox(label="Title shown to raters", max_length=MAX_TITLE_CHARS)
-        pairs_box = gr.Textbox(label="A/B pairs (one per line, e.g. baseline:reword-1a or RUN/label:RUN2/label)",
-                               lines=2)
+        type_md = gr.Markdown(TYPE_HELP["ab"], elem_id="study-type-help")
+        with gr.Group() as pairs_group:
+            with gr.Row():
+                against_dd = gr.Dropdown(label="Compare against", choices=[], scale=1)
+                others_cb = gr.CheckboxGroup([], label="… each of these variants (fills the pairs below)", scale=3)
+            pairs_box = gr.Textbox(label="A/B pairs (one per line, e.g. baseline:reword-1a or RUN/label:RUN2/label)",
+                                   lines=2)
         questions_box = gr.Textbox(label="A/B questions (one per line)", lines=2,
                                    value="Which better matches the prompt?")
-        items_box = gr.Textbox(label="Variants to rate (one per line; empty = all)", lines=2)
-        scales_cb = gr.CheckboxGroup(scale_keys, value=scale_keys, label="Rating scales")
-        with gr.Row():
-            mushra_ref_box = gr.Textbox(label="MUSHRA reference variant (e.g. baseline)", max_length=200)
-            conditions_box = gr.Textbox(label="MUSHRA conditions (one per line)", lines=2)
+        items_box = gr.CheckboxGroup([], label="Variants to rate (none ticked = all)", visible=False)
+        scales_cb = gr.CheckboxGroup(scale_keys, value=scale_keys, label="Rating scales", visible=False)
+        with gr.Row(visible=False) as mushra_row:
+            mushra_ref_box = gr.Dropdown(label="MUSHRA reference variant (e.g. baseline)", choices=[])
+            conditions_box = gr.CheckboxGroup([], label="MUSHRA conditions (rated beside the reference)")
         with gr.Row():
             must_play_cb = gr.Checkbox(label="Play each clip to the end before answering")
             completion_box = gr.Textbox(label="Completion code shown at the end (Prolific / MTurk)", max_length=64)
@@ -291,14 +369,21 @@ def build_experimenter(home: Path, gate: ExperimenterGate, jobs: gr.State) -> No
             fails_n = gr.Number(0, label="Failed checks allowed")
         create_btn = gr.Button("Create study", variant="primary")
         create_md = gr.Markdown(elem_id="study-created")
+        created_code = gr.Textbox(visible=False)
+        # Built in the page from its own address, so the link is the one the experimenter sees
+        # (behind a Space's proxy too), never a Host header a client could forge.
+        link_box = gr.Textbox(label="Study link for raters", interactive=False, buttons=["copy"],
+                              elem_id="study-link", placeholder="Create a study: its link appears here")
         with gr.Row():
             study_dd = gr.Dropdown(label="Study", choices=[])
             progress_btn = gr.Button("Progress")
             results_btn = gr.Button("Results")
+            rules_cb = gr.Checkbox(True, label="Apply the exclusion rules")
         progress_df = gr.Dataframe(headers=PROGRESS_HEADERS, interactive=False, elem_id="study-progress")
+        results_md = gr.Markdown(elem_id="study-results-note")
         results_df = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, elem_id="study-results")
         results_plot = gr.Plot()
-        downloads = gr.File(label="Downloads (CSV, JSON)", file_count="multiple", interactive=False)
+        downloads = gr.File(label="Downloads (CSV, JSON, figure PNG/SVG)", file_count="multiple", interactive=False)
 
     def lists() -> tuple[Any, Any]:
         return gr.update(choices=run_choices(home)), gr.update(choices=study_choices(home))
@@ -317,7 +402,23 @@ def build_experimenter(home: Path, gate: ExperimenterGate, jobs: gr.State) -> No
     def on_create(unlock, *args):
         gate.require(unlock)
         message, code = create_study(home, *args)
-        return message, gr.update(choices=study_choices(home), value=code)
+        return message, gr.update(choices=study_choices(home), value=code), code
+
+    def on_runs(unlock, run_ids):
+        # Silent for a locked session: it may not see the runs, so it gets no labels.
+        labels = variant_labels(home, run_ids) if gate.allowed(unlock) else []
+        first = labels[0] if labels else None
+        rest = labels[1:]
+        return (gr.update(choices=labels, value=first), gr.update(choices=rest, value=rest),
+                gr.update(choices=labels, value=[]), gr.update(choices=labels, value=first),
+                gr.update(choices=rest, value=rest), pairs_text(first, rest))
+
+    def on_kind(kind):
+        shown = builder_visibility(kind)
+        return (TYPE_HELP.get(kind, ""), gr.update(visible=shown["pairs"]), gr.update(visible=shown["questions"]),
+                gr.update(visible=shown["items"]), gr.update(visible=shown["scales"]),
+                gr.update(visible=shown["mushra"]), gr.update(visible=shown["reference_clip"]),
+                gr.update(visible=shown["checks"]))
 
     @user_errors
     def on_progress(unlock, code):
@@ -325,18 +426,32 @@ def build_experimenter(home: Path, gate: ExperimenterGate, jobs: gr.State) -> No
         return progress_table(home, code or "")
 
     @user_errors
-    def on_results(unlock, jobs_, code):
+    def on_results(unlock, jobs_, code, apply_rules):
         gate.require(unlock)
-        return study_results(home, code or "", export_dir=_export_folder(jobs_))
+        rows, figure, files, note = study_results(home, code or "", export_dir=_export_folder(jobs_),
+                                                  apply_rules=apply_rules is not False)
+        return rows, figure, files, note
 
     refresh_btn.click(on_refresh, unlock_state, [runs_dd, study_dd], api_visibility="private")
     create_btn.click(on_create, [unlock_state, runs_dd, kind_radio, pairs_box, items_box, questions_box, scales_cb,
                                  reference_in, prompt_box, hide_cb, repeats_n, checks_n, fails_n, title_box,
                                  conditions_box, mushra_ref_box, must_play_cb, completion_box, redirect_box],
-                     [create_md, study_dd], api_visibility="private")
+                     [create_md, study_dd, created_code], api_visibility="private")
+    created_code.change(None, created_code, link_box, api_visibility="private",
+                        js="(code) => code ? window.location.origin + window.location.pathname + "
+                           "'?study=' + encodeURIComponent(code) : ''")
+    runs_dd.change(on_runs, [unlock_state, runs_dd],
+                   [against_dd, others_cb, items_box, mushra_ref_box, conditions_box, pairs_box],
+                   api_visibility="private")
+    builder = {"fn": lambda against, others: pairs_text(against, others), "inputs": [against_dd, others_cb],
+               "outputs": pairs_box, "api_visibility": "private", "queue": False}
+    against_dd.input(**builder)
+    others_cb.input(**builder)
+    kind_radio.change(on_kind, kind_radio, [type_md, pairs_group, questions_box, items_box, scales_cb, mushra_row,
+                                            reference_in, checks_n], api_visibility="private", queue=False)
     progress_btn.click(on_progress, [unlock_state, study_dd], progress_df, api_visibility="private")
-    results_btn.click(on_results, [unlock_state, jobs, study_dd], [results_df, results_plot, downloads],
-                      api_visibility="private")
+    results_btn.click(on_results, [unlock_state, jobs, study_dd, rules_cb],
+                      [results_df, results_plot, downloads, results_md], api_visibility="private")
     gr.on(triggers=None, fn=on_page_load, inputs=None, outputs=[runs_dd, study_dd], api_visibility="private")
 
     if gate.mode == "password":
