@@ -5,6 +5,7 @@ shuffles, resuming, concurrent raters, schema migration, injection, the CLI and 
 from __future__ import annotations
 
 import argparse
+import re
 import dataclasses
 import hashlib
 import json
@@ -448,6 +449,10 @@ def test_cli_create_list_results(recap_home, tmp_path, capsys):
     assert (tmp_path / "p.html").is_file() and (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     assert "<svg" in (tmp_path / "p.svg").read_text()
     assert "erin" in cli("study", "progress", code)
+    # erin answered her repeated item as the first time: consistent, 1 repeat, 0 changed
+    assert re.search(r"erin\s+\d+\s+0\s+0\s+1\s+0\s", out)
+    unruled = cli("study", "results", code, "--no-rules")
+    assert "No exclusion rules applied: every rater is kept" in unruled and "100.0%" in unruled
 
 
 def test_listen_tab_wires_handlers_into_blocks(store, ab_study):
