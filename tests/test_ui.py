@@ -457,6 +457,37 @@ def test_offline_rewording_then_text_cosines(app):
     assert cosines[0] == 1.0 and all(-1.0 <= c <= 1.0 for c in cosines[1:])
 
 
+@pytest.mark.skipif(not wordnet_available(), reason="WordNet not installed: apt-get install wordnet-base")
+def test_light_and_strong_rewordings_stand_side_by_side_and_generate_in_one_grid(app):
+    ctx, url = app
+    client = Client(url, verbose=False)  # one browser session: the record of rewordings is its state
+    hand = ["manual-1", "manual", 4, "hail on a tin roof"]
+
+    def reword(rows, distance):
+        rows, _ = client.predict(rows, "rain on a tin roof", "synonym", distance, "", 2, 0, "", "", "", "",
+                                 api_name="/recaption")
+        return rows
+
+    rows = reword(table(["baseline", "baseline", 0, "rain on a tin roof"], hand), "light")
+    rows = reword(rows, "strong")
+    labels = [r[0] for r in rows["data"]]
+    assert labels[0] == "baseline" and labels[-1] == "manual-1"
+    light = [r for r in rows["data"] if r[2] == 1]
+    strong = [r for r in rows["data"] if r[2] == 2]
+    assert [r[0] for r in light] == ["reword-1a", "reword-1b"][:len(light)] and light
+    assert [r[0] for r in strong] == ["reword-2a", "reword-2b"][:len(strong)] and strong
+    again = reword(rows, "strong")  # a second strong rewording replaces the strong ones only
+    assert [r for r in again["data"] if r[2] == 1] == light
+    status, *_ = generate(client, again, seeds="0", recon=False)
+    manifest = json.loads((ctx.settings.runs_dir / run_id(status) / "manifest.json").read_text())
+    tiers = {v["label"]: (v["method"], v["tier"]) for v in manifest["variants"]}
+    # both tiers in one grid, still known as synonym rewordings (not turned into hand-written rows)
+    assert {tiers[r[0]] for r in light} == {("synonym", 1)} and {tiers[r[0]] for r in strong} <= {("synonym", 2)}
+    assert tiers["manual-1"] == ("manual", 4)
+    record = manifest["extra"]["recaption"]
+    assert sorted({v["tier"] for v in record["variants"]}) == [1, 2] and len(record["earlier"]) >= 1
+
+
 def test_multi_turn_stages_are_editable_and_the_key_is_never_echoed_or_stored(app, caplog):
     ctx, url = app
     client = Client(url, verbose=False)
@@ -482,11 +513,11 @@ def test_multi_turn_stages_are_editable_and_the_key_is_never_echoed_or_stored(ap
 
 def test_train_generate_inspect_and_download_a_run(app, trained):
     ctx, url = app
-    client, (curve, message, preview, active, current, saved, nearest) = trained
+    client, (curve, message, preview, active, current, saved, nearest, *_earlier_previews) = trained
     assert "Trained `<ui-beep>`" in message and "saved it as" in message
     assert active["data"][0][0] == "<ui-beep>" and Path(preview).is_file()
     assert any("<ui-beep>" in label for label, _ in saved["choices"])
-    assert len(json.loads(curve["plot"])["data"]) == 3  # loss, norm, cosine to init
+    assert len(json.loads(curve["plot"])["data"]) == 4  # raw loss, its EMA, norm, cosine to init
     assert [r[1] for r in nearest["data"][:3]] == [1, 2, 3] and -1 <= nearest["data"][0][3] <= 1
 
     rows = table(["baseline", "baseline", 0, "rain on a tin roof"], ["token-1", "token", 5, "a recording of <ui-beep>"])

@@ -211,7 +211,12 @@ class RecaptionResult:
 
     def labels(self) -> list[str]:
         """File-safe labels: "baseline", then "reword-<tier><a, b, ...>" per variant."""
-        return ["baseline"] + [f"reword-{v.tier}{_letters(i)}" for i, v in enumerate(self.variants)]
+        counts: dict[int, int] = {}
+        labels = ["baseline"]
+        for v in self.variants:  # letters count within a tier, as recorded_texts reads them
+            counts[v.tier] = counts.get(v.tier, 0) + 1
+            labels.append(f"reword-{v.tier}{_letters(counts[v.tier] - 1)}")
+        return labels
 
     def to_variants(self) -> list[Variant]:
         """The baseline and the rewordings as :class:`recap.variants.Variant` for a run."""
@@ -222,10 +227,33 @@ class RecaptionResult:
 
 
 def recorded_texts(record: Mapping[str, Any] | None) -> dict[str, str]:
-    """label -> text of each rewording a recaption record (:meth:`RecaptionResult.to_dict`) made."""
-    variants = (record or {}).get("variants") or []
-    return {f"reword-{tier_of(v)}{_letters(i)}": v["text"] for i, v in enumerate(variants)
-            if isinstance(v, dict) and isinstance(v.get("text"), str)}
+    """label -> text of each rewording a recaption record (:meth:`RecaptionResult.to_dict`, or
+    :func:`merge_records` of several tiers) made; letters count within each tier, as the labels do."""
+    out: dict[str, str] = {}
+    counts: dict[int, int] = {}
+    for v in (record or {}).get("variants") or []:
+        if isinstance(v, dict) and isinstance(v.get("text"), str):
+            tier = tier_of(v)
+            counts[tier] = counts.get(tier, 0) + 1
+            out[f"reword-{tier}{_letters(counts[tier] - 1)}"] = v["text"]
+    return out
+
+
+def merge_records(old: Mapping[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """One record of the latest rewordings of each tier of the same baseline.
+
+    The thesis compares light (tier 1) and strong (tier 2) rewordings in one grid, so a new
+    rewording replaces only the earlier ones of its own tier; the earlier records stay under
+    "earlier" for provenance. A different baseline starts afresh.
+    """
+    if not isinstance(old, Mapping) or old.get("baseline") != new.get("baseline"):
+        return new
+    tiers = {tier_of(v) for v in new.get("variants") or [] if isinstance(v, dict)}
+    kept = [v for v in old.get("variants") or [] if isinstance(v, dict) and tier_of(v) not in tiers]
+    if not kept:
+        return new
+    earlier = [*(old.get("earlier") or []), {k: v for k, v in old.items() if k != "earlier"}]
+    return {**new, "variants": kept + list(new.get("variants") or []), "earlier": earlier}
 
 
 def mark_edited(variants: Sequence[Variant], record: Mapping[str, Any] | None) -> list[Variant]:

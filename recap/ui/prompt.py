@@ -35,6 +35,7 @@ from recap.rewording.base import (
     default_system_prompt,
     edited_by_hand,
     model_flags,
+    merge_records,
     recorded_texts,
 )
 from recap.rewording.checks import word_edit_distance
@@ -285,24 +286,35 @@ def closed_vocabulary(ctx: AppContext, model_name: Any) -> Any:
     return ctx.backend(spec.name)[0]
 
 
-def _keep_manual(old: Any, new: list[list[Any]]) -> list[list[Any]]:
-    """New rewordings replace old ones; prompts written by hand or with tokens stay."""
+def _merge_rows(old: Any, new: list[list[Any]]) -> list[list[Any]]:
+    """New rewordings replace the old ones of their own tier only, so light and strong rewordings
+    of one baseline stand side by side (the thesis's batches 1 and 2 in one grid); prompts written
+    by hand or with tokens stay. Rewordings are listed by tier, hand-written prompts last."""
+    new_tiers = {r[2] for r in new if r[0] != "baseline"}
     taken = {r[0] for r in new}
-    kept = [_norm_row(r) for r in _bounded_rows(old) if str(_norm_row(r)[1]) in ("manual", "token")]
-    return new + [r for r in kept if r[0] not in taken]
+    old_rows = [_norm_row(r) for r in _bounded_rows(old)]
+    same_baseline = any(r[0] == "baseline" and r[3] == new[0][3] for r in old_rows) if new else False
+    earlier = [r for r in old_rows if same_baseline and r[0] not in taken and str(r[1]) not in ("manual", "token")
+               and r[0] != "baseline" and r[2] not in new_tiers]
+    manual = [r for r in old_rows if str(r[1]) in ("manual", "token") and r[0] not in taken]
+    rewordings = sorted(earlier + new[1:], key=lambda r: (int(r[2]) if str(r[2]).lstrip("-").isdigit() else 99,
+                                                          str(r[0])))
+    return new[:1] + rewordings + manual
 
 
 def reword(settings: Settings, rows: Any, prompt: str, method: str, distance: str, instruction: str, n: float,
            seed: float, system: str, base_url: str, llm_model: str, api_key: str,
-           stop: threading.Event | None = None, vocabulary: Any = None) -> tuple[list[list[Any]], str, dict]:
+           stop: threading.Event | None = None, vocabulary: Any = None,
+           previous: dict | None = None) -> tuple[list[list[Any]], str, dict]:
     """Rewords ``prompt`` as a visitor of the server with ``settings`` asks; returns (table rows, a
-    summary in Markdown, the JSON record). ``stop`` abandons the LLM call; ``vocabulary`` (a loaded
-    closed-vocabulary model) keeps synonyms to the words it can read."""
+    summary in Markdown, the JSON record of every tier in the table). ``stop`` abandons the LLM
+    call; ``vocabulary`` (a loaded closed-vocabulary model) keeps synonyms to the words it can
+    read; ``previous`` is the record of the rewordings already in the table."""
     _bounded_rows(rows)
     config = _config(method, distance, instruction, n, seed, system, "", base_url, llm_model)
     result = recaption(prompt, config, None, api_key=_api_key(api_key), settings=settings, visitor=True, stop=stop,
                        vocabulary=vocabulary)
-    return _keep_manual(rows, result_rows(result)), _summary(result), result.to_dict()
+    return _merge_rows(rows, result_rows(result)), _summary(result), merge_records(previous, result.to_dict())
 
 
 def extract(settings: Settings, prompt: str, distance: str, instruction: str, n: float, seed: float,
@@ -316,7 +328,7 @@ def extract(settings: Settings, prompt: str, distance: str, instruction: str, n:
 
 def fuse(settings: Settings, rows: Any, parts_record: dict | None, edited: list[str], distance: str,
          instruction: str, n: float, seed: float, system: str, base_url: str, llm_model: str, api_key: str,
-         stop: threading.Event | None = None) -> tuple[list[list[Any]], str, dict]:
+         stop: threading.Event | None = None, previous: dict | None = None) -> tuple[list[list[Any]], str, dict]:
     """Multi-turn stage 2: fuses the (edited) parts into rewordings."""
     if not parts_record:
         raise BadInput("extract the parts first (stage 1)")
@@ -328,7 +340,7 @@ def fuse(settings: Settings, rows: Any, parts_record: dict | None, edited: list[
     parts = dataclasses.replace(parts, **{k: _text(k, v) for k, v in zip(PART_NAMES, edited)})
     config = _config("multi-turn", distance, instruction, n, seed, system, "", base_url, llm_model)
     result = fuse_parts(parts, config, None, api_key=_api_key(api_key), settings=settings, visitor=True, stop=stop)
-    return _keep_manual(rows, result_rows(result)), _summary(result), result.to_dict()
+    return _merge_rows(rows, result_rows(result)), _summary(result), merge_records(previous, result.to_dict())
 
 
 def _summary(result: RecaptionResult) -> str:
@@ -430,8 +442,9 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
 
     @user_errors
     def on_reword(*args):
-        *values, model_name, jobs_ = args
-        return reword(ctx.settings, *values, stop=jobs_.begin(), vocabulary=closed_vocabulary(ctx, model_name))
+        *values, model_name, jobs_, previous = args
+        return reword(ctx.settings, *values, stop=jobs_.begin(), vocabulary=closed_vocabulary(ctx, model_name),
+                      previous=previous)
 
     @user_errors
     def on_extract(*args):
@@ -441,9 +454,9 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
 
     @user_errors
     def on_fuse(rows, record_, *args):
-        *values, jobs_ = args
+        *values, jobs_, previous = args
         edited, rest = values[: len(PART_NAMES)], values[len(PART_NAMES):]
-        return fuse(ctx.settings, rows, record_, list(edited), *rest, stop=jobs_.begin())
+        return fuse(ctx.settings, rows, record_, list(edited), *rest, stop=jobs_.begin(), previous=previous)
 
     llm_inputs = [base_url, llm_model, api_key, jobs]
     # the chosen model as session state: the rewording endpoint's public signature stays as it was
@@ -452,14 +465,15 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
     model.change(baseline_hint, [model, baseline], baseline, api_visibility="private").then(
         set_baseline, [table, baseline], table, api_visibility="private")
     reword_btn.click(on_reword, [table, baseline, method, distance, instruction, n, seed, system, *llm_inputs[:-1],
-                                chosen_model, jobs],
+                                chosen_model, jobs, record],
                      [table, info, record], api_name="recaption", concurrency_limit=4).success(
         on_score, [model, table, tokens, record], table, api_name="score_variants", concurrency_limit=1,
         concurrency_id="gpu")
     extract_btn.click(
         on_extract, [baseline, distance, instruction, n, seed, extract_prompt, *llm_inputs],
         [parts_record, *part_boxes], api_name="extract_parts", concurrency_limit=4)
-    fuse_btn.click(on_fuse, [table, parts_record, *part_boxes, distance, instruction, n, seed, system, *llm_inputs],
+    fuse_btn.click(on_fuse, [table, parts_record, *part_boxes, distance, instruction, n, seed, system, *llm_inputs,
+                             record],
                    [table, info, record], api_name="fuse_parts", concurrency_limit=4).success(
         on_score, [model, table, tokens, record], table, api_visibility="private", concurrency_limit=1, concurrency_id="gpu")
     stop_btn.click(stop_request, jobs, None, concurrency_limit=None, api_name="stop_rewording")
