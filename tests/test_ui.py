@@ -289,7 +289,9 @@ def test_rewording_modes_that_cannot_run_are_not_offered_and_the_reason_is_shown
 
     offline = Settings(home=Path("unused"), visitor_endpoints=False)
     choices, why = method_choices(offline)
-    assert [v for _, v in choices] == ["synonym"] and "RECAP_VISITOR_ENDPOINTS=1" in why and "OPENAI_BASE_URL" in why
+    # multi-turn stays: its parts can be typed by hand and fused offline
+    assert [v for _, v in choices] == ["synonym", "multi-turn"] and "RECAP_VISITOR_ENDPOINTS=1" in why
+    assert "OPENAI_BASE_URL" in why and "offline" in next(label for label, v in choices if v == "multi-turn")
     for settings in (Settings(home=Path("unused"), visitor_endpoints=True),
                      Settings(home=Path("unused"), visitor_endpoints=False, llm_base_url="http://llm/v1")):
         choices, why = method_choices(settings)
@@ -486,6 +488,34 @@ def test_light_and_strong_rewordings_stand_side_by_side_and_generate_in_one_grid
     assert tiers["manual-1"] == ("manual", 4)
     record = manifest["extra"]["recaption"]
     assert sorted({v["tier"] for v in record["variants"]}) == [1, 2] and len(record["earlier"]) >= 1
+
+
+@pytest.mark.skipif(not wordnet_available(), reason="WordNet not installed: apt-get install wordnet-base")
+def test_multi_turn_works_offline_from_parts_typed_by_hand(app):
+    from recap.errors import BadInput
+    from recap.rewording.base import PromptParts, RecaptionConfig
+    from recap.rewording.multiturn import compose_parts, fuse_offline
+
+    assert compose_parts(PromptParts("x", source="rain", action="falling", setting="in a cave",
+                                     texture="hollow")) == "rain falling, in a cave, hollow"
+    assert compose_parts(PromptParts("x", setting="in a cave")) == "in a cave"
+    with pytest.raises(BadInput, match="needs an LLM"):
+        fuse_offline(PromptParts("x", source="rain"), RecaptionConfig(distance="custom", custom_instruction="y"))
+    ctx, url = app
+    assert not ctx.settings.llm_configured  # no endpoint: stage 2 runs offline
+    client = Client(url, verbose=False)
+    rows, summary = client.predict(table(["baseline", "baseline", 0, "rain on a tin roof"]), "rain", "falling",
+                                   "in a cave", "close", "", "light", "", 3, 0, "", "", "", "", api_name="/fuse_parts")
+    data = rows["data"]
+    assert data[1][:4] == ["reword-1a", "multi-turn", 1, "rain falling, in a cave, close"]
+    assert all(r[1] == "multi-turn" and r[2] == 1 for r in data[1:]) and len(data) >= 3
+    assert "typed parts, composed offline" in summary
+    with pytest.raises(AppError, match="every part is empty"):
+        client.predict(table(["baseline", "baseline", 0, "rain"]), "", "", "", "", "", "light", "", 2, 0, "", "", "",
+                       "", api_name="/fuse_parts")
+    status, *_ = generate(client, rows, seeds="0", recon=False)
+    record = json.loads((ctx.settings.runs_dir / run_id(status) / "manifest.json").read_text())["extra"]["recaption"]
+    assert record["method"] == "multi-turn" and record["parts"]["setting"] == "in a cave" and record["exchange"] == []
 
 
 def test_multi_turn_stages_are_editable_and_the_key_is_never_echoed_or_stored(app, caplog):

@@ -10,6 +10,10 @@ shown and corrected before the next, which is why the stages are two calls::
 
 For a sound prompt the parts are its source, action, setting, perspective (distance and point
 of listening) and texture (timbre).
+
+Without an LLM the parts are typed by hand and :func:`fuse_offline` composes them into a prompt
+and rewords that prompt with the offline synonym rewriter, so the parts-then-fuse workflow (and
+its record of what was changed) works on a machine with no endpoint.
 """
 
 from __future__ import annotations
@@ -173,3 +177,49 @@ def fuse_parts(
         parts=parts,
         elapsed_s=round(time.monotonic() - t0, 3),
     )
+
+
+def compose_parts(parts: PromptParts) -> str:
+    """The parts as one prompt in a fixed order: what sounds and what it does, then where, how
+    near and what it sounds like ("rain falling, in a cave, close, hollow"); empty parts left out."""
+    head = " ".join(p.strip() for p in (parts.source, parts.action) if p and p.strip())
+    tail = [p.strip() for p in (parts.setting, parts.perspective, parts.texture) if p and p.strip()]
+    return ", ".join([head, *tail] if head else tail)
+
+
+def fuse_offline(parts: PromptParts, config: RecaptionConfig | None = None, backend: AudioBackend | None = None,
+                 vocabulary: AudioBackend | None = None) -> RecaptionResult:
+    """Stage 2 without an LLM: the parts composed into a prompt (:func:`compose_parts`), then
+    ``config.n - 1`` synonym rewordings of it, all as method "multi-turn" of ``config.distance``.
+
+    Args:
+        parts: Typed by hand (``parts.prompt`` is the baseline they reword) or from stage 1.
+        backend: Scores text cosine and token limits, as in ``recaption``.
+        vocabulary: A closed-vocabulary model: synonyms keep to the words it reads.
+
+    Raises:
+        BadInput: bad config or parts, or every part is empty.
+        WordNetMissingError: the synonym rewriter has no WordNet.
+    """
+    from recap.rewording.synonyms import synonym_variants
+
+    config = config or RecaptionConfig()
+    config.validate()
+    parts.check()
+    if config.distance not in ("light", "strong"):
+        raise BadInput(f"distance {config.distance!r} needs an LLM; offline fusion rewords 'light' or 'strong'")
+    fused = compose_parts(parts)
+    if not fused:
+        raise BadInput("every part is empty: type at least the source (e.g. 'rain') before fusing")
+    t0 = time.monotonic()
+    reader = backend if backend is not None else vocabulary
+    known = None if reader is None else (lambda word: not reader.unknown_words(word))
+    tier = TIER_OF_DISTANCE[config.distance]
+    made = synonym_variants(fused, config.n - 1, config.distance, config.seed, known=known) if config.n > 1 else []
+    variants = [Rewording(fused, "multi-turn", config.distance, tier),
+                *[Rewording(v.text, "multi-turn", config.distance, tier,
+                            changes=[f"{c.original} -> {c.replacement}" for c in v.changes]) for v in made]]
+    config = dataclasses.replace(config, method="multi-turn", model=None, base_url=None)
+    kept, dropped = check_rewordings(parts.prompt, variants, config, backend)
+    return RecaptionResult(parts.prompt, kept, "multi-turn", config, exchange=list(parts.exchange), dropped=dropped,
+                           parts=parts, elapsed_s=round(time.monotonic() - t0, 3))

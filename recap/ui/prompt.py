@@ -39,7 +39,13 @@ from recap.rewording.base import (
     recorded_texts,
 )
 from recap.rewording.checks import word_edit_distance
-from recap.rewording.multiturn import EXTRACT_SYSTEM_PROMPT, default_fuse_prompt, extract_parts, fuse_parts
+from recap.rewording.multiturn import (
+    EXTRACT_SYSTEM_PROMPT,
+    default_fuse_prompt,
+    extract_parts,
+    fuse_offline,
+    fuse_parts,
+)
 from recap.rewording.recaption import recaption
 from recap.variants import METHODS, TIER_HELP, TIER_MANUAL, TIER_TOKEN
 from recap.ui.common import PROMPT_LIMIT, code_text, md_text, table_rows, user_errors
@@ -53,6 +59,7 @@ if TYPE_CHECKING:
 HEADERS = ("label", "method", "tier", "prompt", "text cosine", "word edits", "flags")
 METHOD_CHOICES = (("Synonyms (offline, no API key)", "synonym"), ("LLM", "llm"),
                   ("Multi-turn LLM (extract parts, edit, fuse)", "multi-turn"))
+MULTI_TURN_OFFLINE = ("Multi-turn, offline (type the parts, fuse with synonyms)", "multi-turn")
 DISTANCE_CHOICES = (("light (tier 1)", "light"), ("strong (tier 2)", "strong"), ("custom (LLM only)", "custom"))
 _PLACEHOLDER = "{instruction}"
 MAX_KEY_CHARS = 500
@@ -273,9 +280,10 @@ def method_choices(settings: Settings) -> tuple[list[tuple[str, str]], str | Non
     """
     if settings.llm_configured or settings.visitor_endpoints:
         return list(METHOD_CHOICES), None
-    return ([c for c in METHOD_CHOICES if c[1] == "synonym"],
-            "LLM and multi-turn are off here: this server has no LLM endpoint (its owner sets OPENAI_BASE_URL "
-            "and OPENAI_API_KEY) and typed endpoints are off (RECAP_VISITOR_ENDPOINTS=1 allows them).")
+    return ([c for c in METHOD_CHOICES if c[1] == "synonym"] + [MULTI_TURN_OFFLINE],
+            "The LLM is off here: this server has no LLM endpoint (its owner sets OPENAI_BASE_URL and "
+            "OPENAI_API_KEY) and typed endpoints are off (RECAP_VISITOR_ENDPOINTS=1 allows them). Multi-turn "
+            "works with parts you type, fused offline.")
 
 
 def closed_vocabulary(ctx: AppContext, model_name: Any) -> Any:
@@ -326,26 +334,48 @@ def extract(settings: Settings, prompt: str, distance: str, instruction: str, n:
     return dataclasses.asdict(parts), [getattr(parts, k) for k in PART_NAMES]
 
 
+def llm_reachable(settings: Settings, base_url: Any, api_key: Any) -> bool:
+    """Whether a visitor's LLM call can run: the server's endpoint, or one they may type."""
+    typed = bool((isinstance(base_url, str) and base_url.strip()) or (isinstance(api_key, str) and api_key.strip()))
+    return settings.llm_configured or (settings.visitor_endpoints and typed)
+
+
 def fuse(settings: Settings, rows: Any, parts_record: dict | None, edited: list[str], distance: str,
          instruction: str, n: float, seed: float, system: str, base_url: str, llm_model: str, api_key: str,
-         stop: threading.Event | None = None, previous: dict | None = None) -> tuple[list[list[Any]], str, dict]:
-    """Multi-turn stage 2: fuses the (edited) parts into rewordings."""
-    if not parts_record:
-        raise BadInput("extract the parts first (stage 1)")
-    _bounded_rows(rows)
+         stop: threading.Event | None = None, previous: dict | None = None,
+         vocabulary: Any = None) -> tuple[list[list[Any]], str, dict]:
+    """Multi-turn stage 2: fuses the (edited) parts into rewordings, with the LLM when one is
+    reachable, else offline (the parts composed, then synonym rewordings of them). Without stage 1
+    (no LLM to extract with) the parts are the ones typed by hand, of the table's baseline."""
+    rows = _bounded_rows(rows)
     if len(edited) != len(PART_NAMES):
         raise BadInput(f"the parts must be {len(PART_NAMES)} texts: {', '.join(PART_NAMES)}")
-    known = {f.name for f in dataclasses.fields(PromptParts)}
-    parts = PromptParts(**{k: v for k, v in parts_record.items() if k in known})
+    online = llm_reachable(settings, base_url, api_key)
+    if parts_record:
+        known = {f.name for f in dataclasses.fields(PromptParts)}
+        parts = PromptParts(**{k: v for k, v in parts_record.items() if k in known})
+    elif online:
+        raise BadInput("extract the parts first (stage 1), or type them and fuse offline")
+    else:
+        base = next((str(_norm_row(r)[3]).strip() for r in rows if _norm_row(r)[0] == "baseline"), "")
+        if not base:
+            raise BadInput("type a baseline prompt first: the parts reword it")
+        parts = PromptParts(prompt=_text("the baseline", base))
     parts = dataclasses.replace(parts, **{k: _text(k, v) for k, v in zip(PART_NAMES, edited)})
-    config = _config("multi-turn", distance, instruction, n, seed, system, "", base_url, llm_model)
-    result = fuse_parts(parts, config, None, api_key=_api_key(api_key), settings=settings, visitor=True, stop=stop)
+    if online:
+        config = _config("multi-turn", distance, instruction, n, seed, system, "", base_url, llm_model)
+        result = fuse_parts(parts, config, None, api_key=_api_key(api_key), settings=settings, visitor=True,
+                            stop=stop)
+    else:
+        result = fuse_offline(parts, _config("multi-turn", distance, instruction, n, seed, "", "", "", ""),
+                              vocabulary=vocabulary)
     return _merge_rows(rows, result_rows(result)), _summary(result), merge_records(previous, result.to_dict())
 
 
 def _summary(result: RecaptionResult) -> str:
     how = {"synonym": "the offline synonym rewriter", "llm": f"the LLM {code_text(result.config.model)}",
-           "multi-turn": f"two LLM stages with {code_text(result.config.model)}"}[result.method]
+           "multi-turn": f"two LLM stages with {code_text(result.config.model)}" if result.config.model
+           else "the typed parts, composed offline, and synonym rewordings of them"}[result.method]
     lines = [f"{len(result.variants)} rewording(s) by {how} in {result.elapsed_s:.1f} s."]
     if result.dropped:
         lines.append(f"Dropped {len(result.dropped)}: " + "; ".join(
@@ -406,7 +436,12 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
     jobs = gr.State(SessionJobs(), delete_callback=close_session)
     parts_record = gr.State(None)
     with gr.Group(visible=False) as multi:
-        extract_btn = gr.Button("1 · Extract the parts", variant="primary")
+        can_extract = ctx.settings.llm_configured or ctx.settings.visitor_endpoints
+        extract_btn = gr.Button("1 · Extract the parts", variant="primary", visible=can_extract)
+        if not can_extract:
+            gr.Markdown("**1 · Type the parts** of the baseline (at least the source): without an LLM, stage 1 "
+                        "is yours. Stage 2 composes them into a prompt and rewords it with synonyms.",
+                        elem_id="parts-offline")
         with gr.Row():
             part_boxes = [gr.Textbox(label=k) for k in PART_NAMES]
         fuse_btn = gr.Button("2 · Fuse the parts into rewordings", variant="primary")
@@ -454,9 +489,10 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
 
     @user_errors
     def on_fuse(rows, record_, *args):
-        *values, jobs_, previous = args
+        *values, jobs_, previous, chosen = args
         edited, rest = values[: len(PART_NAMES)], values[len(PART_NAMES):]
-        return fuse(ctx.settings, rows, record_, list(edited), *rest, stop=jobs_.begin(), previous=previous)
+        return fuse(ctx.settings, rows, record_, list(edited), *rest, stop=jobs_.begin(), previous=previous,
+                    vocabulary=closed_vocabulary(ctx, chosen))
 
     llm_inputs = [base_url, llm_model, api_key, jobs]
     # the chosen model as session state: the rewording endpoint's public signature stays as it was
@@ -473,7 +509,7 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
         on_extract, [baseline, distance, instruction, n, seed, extract_prompt, *llm_inputs],
         [parts_record, *part_boxes], api_name="extract_parts", concurrency_limit=4)
     fuse_btn.click(on_fuse, [table, parts_record, *part_boxes, distance, instruction, n, seed, system, *llm_inputs,
-                             record],
+                             record, chosen_model],
                    [table, info, record], api_name="fuse_parts", concurrency_limit=4).success(
         on_score, [model, table, tokens, record], table, api_visibility="private", concurrency_limit=1, concurrency_id="gpu")
     stop_btn.click(stop_request, jobs, None, concurrency_limit=None, api_name="stop_rewording")
