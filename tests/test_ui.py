@@ -660,3 +660,19 @@ def test_bad_input_is_a_sentence_and_private_files_are_not_served(app, trained):
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(f"{url}gradio_api/file={private.resolve()}")
         assert info.value.code == 403
+
+
+def test_example_prompts_follow_the_model_and_a_closed_vocabulary_is_listed():
+    from recap.backends.loading import load_backend
+    from recap.ui.prompt import example_samples, vocabulary_text
+
+    toy = example_samples("toy")
+    assert toy and toy[0] == ["a high repeating beep"] and example_samples("no-such-model") == []
+    assert example_samples(SAO_ID) != toy
+    assert vocabulary_text(None) == ""
+    backend = load_backend("toy")
+    words = vocabulary_text(backend[0] if isinstance(backend, tuple) else backend)
+    assert "`beep`" in words and "`shrill`" in words and "<unk>" in words and "`</s>`" not in words
+    # every word of every example is one the model reads
+    listed = set(re.findall(r"`(\w+)`", words))
+    assert {w for (e,) in toy for w in e.split()} <= listed

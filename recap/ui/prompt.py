@@ -286,6 +286,24 @@ def method_choices(settings: Settings) -> tuple[list[tuple[str, str]], str | Non
             "works with parts you type, fused offline.")
 
 
+def example_samples(model_name: Any) -> list[list[str]]:
+    """The chosen model's example prompts as clickable samples (one text each)."""
+    spec = find_spec(model_name)
+    return [[e] for e in (spec.examples if spec is not None else ())]
+
+
+def vocabulary_text(vocabulary: Any) -> str:
+    """The words a closed-vocabulary model reads, for the Prompt tab ("" for an open one)."""
+    if vocabulary is None:
+        return ""
+    tok = vocabulary.tokenizer_for(None)
+    specials = set(getattr(tok, "all_special_tokens", []) or [])
+    words = sorted(w for w in tok.get_vocab() if w not in specials and w.isalpha())
+    return (f"**The {len(words)} words this model reads** (any other word is `<unk>` to it, so a rewording that "
+            "uses one changes nothing it hears; reading a word does not mean it was trained to follow it: see its "
+            "model card): " + ", ".join(f"`{w}`" for w in words))
+
+
 def closed_vocabulary(ctx: AppContext, model_name: Any) -> Any:
     """The loaded model when it reads only a fixed list of words (so that synonyms keep to them), else None."""
     spec = find_spec(model_name)
@@ -405,6 +423,9 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
                               elem_id="baseline-prompt")
         method = gr.Radio(methods, value=start_method, label="Rewording", scale=3, info=methods_off,
                           elem_id="rewording-method")
+    examples = gr.Dataset(components=[baseline], samples=example_samples(ctx.start_model),
+                          label="Example prompts for this model (click one to use it)", elem_id="prompt-examples")
+    words_md = gr.Markdown(vocabulary_text(closed_vocabulary(ctx, ctx.start_model)), elem_id="model-words")
     with gr.Row():
         distance = gr.Radio(list(DISTANCE_CHOICES), value="light", label="Distance")
         n = gr.Slider(1, MAX_N, value=3, step=1, label="How many rewordings")
@@ -500,6 +521,13 @@ def build_prompt_tab(ctx: AppContext, model: gr.Dropdown, tokens: gr.State) -> P
     model.change(lambda name: name, model, chosen_model, api_visibility="private")
     model.change(baseline_hint, [model, baseline], baseline, api_visibility="private").then(
         set_baseline, [table, baseline], table, api_visibility="private")
+    # Loads a closed-vocabulary model (small: the toy) to list its words; an open one loads nothing here.
+    model.change(user_errors(lambda name: (gr.Dataset(samples=example_samples(name)),
+                                           vocabulary_text(closed_vocabulary(ctx, name)))),
+                 model, [examples, words_md], api_visibility="private")
+    examples.click(lambda sample: sample[0] if isinstance(sample, list) and sample else gr.skip(), examples,
+                   baseline, api_visibility="private").then(set_baseline, [table, baseline], table,
+                                                           api_visibility="private")
     reword_btn.click(on_reword, [table, baseline, method, distance, instruction, n, seed, system, *llm_inputs[:-1],
                                 chosen_model, jobs, record],
                      [table, info, record], api_name="recaption", concurrency_limit=4).success(
