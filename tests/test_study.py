@@ -528,3 +528,10 @@ def test_builder_fills_pairs_and_pickers_from_the_chosen_runs_and_only_for_an_ex
             assert pairs == "baseline:reword-1a\nbaseline:reword-2a" and reference["value"] == "baseline"
         else:  # a session that has not typed the password learns nothing about the runs
             assert against["choices"] == [] and pairs == "" and conditions["choices"] == []
+        # opening the panel reads the lists again: a run made since the page loaded is there
+        on_open = next(f for f in demo.fns.values() if f.name == "on_open_panel")
+        runs, studies = on_open.fn(unlock)
+        if shown:
+            assert {v for _, v in runs["choices"]} == {"run1", "run2"} and len(studies["choices"]) == 2
+        else:
+            assert "choices" not in runs and "choices" not in studies

@@ -320,8 +320,12 @@ def _export_folder(jobs: Any) -> Path:
     return Path(tempfile.mkdtemp(prefix="study-", dir=base))
 
 
-def build_experimenter(home: Path, gate: ExperimenterGate, jobs: gr.State) -> None:
-    """The experimenter panel: behind the password when there is one; every handler asks the gate."""
+def build_experimenter(home: Path, gate: ExperimenterGate, jobs: gr.State, refresh_on: list | None = None) -> None:
+    """The experimenter panel: behind the password when there is one; every handler asks the gate.
+
+    ``refresh_on`` are event triggers (e.g. the panel's opening) on which the run and study lists
+    are read again, so a run made a moment ago on another tab is there without *Refresh*.
+    """
     scale_keys = list(SCALES)
     unlock_state = gr.State(Unlock())
     if gate.mode == "password":
@@ -398,6 +402,9 @@ def build_experimenter(home: Path, gate: ExperimenterGate, jobs: gr.State) -> No
         # lists just gets none.
         return lists() if gate.allowed(None) else (gr.update(), gr.update())
 
+    def on_open_panel(unlock):
+        return lists() if gate.allowed(unlock) else (gr.update(), gr.update())
+
     @user_errors
     def on_create(unlock, *args):
         gate.require(unlock)
@@ -453,6 +460,9 @@ def build_experimenter(home: Path, gate: ExperimenterGate, jobs: gr.State) -> No
     results_btn.click(on_results, [unlock_state, jobs, study_dd, rules_cb],
                       [results_df, results_plot, downloads, results_md], api_visibility="private")
     gr.on(triggers=None, fn=on_page_load, inputs=None, outputs=[runs_dd, study_dd], api_visibility="private")
+    if refresh_on:
+        gr.on(triggers=refresh_on, fn=on_open_panel, inputs=unlock_state, outputs=[runs_dd, study_dd],
+              api_visibility="private", show_progress="hidden")
 
     if gate.mode == "password":
         def on_unlock(unlock, password):

@@ -47,5 +47,5 @@ def build_listen_tab(ctx: Any, jobs: gr.State | None = None) -> ListenTab:
             # Nothing else is built: no experimenter event exists to be called.
             gr.Markdown(OFF_TEXT, elem_id="study-experimenter-off")
         else:
-            build_experimenter(home, gate, jobs)
+            build_experimenter(home, gate, jobs, refresh_on=[experimenter.expand])
     return ListenTab(experimenter, gate)
