@@ -20,6 +20,7 @@ from recap.toy.world import PITCHES
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 LAPTOP = {"width": 1366, "height": 768}
+PHONE = {"width": 390, "height": 844}
 
 # A walk through every tab on the toy model: a slow check, run by .ci/run as its own bounded step.
 pytestmark = [pytest.mark.slow, NEEDS_CHROMIUM]
@@ -105,11 +106,21 @@ def test_a_high_beep_shows_at_its_frequency_with_the_default_spectrogram(browser
     page.close()
 
 
-@pytest.mark.parametrize("viewport", [LAPTOP], ids=["laptop"])
+@pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["laptop", "phone"])
 def test_every_tabs_default_submit_works_or_names_the_missing_input(browser, app_url, beep, viewport):
     from playwright.sync_api import expect
 
     page = open_page(browser, app_url, viewport)
+    # every tab is one tap away: wrapped, never folded into a "More tabs" menu
+    for name in ("Prompt", "Token", "Generate & compare", "Listen & rate", "About"):
+        expect(page.get_by_role("tab", name=name)).to_be_visible()
+    expect(page.get_by_role("button", name="More tabs")).to_have_count(0)
+    assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"] + 1  # no sideways scrolling
+    # the toy's words are listed, and an example prompt is one click
+    expect(page.locator("#model-words")).to_contain_text("words this model reads")
+    page.locator("#prompt-examples").get_by_text("a low continuous hum").click()
+    expect(page.get_by_label("Baseline prompt")).to_have_value("a low continuous hum")
+    page.locator("#prompt-examples").get_by_text("a high repeating beep").click()
     # Prompt: Reword as it opens (the baseline box holds a prompt the model follows)
     expect(page.get_by_label("Baseline prompt")).to_have_value("a high repeating beep")
     page.get_by_role("button", name="Reword", exact=True).click()

@@ -122,7 +122,9 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             return model_switch(ctx, name, switch_)
 
         model.change(on_model, [model, switch], [banner, model, switch], api_visibility="private")
-        with gr.Tabs() as tabs:
+        # Wrapped rather than folded into a "More tabs" menu, so that on a phone every tab (the
+        # Generate tab included) is one tap away.
+        with gr.Tabs(overflow_behavior="wrap") as tabs:
             with gr.Tab("Prompt", id="prompt") as prompt_tab:
                 prompt = build_prompt_tab(ctx, model, tokens)
             with gr.Tab("Token", id="token") as token_tab:
