@@ -26,7 +26,8 @@ from safetensors.torch import save, save_file
 from recap.audio_io import Clip, write_wav
 from recap.config import Settings
 from recap.tokens.files import LearnedToken, TokenFileError, list_tokens, load_token, read_token_file, save_token
-from recap.tokens.training import TIConfig, TrainingDiverged, train_token
+from recap.tokens.checkpoints import TrainingDiverged
+from recap.tokens.training import TIConfig, train_token
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402

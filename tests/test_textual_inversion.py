@@ -113,11 +113,12 @@ def test_resume_after_stop_equals_uninterrupted(tiny, tmp_path):
 
 
 def test_progress_reports_and_previews(tiny, tmp_path):
-    steps = []
-    train_token(tiny, beeps(), cfg(steps=4, preview_every=2, preview_steps=2), on_step=steps.append, checkpoint_dir=tmp_path)
+    steps, previews = [], []
+    train_token(tiny, beeps(), cfg(steps=4, preview_every=2, preview_steps=2), on_step=steps.append, checkpoint_dir=tmp_path,
+                on_preview=previews.append)
     assert [s.step for s in steps] == [1, 2, 3, 4]
-    assert steps[0].preview is None and steps[1].preview is not None
-    assert steps[1].preview.shape == (tiny.channels, SR)
+    assert [p.step for p in previews] == [2, 4]
+    assert previews[0].audio.shape == (tiny.channels, SR)
     assert 0.9 < steps[0].cos_to_init <= 1.0 and steps[0].norm > 0
 
 

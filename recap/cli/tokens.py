@@ -15,7 +15,8 @@ from recap.cli.common import add_model_args, open_backend, print_table
 from recap.config import settings
 from recap.errors import BadInput
 from recap.tokens.files import list_tokens, load_token, nearest_words, push_token, read_token_file, save_token
-from recap.tokens.training import TEMPLATES, TIConfig, TIStep, default_checkpoint_dir, train_token
+from recap.tokens.checkpoints import default_checkpoint_dir
+from recap.tokens.training import TEMPLATES, TIConfig, TIStep, train_token
 
 
 def register(sub: argparse._SubParsersAction) -> None:

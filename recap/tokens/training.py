@@ -13,6 +13,10 @@ Every setting is bounded in :func:`check_config` (the web form, its API and the 
 through it), clips are checked and far-too-loud ones normalised in :func:`load_clips`, and a loss
 or vector that stops being finite ends training with a sentence; nothing non-finite is ever
 checkpointed or returned.
+
+Each checkpoint keeps the history of the steps (loss, norm, cosine to init, seconds) in
+``history.json`` next to it, so a resumed training, in the CLI or the app, continues one curve
+from step 1.
 """
 
 from __future__ import annotations
@@ -23,23 +27,27 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save
 
 from recap.audio_io import AudioError, Clip, fit_length, load_audio, tame_peak
 from recap.backends.base import AudioBackend
-from recap.config import settings
-from recap.errors import BadInput, RecapError
+from recap.errors import BadInput
+from recap.tokens.checkpoints import (
+    StepRecord,
+    TrainingDiverged,
+    default_checkpoint_dir,
+    history_to,
+    load_checkpoint,
+    save_checkpoint,
+)
 from recap.tokens.files import LearnedToken
 from recap.limits import LIMITS, finite, text, whole
-from recap.paths import atomic_write_bytes, atomic_write_json, safe_name
 from recap.generation.runs import versions
 
 log = logging.getLogger(__name__)
@@ -67,8 +75,6 @@ MAX_LEARNING_RATE = 1.0  # AdamW steps of ~lr per coordinate; above 1 the token 
 MAX_SEED = 2**32 - 1
 
 
-class TrainingDiverged(RecapError, RuntimeError):
-    """The loss or the vectors stopped being finite; nothing was saved from that point on."""
 
 
 @dataclass
@@ -124,16 +130,31 @@ class TIConfig:
 
 @dataclass
 class TIStep:
-    """What ``on_step`` receives after every optimiser step."""
+    """What ``on_step`` receives after every optimiser step, before that step's preview is rendered."""
 
     step: int
     steps: int
     loss: float
     norm: float
     cos_to_init: float
-    preview: np.ndarray | None = None  # [C, T] at the backend's rate, on preview steps
+    seconds: float = 0.0  # wall-clock of the step (see StepRecord.seconds)
     checkpointed: bool = False
     notes: tuple[str, ...] = ()  # sentences about the clips (normalised levels), on the first step of a call
+    preview_due: bool = False  # a preview of this step is rendered next and arrives through on_preview
+
+    @property
+    def record(self) -> StepRecord:
+        """The step as the history keeps it."""
+        return StepRecord(self.step, self.loss, self.norm, self.cos_to_init, self.seconds)
+
+
+@dataclass
+class TIPreview:
+    """What ``on_preview`` receives once a preview clip of the token prompt is rendered."""
+
+    step: int  # the step whose vectors it was rendered with
+    audio: np.ndarray  # [C, T] at the backend's rate
+    seconds: float  # wall-clock seconds the rendering took
 
 
 # ----------------------------------------------------------------------------- checks
@@ -285,38 +306,6 @@ def initial_vectors(backend: AudioBackend, config: TIConfig, generator: torch.Ge
     return v.repeat(config.n_vectors, 1).clone()
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def default_checkpoint_dir(placeholder: str) -> Path:
-    return settings().tokens_dir / ".checkpoints" / safe_name(placeholder, fallback="token")
-
-
-def _save_checkpoint(path: Path, vectors, init, optimizer, generator, step, losses, meta) -> None:
-    if not torch.isfinite(vectors.detach()).all():  # a resumable NaN token is still a NaN token
-        raise TrainingDiverged(f"training reached non-finite vectors at step {step}; no checkpoint was written")
-    state = optimizer.state.get(vectors, {})
-    tensors = {"vectors": vectors.detach().cpu(), "init": init, "rng": generator.get_state()}
-    for k in ("exp_avg", "exp_avg_sq"):
-        if k in state:
-            tensors[f"opt.{k}"] = state[k].detach().cpu()
-    info = {"step": step, "losses": losses, "opt_step": float(state["step"]) if "step" in state else 0.0, **meta}
-    # Tensors and the step they belong to live in one file written atomically, so a crash can never
-    # pair new vectors with an old step; checkpoint.json is a readable copy of the same info.
-    atomic_write_bytes(path / "checkpoint.safetensors", save(tensors, metadata={"info": json.dumps(info, default=str)}))
-    atomic_write_json(path / "checkpoint.json", info)
-
-
-def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    file = path / "checkpoint.safetensors"
-    if not file.is_file():
-        return None
-    with safe_open(str(file), framework="pt") as f:
-        info = json.loads(f.metadata()["info"])
-    tensors = load_file(str(file))
-    if not torch.isfinite(tensors["vectors"]).all():
-        raise TrainingDiverged(f"the checkpoint in {path} holds non-finite vectors; train again instead")
-    return tensors, info
-
-
 # ----------------------------------------------------------------------------- training
 def train_token(
     backend: AudioBackend,
@@ -326,6 +315,7 @@ def train_token(
     stop: threading.Event | None = None,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
+    on_preview: Callable[[TIPreview], None] | None = None,
 ) -> LearnedToken:
     """Learns ``config.placeholder`` from ``clips`` with everything else frozen.
 
@@ -333,10 +323,14 @@ def train_token(
         backend: A loaded model; its weights are never modified.
         clips: Paths or decoded clips (1..N) of the sound to learn.
         config: Settings (saved into the token's metadata).
-        on_step: Receives a :class:`TIStep` after every step (loss, norm, cosine to init, previews).
+        on_step: Receives a :class:`TIStep` after every step (loss, norm, cosine to init, seconds),
+            before that step's preview is rendered, so a live view never waits on a preview.
         stop: When set, training checkpoints and returns the token so far (``meta['complete']`` False).
         checkpoint_dir: Where resumable checkpoints go (default: RECAP_HOME/tokens/.checkpoints/NAME).
-        resume: Continue from the checkpoint in ``checkpoint_dir`` exactly where it stopped.
+        resume: Continue from the checkpoint in ``checkpoint_dir`` exactly where it stopped
+            (its history too: ``checkpoint_history`` then holds every step from 1).
+        on_preview: Receives a :class:`TIPreview` every ``config.preview_every`` steps and at the
+            last step; previews are rendered only when it is given.
 
     Returns:
         The :class:`LearnedToken` (save it with :func:`recap.tokens.files.save_token`);
@@ -370,9 +364,9 @@ def train_token(
     init = initial_vectors(backend, config, generator)
     vectors = torch.nn.Parameter(init.clone().to(backend.device))
     optimizer = torch.optim.AdamW([vectors], lr=config.learning_rate, weight_decay=0.0)
-    step, losses = 0, []
+    step, losses, history = 0, [], []
     if resume:
-        ckpt = _load_checkpoint(checkpoint_dir)
+        ckpt = load_checkpoint(checkpoint_dir)
         if ckpt is None:
             raise BadInput(f"nothing to resume: no checkpoint in {checkpoint_dir}")
         tensors, info = ckpt
@@ -391,6 +385,7 @@ def train_token(
                 "exp_avg_sq": tensors["opt.exp_avg_sq"].to(vectors.device),
             }
         step, losses = int(info["step"]), list(info["losses"])
+        history = history_to(checkpoint_dir, step, losses)
         log.info("resuming %s at step %d", config.placeholder, step)
     gc_on = config.gradient_checkpointing if config.gradient_checkpointing is not None else backend.device.type == "cuda"
     backend.set_gradient_checkpointing(gc_on)
@@ -399,7 +394,7 @@ def train_token(
     init_dev = init.to(backend.device)
 
     def checkpoint() -> None:
-        _save_checkpoint(checkpoint_dir, vectors, init, optimizer, generator, step, losses, meta)
+        save_checkpoint(checkpoint_dir, vectors, init, optimizer, generator, step, losses, meta, history)
 
     # 4. Train
     reported = False  # the clip notes ride on the first step this call reports
@@ -407,6 +402,7 @@ def train_token(
         while step < config.steps:
             if stop is not None and stop.is_set():
                 break
+            started = time.perf_counter()
             idx = torch.randint(latents.shape[0], (config.batch_size,), generator=generator)
             which = torch.randint(len(config.templates), (config.batch_size,), generator=generator)
             prompts = [fill(config.templates[int(j)], config.placeholder) for j in which]
@@ -427,18 +423,23 @@ def train_token(
             if not torch.isfinite(vectors.detach()).all():
                 raise TrainingDiverged(_diverged(step, "the token's vectors became NaN or infinite", checkpoint_dir))
             with torch.no_grad():
-                norm = float(vectors.norm(dim=1).mean())
-                cos = float(torch.nn.functional.cosine_similarity(vectors, init_dev, dim=1).mean())
+                norm = round(float(vectors.norm(dim=1).mean()), 6)
+                cos = round(float(torch.nn.functional.cosine_similarity(vectors, init_dev, dim=1).mean()), 6)
+            # float(loss) above waited for the device, so this is the step's real wall-clock time
+            history.append(StepRecord(step, losses[-1], norm, cos, round(time.perf_counter() - started, 4)))
             saved = config.checkpoint_every > 0 and step % config.checkpoint_every == 0
             if saved:
                 checkpoint()
-            preview = None
-            if config.preview_every > 0 and (step % config.preview_every == 0 or step == config.steps):
-                preview = _preview(backend, config, vectors.detach(), seconds)
+            due = (on_preview is not None and config.preview_every > 0
+                   and (step % config.preview_every == 0 or step == config.steps))
             if on_step is not None:
-                on_step(TIStep(step, config.steps, losses[-1], norm, cos, preview, saved,
-                               () if reported else tuple(notes)))
+                on_step(TIStep(step, config.steps, losses[-1], norm, cos, history[-1].seconds, saved,
+                               () if reported else tuple(notes), due))
                 reported = True
+            if due:
+                started = time.perf_counter()
+                audio = _preview(backend, config, vectors.detach(), seconds)
+                on_preview(TIPreview(step, audio, round(time.perf_counter() - started, 4)))
     finally:
         backend.set_gradient_checkpointing(False)
     # 5. Checkpoint where it ended (a stop can be resumed), return the token

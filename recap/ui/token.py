@@ -34,10 +34,16 @@ from recap.ui.jobs import SessionJobs, arm_job, stop_job
 from recap.ui.prompt import add_variant
 from recap.ui.session_tokens import usable_tokens
 from recap.ui.training import (
+    PREVIEWS_KEPT,
+    keep_preview,
     progress_figure,
+    prune_previews,
+    strip_updates,
+    strip_values,
     train_chunk,
     train_in_chunks,
     training_config,
+    training_status,
 )
 from recap.ui.zerogpu import training_seconds
 
@@ -122,11 +128,15 @@ def run_training(ctx: AppContext, run_chunk: Callable[..., Iterator[Any]], neare
         model_name ... preview_every_: The form (the names are the ``/train_token`` API's).
 
     Yields:
-        (curve, stats, preview, session, token rows, token picker, saved tokens, nearest words);
-        while training only the first three change. A finished token is saved to the shared
-        folder; a stopped one stays in the session, resumable from its checkpoint.
+        (curve, status, newest preview, session, token rows, token picker, saved tokens, nearest
+        words, the 7 earlier previews); while training only the curve, the status and the
+        previews change. The previews are newest first, each labelled "step N" by a
+        ``gr.update`` when it comes; the last output holds their plain WAV paths. A resume
+        starts from the curve and previews the training had. A finished token is saved to the
+        shared folder; a stopped one stays in the session, resumable from its checkpoint.
     """
-    from recap.tokens.training import check_config
+    from recap.tokens.checkpoints import checkpoint_history
+    from recap.tokens.training import TIPreview, TIStep, check_config
 
     # 1. The form and the clips, checked before anything starts: a sentence, not a job
     session = dict(session or {})
@@ -138,34 +148,42 @@ def run_training(ctx: AppContext, run_chunk: Callable[..., Iterator[Any]], neare
     if note:
         gr.Warning(toast_text(note))
     config = check_config(backend, config)
-    # 2. Train, showing the curve and each preview
+    # 2. What the training goes on from: a resume keeps the curve and the previews of its steps
     stop = jobs.begin()
-    checkpoint_dir = jobs.scratch / "checkpoints" / safe_name(config.placeholder, fallback="token")
-    history, token, last, last_preview, notes = [], None, 0.0, None, []
+    name = safe_name(config.placeholder, fallback="token")
+    checkpoint_dir = jobs.scratch / "checkpoints" / name
+    preview_dir = jobs.scratch / "previews" / name
+    history = checkpoint_history(checkpoint_dir) if resume else []
+    start = history[-1].step if history else 0
+    strip = prune_previews(preview_dir, start)
+    begun = f"Resuming at step {start} of {config.steps}…" if resume else f"Starting: {config.steps} steps…"
+    yield _page(progress_figure(history), begun, strip_updates(strip))
+    # 3. Train: each step at once (the status says when a preview renders), each preview as it comes
+    token, latest, last, notes = None, None, 0.0, []
     for item in train_in_chunks(run_chunk, backend, list(clips_), config, stop, checkpoint_dir, resume,
                                 ctx.train_chunk_steps):
-        if not hasattr(item, "loss"):
+        if isinstance(item, TIPreview):
+            strip = keep_preview(preview_dir, item, backend.sample_rate, strip)
+            yield _page(progress_figure(history), training_status(latest, history), strip_updates(strip))
+            continue
+        if not isinstance(item, TIStep):
             token = item
             break
         for clip_note in item.notes:  # e.g. a clip far too loud was normalised: say so at once
             if clip_note not in notes:
                 notes.append(clip_note)
                 gr.Warning(toast_text(clip_note))
-        history.append((item.step, item.loss, item.norm, item.cos_to_init))
-        progress(item.step / item.steps, desc=f"step {item.step} of {item.steps}")
-        audio = None
-        if item.preview is not None:
-            from recap.audio_io import write_wav
-
-            audio = str(write_wav(jobs.scratch / "previews" / f"{safe_name(config.placeholder)}-{item.step}.wav",
-                                  item.preview, backend.sample_rate))
-            last_preview = audio
-        # The page redraws a few times a second at most; previews and the last step always show.
-        if audio or item.step == item.steps or time.monotonic() - last > 0.4:
+        history.append(item.record)
+        latest = item
+        rendering = item.step if item.preview_due else None
+        progress(item.step / item.steps, desc=f"step {item.step} of {item.steps}"
+                 + (" · rendering a preview" if rendering else ""))
+        # The page redraws a few times a second at most; a step about to render a preview (which
+        # holds the next step back) and the last step always show.
+        if rendering or item.step == item.steps or time.monotonic() - last > 0.4:
             last = time.monotonic()
-            yield (progress_figure(history), _stats(item), audio or gr.skip(), gr.skip(), gr.skip(), gr.skip(),
-                   gr.skip(), gr.skip())
-    # 3. Save a finished token; keep a stopped one in the session
+            yield _page(progress_figure(history), training_status(item, history, rendering))
+    # 4. Save a finished token; keep a stopped one in the session
     if token.meta.get("complete"):
         from recap.tokens.files import save_token
         from recap.generation.runs import new_run_id
@@ -175,12 +193,23 @@ def run_training(ctx: AppContext, run_chunk: Callable[..., Iterator[Any]], neare
     else:
         done = (f"Stopped at step {token.meta['steps_done']} of {config.steps}. {code_text(token.placeholder)} "
                 "can be used as it is in this session, or press *Resume* to continue.")
+    if latest is not None:
+        done += f"\n\n{training_status(latest, history)}"
     for clip_note in notes or token.meta.get("notes", []):
         done += f"\n\n⚠️ {md_text(clip_note)}"
     session[token.placeholder] = token
     rows, choice = token_listing(session, token.placeholder)
-    yield (progress_figure(history), done, last_preview or gr.skip(), session, rows, choice,
-           saved_update(ctx.settings.tokens_dir), nearest(backend, token))
+    # Plain values last: the API's result is the previews' files (labels were set as they came).
+    yield _page(progress_figure(history), done, strip_values(strip), session, rows, choice,
+                saved_update(ctx.settings.tokens_dir), nearest(backend, token))
+
+
+def _page(curve: Any, status: str, previews: list[Any] | None = None, *rest: Any) -> tuple[Any, ...]:
+    """The training event's outputs in wiring order: the newest preview keeps the place the single
+    preview had (the API's outputs before it are unchanged), the earlier ones come last."""
+    previews = previews or [gr.skip()] * PREVIEWS_KEPT
+    rest = rest or (gr.skip(),) * 5
+    return (curve, status, previews[0], *rest, *previews[1:])
 
 
 def load_session_token(ctx: AppContext, nearest: Callable[..., list[list[Any]]], model_name: str,
@@ -282,7 +311,7 @@ class _TrainPanel:
     stop_btn: gr.Button
     stats: gr.Markdown
     curve: gr.Plot
-    preview: gr.Audio
+    previews: list[gr.Audio]  # newest first
 
 
 def _train_panel() -> _TrainPanel:
@@ -310,11 +339,14 @@ def _train_panel() -> _TrainPanel:
             resume_btn = gr.Button("Resume")
             stop_btn = gr.Button("Stop", variant="stop")
         stats = gr.Markdown()
+        curve = gr.Plot(label="Training")
+        gr.Markdown("Previews, newest first (the last 8 are kept):")
         with gr.Row():
-            curve = gr.Plot(label="Training", scale=3)
-            preview = gr.Audio(label="Latest preview", interactive=False, scale=1)
+            # hidden until a preview fills them; a "step N" label each
+            previews = [gr.Audio(label="preview", interactive=False, visible=False, min_width=200)
+                        for _ in range(PREVIEWS_KEPT)]
     return _TrainPanel(clips, [name, init, init_word, n_vectors, steps, lr, batch, seconds, snr, seed, preview_every],
-                       train_btn, resume_btn, stop_btn, stats, curve, preview)
+                       train_btn, resume_btn, stop_btn, stats, curve, previews)
 
 
 @dataclass
@@ -358,7 +390,8 @@ def build_token_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens:
         push_md = gr.Markdown()
 
     train_inputs = [model, train.clips, *train.settings, jobs, tokens]
-    train_outputs = [train.curve, train.stats, train.preview, tokens, active, current, saved, nearest]
+    train_outputs = [train.curve, train.stats, train.previews[0], tokens, active, current, saved, nearest,
+                     *train.previews[1:]]  # in run_training's (and _page's) order
     for button, resume, api_name in ((train.train_btn, False, "train_token"), (train.resume_btn, True, "resume_token")):
         # Arming first (no queue limit) makes a Stop pressed while the job waits for the GPU count.
         button.click(arm_job, jobs, None, concurrency_limit=None, api_visibility="private").then(
@@ -387,12 +420,6 @@ def build_token_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens:
     push_btn.click(user_errors(push_session_token), [tokens, current, repo, hf_token, jobs], push_md,
                    api_name="push_token", concurrency_limit=2)
     return TokenTab(session_tokens=tokens)
-
-
-def _stats(step: Any) -> str:
-    saved = " · checkpoint saved" if step.checkpointed else ""
-    return (f"step {step.step} of {step.steps} · loss {step.loss:.4f} · norm {step.norm:.3f} · "
-            f"cosine to init {step.cos_to_init:.3f}{saved}")
 
 
 def _clip_figure(path: str) -> Any:
