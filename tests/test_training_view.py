@@ -195,3 +195,18 @@ def test_the_strip_keeps_the_last_8_and_a_resume_keeps_only_earlier_steps(tmp_pa
     assert prune_previews(folder, 6) == [(s, str(folder / f"step-{s:06d}.wav")) for s in (6, 5, 4, 3)]
     assert len(list(folder.iterdir())) == 4  # the later steps are made again by the resumed training
     assert prune_previews(folder, 0) == [] and not list(folder.iterdir())  # a new training starts clean
+
+
+def test_the_form_check_names_a_bad_field_beside_the_buttons_before_anything_starts(ctx, clips):
+    from recap.ui.common import form_check
+    from recap.ui.token import check_training
+
+    check = form_check(lambda *form: check_training(ctx, *form))
+    good = ["tiny", clips, "<view-ok>", "word", "sound", 1, 4, 0.02, 2, 0, 0, 0, 0]
+    assert check(*good) == ""
+    for i, bad, words in ((1, [], "upload at least one clip"), (6, float("nan"), "steps"),
+                          (7, 5.0, "learning rate"), (4, "zzzz-not-a-word", "init word")):
+        form = list(good)
+        form[i] = bad
+        message = check(*form)
+        assert message.startswith("⚠️") and words in message, (i, message)

@@ -130,7 +130,7 @@ def test_every_tabs_default_submit_works_or_names_the_missing_input(browser, app
     # Token: Train without clips names them
     page.get_by_role("tab", name="Token").click()
     page.locator("#train-btn").click()
-    expect(page.get_by_text("upload at least one clip of the sound to learn").first).to_be_visible()
+    expect(page.locator("#train-message")).to_contain_text("upload at least one clip of the sound to learn")
     # Generate & compare: Generate as it opens
     page.get_by_role("tab", name="Generate & compare").click()
     page.get_by_role("button", name="Generate", exact=True).click()

@@ -27,7 +27,7 @@ from typing import Any
 import gradio as gr
 
 from recap.paths import inside, safe_name
-from recap.ui.common import bind, code_text, md_text, user_errors
+from recap.ui.common import bind, code_text, form_check, halt_if_message, md_text, user_errors
 from recap.backends.registry import get_spec
 from recap.ui.context import AppContext
 from recap.ui.jobs import SessionJobs, arm_job, stop_job
@@ -113,6 +113,21 @@ def selected_token(session: dict | None, placeholder: str | None) -> Any:
     if not session or placeholder not in session:
         raise ValueError("choose a token of this session first (train or load one)")
     return session[placeholder]
+
+
+def check_training(ctx: AppContext, model_name: str, clips_: list[str] | None, name_: str, init_: str,
+                   init_word_: str, n_vectors_: float, steps_: float, learning_rate: float, batch_size: float,
+                   seconds_: float, snr_db: float, seed_: float, preview_every_: float) -> None:
+    """The form's check before a training starts (the page shows its sentence beside the button):
+    the clips are there and every setting is within its bound for the chosen model. The job checks
+    again (:func:`run_training`), for the API."""
+    from recap.tokens.training import check_config
+
+    if not clips_:
+        raise ValueError("upload at least one clip of the sound to learn")
+    config = training_config(name_, init_, init_word_, n_vectors_, steps_, learning_rate, batch_size, seconds_,
+                             snr_db, seed_, preview_every_)
+    check_config(ctx.backend(model_name)[0], config)
 
 
 def run_training(ctx: AppContext, run_chunk: Callable[..., Iterator[Any]], nearest: Callable[..., list[list[Any]]],
@@ -310,6 +325,7 @@ class _TrainPanel:
     resume_btn: gr.Button
     stop_btn: gr.Button
     stats: gr.Markdown
+    message: gr.Markdown
     curve: gr.Plot
     previews: list[gr.Audio]  # newest first
 
@@ -338,6 +354,7 @@ def _train_panel() -> _TrainPanel:
             train_btn = gr.Button("Train", variant="primary", elem_id="train-btn")
             resume_btn = gr.Button("Resume")
             stop_btn = gr.Button("Stop", variant="stop")
+        message = gr.Markdown(elem_id="train-message")  # a bad or missing field, named next to the buttons
         stats = gr.Markdown()
         curve = gr.Plot(label="Training")
         gr.Markdown("Previews, newest first (the last 8 are kept):")
@@ -346,7 +363,7 @@ def _train_panel() -> _TrainPanel:
             previews = [gr.Audio(label="preview", interactive=False, visible=False, min_width=200)
                         for _ in range(PREVIEWS_KEPT)]
     return _TrainPanel(clips, [name, init, init_word, n_vectors, steps, lr, batch, seconds, snr, seed, preview_every],
-                       train_btn, resume_btn, stop_btn, stats, curve, previews)
+                       train_btn, resume_btn, stop_btn, stats, message, curve, previews)
 
 
 @dataclass
@@ -390,11 +407,15 @@ def build_token_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens:
         push_md = gr.Markdown()
 
     train_inputs = [model, train.clips, *train.settings, jobs, tokens]
+    check = form_check(bind(check_training, ctx))
     train_outputs = [train.curve, train.stats, train.previews[0], tokens, active, current, saved, nearest,
                      *train.previews[1:]]  # in run_training's (and _page's) order
     for button, resume, api_name in ((train.train_btn, False, "train_token"), (train.resume_btn, True, "resume_token")):
         # Arming first (no queue limit) makes a Stop pressed while the job waits for the GPU count.
-        button.click(arm_job, jobs, None, concurrency_limit=None, api_visibility="private").then(
+        # The form first: a bad field is named beside the buttons and the curve on screen stays.
+        button.click(check, train_inputs[:-2], train.message, api_visibility="private", show_progress="hidden").success(
+            halt_if_message, train.message, None, api_visibility="private", show_progress="hidden").success(
+            arm_job, jobs, None, concurrency_limit=None, api_visibility="private").then(
             user_errors(bind(run_training, ctx, gpu_chunk, gpu_nearest, resume)), train_inputs, train_outputs,
             api_name=api_name, concurrency_limit=1, concurrency_id="gpu",
             show_progress_on=[train.stats])  # the live plot stays uncovered
