@@ -39,6 +39,9 @@ def running_app(ctx: Any) -> Iterator[Any]:
 def chromium() -> Iterator[Any]:
     """A headless Chromium driven by Playwright."""
     sync_api = pytest.importorskip("playwright.sync_api")
+    # expect() waits 5 s by default: a 2-core machine running the suite on two workers can take
+    # longer to answer an event, which is slowness, not a failure.
+    sync_api.expect.set_options(timeout=30_000)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
         try:

@@ -52,6 +52,8 @@ def test_type_a_prompt_generate_and_see_players_and_spectrograms(page):
     page.get_by_label("range slider for Steps").fill("2")  # quick: the tiny model's audio is noise anyway
     page.get_by_label("range slider for Seconds").fill("1")
     page.get_by_role("button", name="Generate", exact=True).click()
+    expect(page.locator("#run-status")).to_contain_text("4 clips", timeout=120_000)
+    page.get_by_text("Every cell, full size").click()  # the long view, one accordion below the matrix
     expect(page.locator(".recap-cell-spec")).to_have_count(4, timeout=120_000)
     page.locator(".recap-cell-spec").last.scroll_into_view_if_needed()  # plots draw when in view
     cells = page.locator(".recap-cell-spec .js-plotly-plot")

@@ -77,6 +77,8 @@ def test_a_high_beep_shows_at_its_frequency_with_the_default_spectrogram(browser
     expect(page.locator("#compare-empty")).to_contain_text("Nothing generated yet")
     expect(page.locator("#bins-caption")).to_contain_text("bins 0–511 = 0–4,000 Hz at 8,000 Hz")
     page.get_by_role("button", name="Generate", exact=True).click()  # every setting as it opens
+    expect(page.locator("#run-status")).to_contain_text("clips", timeout=120_000)
+    page.get_by_text("Every cell, full size").click()  # the long view, one accordion below the matrix
     cells = page.locator(".recap-cell-spec .js-plotly-plot")
     expect(cells).to_have_count(2, timeout=120_000)  # 1 prompt × seeds 0, 1
     expect(page.locator("#compare-empty")).to_be_hidden()

@@ -27,6 +27,7 @@ from recap.ui.context import AppContext, choose_start_model
 from recap.ui.guard import guard_middleware
 from recap.ui.jobs import SessionJobs, close_session
 from recap.ui.listen import build_listen_tab
+from recap.ui.matrix import MATRIX_CSS
 from recap.ui.rater import code_from_query
 from recap.ui.prompt import build_prompt_tab
 from recap.ui.token import build_token_tab
@@ -43,7 +44,7 @@ CSS = """
 #recap-banner { border-left: 4px solid #d97706; padding-left: 10px; }
 /* The rater's page: Gradio 6 keeps a hidden tab's button in the tab bar, so it is hidden here. */
 .recap-rater-page [role="tablist"] button[data-tab-id]:not([data-tab-id="listen"]) { display: none !important; }
-"""
+""" + MATRIX_CSS
 
 
 def picker_label(spec: BackendSpec) -> str:

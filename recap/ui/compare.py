@@ -1,8 +1,10 @@
 """The "Generate & compare" tab: the chosen prompts x seeds from identical noise, side by side.
 
-Rows are variants, columns seeds; each cell has its player, its clipped spectrogram (the bin
-range changes live, from the saved audio, without generating again) and its cosine / L2 to the
-baseline of the same seed. The tables are those of :func:`recap.analysis.scoring.analyze_run`.
+Rows are variants, columns seeds. The run is shown on one screen first (:mod:`recap.ui.matrix`:
+compact players, a score heatmap with the seed band, a picked cell beside its baseline, an A/B
+player); below, every cell full size: its player, its clipped spectrogram (the bin range changes
+live, from the saved audio, without generating again) and its cosine / L2 to the baseline of the
+same seed. The tables are those of :func:`recap.analysis.scoring.analyze_run`.
 
 Every value of a request is checked before anything loads or runs, with a sentence that names
 it: the Generate event takes the page's raw values (``preprocess=False``), so a value sent past
@@ -47,6 +49,7 @@ from recap.rewording.base import mark_edited
 from recap.ui.context import AppContext
 from recap.ui.zerogpu import grid_seconds
 from recap.ui.jobs import SessionJobs, arm_job, stop_job
+from recap.ui.matrix import build_matrix_panel
 from recap.ui.runview import PAIR_HEADERS, SUMMARY_HEADERS
 from recap.ui.session_tokens import tokens_for_prompts
 
@@ -438,9 +441,11 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
         hi = gr.Slider(1, runview.N_BINS, value=runview.N_BINS, step=1, label="Highest bin shown (exclusive)")
     bins_md = gr.Markdown(runview.bins_caption(None, 0, runview.N_BINS, ctx.start_model), elem_id="bins-caption")
 
-    @gr.render(inputs=[run, lo, hi], triggers=[run.change])
-    def show_grid(view, lo_v, hi_v):
-        grid_cells(view, lo_v, hi_v, run, drawn_bins)
+    build_matrix_panel(run, lo, hi)  # the run on one screen: compact players, heatmap, A/B
+    with gr.Accordion("Every cell, full size: player, spectrogram and scores", open=False):
+        @gr.render(inputs=[run, lo, hi], triggers=[run.change])
+        def show_grid(view, lo_v, hi_v):
+            grid_cells(view, lo_v, hi_v, run, drawn_bins)
 
     with gr.Accordion("Whole grid on one figure, and differences to the baseline", open=False):
         grid_plot = gr.Plot(label="Spectrograms")

@@ -51,8 +51,11 @@ def run_view(manifest: Any, analysis: Any) -> dict[str, Any]:
     Returns:
         A JSON-ready dict: run_dir, run_id, labels (rows), seeds (columns), prompts, audio
         (``"label|seed"`` -> file), scores (``"label|seed"`` -> cosine / l2 to the baseline of
-        the same seed), pairs and summaries (table rows), model, notes.
+        the same seed), pairs and summaries (table rows), model, notes; tiers (label -> rewording
+        tier), baseline (the row the scores compare with) and latent (which latent they use).
     """
+    from recap.variants import tier_of
+
     text = {t["variant"]: t["cosine"] for t in analysis.text}
     return {
         "run_dir": str(manifest.path),
@@ -60,6 +63,9 @@ def run_view(manifest: Any, analysis: Any) -> dict[str, Any]:
         "labels": [v["label"] for v in manifest.variants],
         "seeds": list(manifest.seeds),
         "prompts": {v["label"]: v["prompt"] for v in manifest.variants},
+        "tiers": {v["label"]: tier_of(v) for v in manifest.variants},
+        "baseline": analysis.config.baseline,
+        "latent": analysis.latent,
         "unreadable": {v["label"]: v["unreadable"] for v in manifest.variants if v.get("unreadable")},
         "audio": {f"{c.variant}|{c.seed}": str(manifest.audio_path(c)) for c in manifest.clips},
         "scores": {f"{p.variant_b}|{p.seed_b}": {"cosine": p.cosine, "l2": p.l2} for p in analysis.baseline_pairs},
@@ -109,18 +115,20 @@ def check_bins(lo: float, hi: float) -> tuple[int, int]:
     return lo_i, hi_i
 
 
-def spectrograms(view: dict[str, Any], lo: float, hi: float, max_frames: int = 400) -> dict[tuple[str, int], Any]:
-    """The clipped spectrogram of every clip of the run, in grid order (rows of variants)."""
+def spectrograms(view: dict[str, Any], lo: float, hi: float, max_frames: int = 400,
+                 only: Sequence[tuple[str, int]] | None = None) -> dict[tuple[str, int], Any]:
+    """The clipped spectrogram of every clip of the run in grid order (rows of variants), or of the
+    ``only`` (variant, seed) cells in that order."""
     from recap.audio_io import load_audio
 
     config = SpectrogramConfig(bins=check_bins(lo, hi), max_frames=max_frames)
+    cells = only if only is not None else [(label, seed) for label in view["labels"] for seed in view["seeds"]]
     out = {}
-    for label in view["labels"]:
-        for seed in view["seeds"]:
-            path = view["audio"].get(f"{label}|{seed}")
-            if path:
-                clip = load_audio(path, max_seconds=None, allow_silent=True)
-                out[(label, int(seed))] = spectrogram_of(clip.audio, clip.sample_rate, config)
+    for label, seed in cells:
+        path = view["audio"].get(f"{label}|{seed}")
+        if path:
+            clip = load_audio(path, max_seconds=None, allow_silent=True)
+            out[(label, int(seed))] = spectrogram_of(clip.audio, clip.sample_rate, config)
     return out
 
 
