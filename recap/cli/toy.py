@@ -35,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ev = toy.add_parser("eval", help="prompt steering, rewording vs content, and a Textual Inversion check")
     ev.add_argument("--seeds", type=int, default=8, help="seeds per prompt")
+    ev.add_argument("--seed-start", type=int, default=0,
+                    help="first seed (seeds are seed-start .. seed-start + seeds - 1): pick ones never tuned on")
+    ev.add_argument("--draws", type=int, nargs="+", default=[7, 8, 9],
+                    help="training/unseen clip draws for --controls (one token per draw; intervals over draws)")
+    ev.add_argument("--controls", action="store_true",
+                    help="Textual Inversion on the warble against its controls (a token on steady beeps, plain "
+                         "words, the untrained word, the init word, the VAE ceiling)")
     ev.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     ev.add_argument("--guidance", type=float, default=None)
     ev.add_argument("--ti", action="store_true", help="also run the Textual Inversion check on the held-out warble")
@@ -95,12 +102,14 @@ def run_eval(args: argparse.Namespace) -> int:
         rewording_cosines,
         steering,
         textual_inversion_check,
+        ti_controls,
+        ti_controls_markdown,
     )
 
     if args.seeds < 2:
         raise ValueError(f"--seeds must be >= 2, got {args.seeds}")
     backend = load_backend("toy", device="cpu")
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     report: dict = {"steering": [], "rewording": []}
     for s in steering(backend, seeds, args.steps, args.guidance):
         a, b = s.values
@@ -126,6 +135,17 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"TI on {protocol.spec}: token distance {result.token_distance:.3f}, init word {args.init_word!r} "
               f"{result.init_distance:.3f}, margin {result.margin:.3f}")
         report["ti"] = {**asdict(result), "margin": result.margin}
+    if args.controls:
+        if len(args.draws) < 3:
+            raise ValueError(f"--draws needs at least 3 draws for an interval, got {len(args.draws)}")
+        from tqdm import tqdm
+
+        with tqdm(total=len(args.draws), desc="TI controls (draws)", unit="draw") as bar:
+            controls = ti_controls(backend, args.draws, seeds, {"steps": args.ti_steps, "learning_rate": args.ti_lr,
+                                                                "n_vectors": args.ti_vectors},
+                                   args.steps, args.guidance, init_word=args.init_word, on_draw=lambda _: bar.update())
+        report["ti_controls"] = controls
+        print(ti_controls_markdown(controls))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
         print(f"wrote {args.json}", file=sys.stderr)
@@ -185,9 +205,10 @@ def write_card(report: dict, args: argparse.Namespace) -> None:
     from recap.backends.registry import TOY_DIR
     from recap.paths import atomic_write_bytes
     from recap.toy import world as W
-    from recap.toy.evaluation import model_card, rendering_markdown
+    from recap.toy.evaluation import model_card, rendering_markdown, ti_controls_markdown
 
-    lines = [f"Over seeds 0-{args.seeds - 1}, {args.steps or 'default'} steps, guidance {args.guidance or 'default'} "
+    lines = [f"Over seeds {args.seed_start}-{args.seed_start + args.seeds - 1}, {args.steps or 'default'} steps, "
+             f"guidance {args.guidance or 'default'} "
              "(`recap toy eval`; reference features of `recap/toy/world.py`):", ""]
     for s in report["steering"]:
         a, b = s["values"]
@@ -201,6 +222,11 @@ def write_card(report: dict, args: argparse.Namespace) -> None:
         lines.append(f"- clip latent cosine (same seed) of {r['prompt']!r}: with {r['reworded']!r} (trained synonyms) "
                      f"{_with_ci(r, 'reworded')}, with {r['held_out']!r} (held-out synonyms) {_with_ci(r, 'held_out')}, "
                      f"with {r['other']!r} (another source) {_with_ci(r, 'other')}")
+    for r in report["rewording"]:
+        less, held = r["cos_reworded"] > r["cos_other"], r["cos_held_out"] > r["cos_other"]
+        lines.append(f"- so for {r['prompt']!r}: a rewording in trained synonyms moves the clip "
+                     f"{'less' if less else 'MORE'} than another source does; one in held-out synonyms "
+                     f"{'less' if held else 'MORE'}")
     if "ti" in report:
         t = report["ti"]
         lines.append(f"- Textual Inversion on 3 held-out warble clips (init {t['protocol']['init_word']!r}): feature distance "
@@ -209,6 +235,13 @@ def write_card(report: dict, args: argparse.Namespace) -> None:
                      f"reconstructions of those warbles {t['token_rendered_distance']:.3f} vs {t['init_rendered_distance']:.3f} "
                      f"(the reconstructions themselves lie {t['ceiling_distance']:.3f} from the real clips); read as warble "
                      f"{t['token_share']:.0%} vs {t['init_share']:.0%} (reconstructions: {t['rendered_share']:.0%})")
+    if "ti_controls" in report:
+        c = report["ti_controls"]
+        lines += ["", f"**Textual Inversion against its controls** (`recap toy eval --controls`): {c['n_train']} training "
+                  f"clips per draw, draws {', '.join(map(str, c['draws']))} (one token per draw; intervals over draws), "
+                  f"{c['ti']['steps']} steps, init word {c['init_word']!r}; every condition compared with {c['n_unseen']} "
+                  "unseen warbles of the same draw. Distances: lower is closer; vibrato: "
+                  "`recap.toy.world.vibrato` (pitch-track amplitude at 8-14 Hz).", "", ti_controls_markdown(c)]
     config = json.loads((TOY_DIR / "toy_config.json").read_text())
     timings = json.loads((TOY_DIR / "training.json").read_text()) if (TOY_DIR / "training.json").is_file() else {}
     card = model_card(config, timings, "\n".join(lines), rendering_markdown(report["rendering"]))

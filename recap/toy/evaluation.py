@@ -40,10 +40,19 @@ def generate_features(
     guidance: float | None = None, tokens: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, np.ndarray]:
     """Reference features [len(seeds), 5] of every prompt's clips, all prompts in one batch."""
+    audio = generate_audio(backend, prompts, seeds, steps, guidance, tokens)
+    return {p: W.features(a, backend.sample_rate) for p, a in audio.items()}
+
+
+def generate_audio(
+    backend: AudioBackend, prompts: Sequence[str], seeds: Sequence[int], steps: int | None = None,
+    guidance: float | None = None, tokens: dict[str, torch.Tensor] | None = None,
+) -> dict[str, np.ndarray]:
+    """Every prompt's 1 s clips [len(seeds), T] (mono, the model's rate), all prompts in one batch."""
     batch_prompts = [p for p in prompts for _ in seeds]
     out = backend.generate(batch_prompts, list(seeds) * len(prompts), seconds=1.0, steps=steps, guidance=guidance, tokens=tokens)
-    feats = W.features(out.audio[:, 0].numpy(), backend.sample_rate)
-    return {p: feats[i * len(seeds) : (i + 1) * len(seeds)] for i, p in enumerate(prompts)}
+    audio = out.audio[:, 0].numpy()
+    return {p: audio[i * len(seeds) : (i + 1) * len(seeds)] for i, p in enumerate(prompts)}
 
 
 @dataclass
@@ -229,6 +238,139 @@ def textual_inversion_check(backend: AudioBackend, protocol: TIProtocol, placeho
         token_features=feats[prompts[0]].mean(0).round(4).tolist(), init_features=feats[prompts[1]].mean(0).round(4).tolist(),
         target_features=target.round(4).tolist(), protocol=asdict(protocol), losses=token.meta["losses"],
     )
+
+
+# ----------------------------------------------------------------------------- TI against its controls
+# Another concept of the warble's pitch band and rhythm: a token that learned only "a mid steady
+# tone" scores as well as one trained on this, so the warble token must beat it.
+CONTROL_SPEC = W.SoundSpec("beep", "mid", "continuous")
+TI_MEASURES = ("distance", "fm_distance", "vibrato_share", "vibrato_depth", "warble_share")
+
+
+def _measure(audio: np.ndarray, target: np.ndarray, scale: np.ndarray, classifier: W.SpecClassifier,
+             source: str) -> dict[str, float]:
+    feats = W.features(audio)
+    vib = W.vibrato(audio)
+    fm = slice(3, 5)
+    return {"distance": float(W.feature_distance(feats, target, scale).mean()),
+            "fm_distance": float(W.feature_distance(feats[:, fm], target[fm], scale[fm]).mean()),
+            "vibrato_share": float(np.mean([v.present for v in vib])),
+            "vibrato_depth": float(np.median([v.depth for v in vib])),
+            "warble_share": classifier.share(feats, source)}
+
+
+def ti_controls(backend: AudioBackend, draws: Sequence[int], seeds: Sequence[int], ti: dict | None = None,
+                steps: int | None = None, guidance: float | None = None, n_train: int = 3, n_unseen: int = 8,
+                init_word: str = "siren", on_draw: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """The warble token against everything that could explain its result, per clip draw.
+
+    For each draw (an independent set of training and unseen clips, and so an independent
+    token) it trains the warble token and a control token on :data:`CONTROL_SPEC` (same init
+    word, same recipe), generates every condition on ``seeds`` and measures each against the
+    draw's unseen warbles: feature distance (all five features), pitch-modulation distance,
+    vibrato (share with vibrato, median depth; :func:`recap.toy.world.vibrato`) and the share the
+    reference classifier reads as a warble. The conditions: the token, the control token, plain
+    words naming the warble's pitch and rhythm ("a mid continuous beep"), the untrained word
+    ("a mid continuous warble": in the vocabulary, never in a training caption), the init word,
+    and two references that involve no prompt: the unseen warbles through the model's VAE (the
+    ceiling any prompt can reach) and the unseen warbles themselves.
+
+    Intervals are over draws (the independent unit: one token per draw), none below 3 draws.
+    ``margin`` is, per draw, the strongest control's distance minus the token's (> 0: the
+    token is closer than every control).
+    """
+    from recap.tokens.training import TIConfig, train_token
+    import tempfile
+    from pathlib import Path
+
+    ti = {"steps": 100, "learning_rate": 2e-2, "batch_size": 4, **(ti or {})}
+    spec = W.SoundSpec("warble", "mid", "continuous")
+    scale, classifier = W.feature_scale(), world_classifier()
+    words = {"plain words": f"a {spec.pitch} {spec.rhythm} beep", "untrained word": f"a {spec.pitch} {spec.rhythm} warble",
+             "init word": f"a recording of a {init_word}"}
+    per_draw: dict[str, dict[str, list[float]]] = {}
+    for draw in draws:
+        unseen = np.stack([c.audio[0] for c in world_clips(spec, n_unseen, draw + 1000)])
+        target = W.features(unseen).mean(0)
+        tokens = {}
+        for name, placeholder, trained_on in (("token", "<toy-x>", spec), ("control token", "<toy-c>", CONTROL_SPEC)):
+            config = TIConfig(placeholder=placeholder, init="word", init_word=init_word, seconds=1.0, random_crop=False,
+                              augment_copies=1, checkpoint_every=0, seed=draw, **ti)
+            with tempfile.TemporaryDirectory() as tmp:
+                token = train_token(backend, world_clips(trained_on, n_train, draw), config, checkpoint_dir=Path(tmp))
+            tokens.update(token.as_tokens())
+        prompts = {"token": "a recording of a <toy-x>", "control token": "a recording of a <toy-c>", **words}
+        audio = generate_audio(backend, list(prompts.values()), seeds, steps, guidance, tokens=tokens)
+        clips = {name: audio[p] for name, p in prompts.items()}
+        clips["VAE ceiling"] = render(backend, unseen)
+        clips["real warbles"] = unseen
+        for name, a in clips.items():
+            for measure, value in _measure(a, target, scale, classifier, spec.source).items():
+                per_draw.setdefault(name, {}).setdefault(measure, []).append(value)
+        if on_draw is not None:
+            on_draw(draw)
+    controls = ["control token", "plain words", "untrained word", "init word"]
+    margins = [min(per_draw[c]["distance"][i] for c in controls) - per_draw["token"]["distance"][i]
+               for i in range(len(draws))]
+
+    def interval(values: list[float]) -> dict[str, Any]:
+        iv = t_interval(values, unit="draw")
+        return {"mean": iv.estimate, "low": iv.low, "high": iv.high, "n": len(values), "values": values}
+
+    return {"draws": list(draws), "seeds": list(seeds), "ti": ti, "init_word": init_word, "n_train": n_train,
+            "n_unseen": n_unseen, "control_spec": asdict(CONTROL_SPEC), "prompts": {**prompts},
+            "conditions": {name: {m: interval(v) for m, v in measures.items()} for name, measures in per_draw.items()},
+            "margin": interval(margins)}
+
+
+def ti_controls_markdown(report: dict[str, Any]) -> str:
+    """The controls table for the model card: every condition, every measure, mean [95% over draws]."""
+    def cell(m: dict, top: float | None) -> str:
+        # every measure is >= 0 and a share <= 1: a t interval over 3 draws may reach past them,
+        # so its ends are cut at the possible range
+        if m["low"] is None:
+            return f"{m['mean']:.2f}"
+        high = m["high"] if top is None else min(m["high"], top)
+        return f"{m['mean']:.2f} [{max(m['low'], 0.0):.2f}, {high:.2f}]"
+
+    head = "| condition | " + " | ".join(TI_MEASURES) + " |"
+    lines = [head, "|" + "---|" * (len(TI_MEASURES) + 1)]
+    for name, measures in report["conditions"].items():
+        prompt = report["prompts"].get(name)
+        label = f"{name} (`{prompt}`)" if prompt else name
+        lines.append(f"| {label} | " + " | ".join(cell(measures[m], 1.0 if m.endswith("share") else None)
+                                                  for m in TI_MEASURES) + " |")
+    m = report["margin"]
+    ci = "" if m["low"] is None else f", 95% interval [{m['low']:.2f}, {m['high']:.2f}]"
+    lines.append("")
+    lines.append(f"Margin (strongest control's distance minus the token's, per draw; > 0 = the token is closer): "
+                 f"{m['mean']:.2f}{ci} over {m['n']} draws; seeds {report['seeds'][0]}-{report['seeds'][-1]}.")
+    lines.append("")
+    lines.append(ti_controls_verdict(report))
+    return "\n".join(lines)
+
+
+def ti_controls_verdict(report: dict[str, Any]) -> str:
+    """What the controls table says about the token, in one sentence computed from it."""
+    c, m = report["conditions"], report["margin"]
+    token, init = c["token"], c["init word"]
+    controls = ["control token", "plain words", "untrained word"]
+    best = min(controls, key=lambda k: c[k]["distance"]["mean"])
+    if m["low"] is not None and m["low"] > 0:
+        verdict = "The token's clips are closer to the unseen warbles than every control's"
+    elif m["high"] is not None and m["high"] < 0:
+        verdict = f"The token does **not** beat its controls: the {best}'s clips land closer than the token's"
+    else:
+        verdict = f"The token does **not** clearly beat its controls (the margin's interval spans 0; the {best}'s clips land closest"
+    close = f"{c[best]['distance']['mean']:.2f} vs {token['distance']['mean']:.2f}"
+    verdict = f"{verdict}, {close})" if verdict.endswith("closest") else f"{verdict} ({close})"
+    return (f"{verdict}, although it is far "
+            f"closer than its init word ({init['distance']['mean']:.2f}). The warble's defining vibrato is in "
+            f"{token['vibrato_share']['mean']:.0%} of the token's clips (depth {token['vibrato_depth']['mean']:.3f} "
+            f"octave) against {c['real warbles']['vibrato_share']['mean']:.0%} of real warbles "
+            f"({c['real warbles']['vibrato_depth']['mean']:.3f}) and {c['VAE ceiling']['vibrato_share']['mean']:.0%} of "
+            "their VAE renderings: what the token reproduces is the warble's pitch band and steadiness, which plain "
+            "words give as well.")
 
 
 def prompt_following(backend: AudioBackend, seeds: Sequence[int], steps: int | None = None,
