@@ -260,3 +260,29 @@ def test_transfer_strength_moves_a_toy_clip_from_its_source_to_the_prompt(toy):
     assert rows[-1].to_target > rows[0].to_target
     # strength 0.5 starts where noise and source weigh the same
     assert rows[2].sigma <= 1.0 and rows[2].steps_run < 12
+
+
+def test_the_controls_verdict_follows_the_margin_and_names_the_closest_control():
+    from recap.toy.evaluation import ti_controls_markdown, ti_controls_verdict
+
+    def m(mean, low=None, high=None):
+        return {"mean": mean, "low": low, "high": high, "n": 3, "values": []}
+
+    def report(margin, words):
+        cond = {name: {"distance": m(d), "fm_distance": m(d), "vibrato_share": m(v, v - 0.9, v + 0.9),
+                       "vibrato_depth": m(0.01), "warble_share": m(0.1)}
+                for name, d, v in (("token", 1.0, 0.3), ("control token", 1.2, 0.1), ("plain words", 1.3, 0.0),
+                                   ("untrained word", words, 0.0), ("init word", 4.0, 1.0), ("VAE ceiling", 0.5, 0.7),
+                                   ("real warbles", 0.1, 1.0))}
+        return {"conditions": cond, "margin": margin, "prompts": {"token": "a <x>"}, "seeds": [500, 507]}
+
+    lost = report(m(-0.5, -1.1, -0.1), 0.6)
+    assert ti_controls_verdict(lost).startswith("The token does **not** beat its controls: the untrained word's")
+    assert "29%" not in ti_controls_verdict(lost) and "30% of the token's clips" in ti_controls_verdict(lost)
+    unclear = report(m(-0.2, -0.9, 0.4), 0.6)
+    assert "interval spans 0" in ti_controls_verdict(unclear)
+    won = report(m(0.2, 0.1, 0.3), 1.5)
+    assert ti_controls_verdict(won).startswith("The token's clips are closer to the unseen warbles than every control's")
+    table = ti_controls_markdown(lost)
+    # a share's interval is cut at 0 and 1 (a t interval over 3 draws reaches past them)
+    assert "| 0.30 [0.00, 1.00] |" in table and "token (`a <x>`)" in table
