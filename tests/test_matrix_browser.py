@@ -44,12 +44,18 @@ def page(tmp_path_factory):
     ctx = AppContext.create(Settings(home=tmp_path_factory.mktemp("matrix-home"), model="toy"))
     toy = load_backend("toy")
     result = generate_grid(toy, VARIANTS, GenerationConfig(seconds=1.0, steps=10, seeds=[0, 1, 2]))
-    run_id = save_run(result, toy, ctx.settings.runs_dir).run_id
     with running_app(ctx) as demo, chromium() as browser:
         page = browser.new_page(viewport=SCREEN)
         page.set_default_timeout(60_000)
         page.goto(demo.local_url)
         page.get_by_role("tab", name="Generate & compare").click()
+        expect(page.locator("#compare-empty")).to_be_visible()
+        page.get_by_label("Saved runs").click()  # nothing saved yet: an empty list
+        expect(page.get_by_role("option")).to_have_count(0)
+        page.keyboard.press("Escape")
+        page.get_by_role("heading", name="Scores").click()  # focus leaves the list
+        # saved while the page is open: opening the list again reads it, no Refresh needed
+        run_id = save_run(result, toy, ctx.settings.runs_dir).run_id
         page.get_by_label("Saved runs").click()
         page.get_by_role("option", name=run_id).click()
         page.get_by_role("button", name="Open", exact=True).click()

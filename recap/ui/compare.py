@@ -511,6 +511,8 @@ def build_compare_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, token
                   preprocess=False)
     refresh_btn.click(refresh_runs, mine, runs_dd, api_name="list_runs")
     gr.on(triggers=None, fn=refresh_runs, inputs=mine, outputs=runs_dd, api_visibility="private")  # on page load
+    # and whenever the list is opened: a run saved since (from the CLI, or another tab) is there
+    runs_dd.focus(refresh_runs, mine, runs_dd, api_visibility="private", show_progress="hidden")
     open_btn.click(user_errors(bind(open_saved_run, ctx, ctx.gpu(open_and_analyze, duration=120))),
                    [runs_dd, reconstruction, mine], outputs, api_name="open_run", concurrency_limit=1,
                    concurrency_id="gpu").success(

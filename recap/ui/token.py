@@ -430,6 +430,8 @@ def build_token_tab(ctx: AppContext, model: gr.Dropdown, jobs: gr.State, tokens:
     refresh_saved = bind(saved_update, ctx.settings.tokens_dir)
     refresh_btn.click(refresh_saved, None, saved, api_name="list_tokens")
     gr.on(triggers=None, fn=refresh_saved, outputs=saved, api_visibility="private")  # on page load
+    # and whenever the list is opened: a token saved since (by another visitor, or the CLI) is there
+    saved.focus(refresh_saved, None, saved, api_visibility="private", show_progress="hidden")
     current.input(user_errors(bind(token_details, ctx, gpu_nearest)), [model, tokens, current], nearest,
                   api_visibility="private", concurrency_limit=1, concurrency_id="gpu")
     download_btn.click(user_errors(download_token), [tokens, current, jobs], [files, files_box],
