@@ -137,7 +137,7 @@ def test_experimenter_creates_ab_study_two_raters_answer_blind_results_match(stu
 
     # -- Two raters, each in a separate context, open the study from its link.
     raters = {"ann": "A", "bob": "B"}
-    pages, fetched = {}, {name: [] for name in raters}
+    pages, fetched, practices = {}, {name: [] for name in raters}, {}
     for name in raters:
         page = new_page(browser, f"{url}?study={code}", tab=False)
         page.on("request", lambda request, name=name: fetched[name].append(request.url))
@@ -149,13 +149,20 @@ def test_experimenter_creates_ab_study_two_raters_answer_blind_results_match(stu
             expect(page.locator(part)).to_be_hidden()
         page.get_by_label("Your name (optional)").fill(name)
         page.get_by_role("button", name="Open study").click()
-        expect(page.locator("#study-status")).to_contain_text(f"item 1 of {items}")
+        # A new rater sets their volume, then answers one practice trial, which is not stored.
+        expect(page.locator("#study-status")).to_contain_text("Volume check")
         expect(page.locator("#study-status")).to_contain_text(f"as {name}")
-        pages[name] = page
+        page.get_by_role("button", name="Continue").click()
+        expect(page.locator("#study-status")).to_contain_text("Practice — not recorded")
+        practice = shown_clips(page, [None, None])[1]
+        page.locator("#study-choice").get_by_label("A", exact=True).check()
+        page.get_by_role("button", name="Submit").click()
+        expect(page.locator("#study-status")).to_contain_text(f"item 1 of {items}")
+        pages[name], practices[name] = page, practice
 
     # Answer in turns, so each session's state must stay its own while the other one moves on.
     shown: dict[tuple[str, int], list[str]] = {}
-    sources: dict[str, list[str | None]] = {name: [None, None] for name in raters}
+    sources: dict[str, list[str | None]] = {name: practices[name] for name in raters}
     for slot in range(items):
         for name, answer in raters.items():
             page = pages[name]
