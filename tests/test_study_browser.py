@@ -28,7 +28,8 @@ SEEDS = [0, 1, 2]
 QUESTION = "Which sounds more like rain?"
 LABELS = ("baseline", "variant-1")
 
-pytestmark = NEEDS_CHROMIUM
+# A walk through the app in a browser: a slow check, run by .ci/run as its own bounded step.
+pytestmark = [pytest.mark.slow, NEEDS_CHROMIUM]
 
 
 @pytest.fixture(scope="module")

@@ -173,6 +173,7 @@ def test_nearest_words_finds_the_init_word(tiny):
     assert words[0][0] == "rain" and words[0][1] == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # three CLI processes end to end: in the bounded slow step
 def test_cli_train_stop_resume_and_generate(tmp_path):
     clips = []
     for clip in beeps():

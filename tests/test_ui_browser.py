@@ -14,7 +14,8 @@ from recap.config import Settings
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
-pytestmark = NEEDS_CHROMIUM
+# A walk through the app in a browser: a slow check, run by .ci/run as its own bounded step.
+pytestmark = [pytest.mark.slow, NEEDS_CHROMIUM]
 
 
 @pytest.fixture(scope="module")
