@@ -381,7 +381,7 @@ def analyze_run(run_dir: str | Path, backend: Any | None = None, config: Analysi
         a.notes.append(f"Token file(s) of {', '.join(missing)} not found: text cosine embeds them as plain text.")
     # 5. Optional scores, 6. tables
     spec = find_spec(run.model.get("name"))
-    if spec is not None and spec.trained_here:  # the toy world's features describe its clips
+    if spec is not None and spec.world == "toy":  # the toy world's features describe its clips (not the music world's)
         a.toy_features = _toy_features(run, keys)
     _optional_scores(a, run, keys, lazy)
     a.summaries = run_summaries(a, run)

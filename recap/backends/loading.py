@@ -90,6 +90,19 @@ def toy_pipeline() -> Any:
         return StableAudioPipeline.from_pretrained(str(registry.TOY_DIR), dtype=torch.float32)
 
 
+def toy_music_pipeline() -> Any:
+    """The `toy-music` model's builder: the shipped fp16 weights in a real ``StableAudioPipeline`` (as fp32; callers cast)."""
+    from diffusers import StableAudioPipeline
+
+    if not registry.toy_music_weights_present():
+        raise ModelUnavailable(
+            f"the toy-music model's weights are missing from {registry.TOY_MUSIC_DIR}; "
+            "rebuild them with `recap toy train --world music`"
+        )
+    with _no_loading_bars():
+        return StableAudioPipeline.from_pretrained(str(registry.TOY_MUSIC_DIR), dtype=torch.float32)
+
+
 def _keeps_fp32(module: torch.nn.Module, dtype: torch.dtype) -> list[str]:
     """The submodule names ``from_pretrained(..., dtype=dtype)`` would leave in float32.
 

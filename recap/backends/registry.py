@@ -17,6 +17,8 @@ SAO_ID = "stabilityai/stable-audio-open-1.0"
 SAO_URL = f"https://huggingface.co/{SAO_ID}"
 # Where the `toy` model's weights ship (``recap toy train`` writes them).
 TOY_DIR = Path(__file__).resolve().parents[2] / "assets" / "toy"
+# Where the `toy-music` model's weights ship (``recap toy train --world music`` writes them).
+TOY_MUSIC_DIR = Path(__file__).resolve().parents[2] / "assets" / "toy-music"
 
 # Stable Audio Open 1.0 denoises a fixed window: "sample_size": 2097152 samples at "sample_rate":
 # 44100 in its model_config.json (stable-audio-tools), i.e. diffusers' DiT sample_size of 1024
@@ -88,7 +90,7 @@ class BackendSpec:
         random_weights: Built from configs with random weights: its audio is noise.
         trained_here: Trained by ``recap toy train`` on the synthetic sounds of
             :mod:`recap.toy.world` (so that world's features describe its clips), with its weights
-            shipped in :data:`TOY_DIR`.
+            shipped in :data:`TOY_DIR` (`toy-music`: on :mod:`recap.toy.music`, in :data:`TOY_MUSIC_DIR`).
         gated: Needs an accepted licence and an HF token.
         licence: Licence to show users.
         description: One line for listings.
@@ -98,6 +100,8 @@ class BackendSpec:
         examples: Prompts it follows, for the UI to offer (the first is the placeholder).
         closed_vocabulary: Its text encoder knows only a fixed list of words and reads every
             other word as <unk>: rewordings must keep to its words.
+        world: The toy world it was trained on ("toy": :mod:`recap.toy.world`, "music":
+            :mod:`recap.toy.music`), whose model-free features describe its clips; None otherwise.
         fixed_guidance: The guidance scale built into its weights (a guidance-distilled model), the
             only value its backend accepts; None when classifier-free guidance can be varied.
     """
@@ -119,6 +123,7 @@ class BackendSpec:
     builder: str | None = None
     examples: tuple[str, ...] = _OPEN_EXAMPLES
     closed_vocabulary: bool = False
+    world: str | None = None
     fixed_guidance: float | None = None
 
     @property
@@ -174,6 +179,27 @@ _SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
         examples=("a high repeating beep", "a low continuous hum", "a mid repeating siren", "a high continuous chirp",
                   "a low repeating buzz"),
         closed_vocabulary=True,
+        world="toy",
+    ),
+    BackendSpec(
+        "toy-music", "recap/toy-music-stable-audio", "stable-audio", "StableAudioPipeline",
+        label="toy-music: trained here on soundfont instruments (16 kHz, up to 2 s)",
+        # 128 latent frames x hop 256 at 16 kHz (assets/toy-music/*/config.json)
+        max_seconds=128 * 256 / 16_000,
+        defaults=ModelDefaults(seconds=2.0, steps=25, guidance=4.0), sample_rate=16_000,
+        trained_here=True, licence="built here (see assets/toy-music/MODEL_CARD.md)",
+        description="MUSIC TOY: a small Stable Audio-family model trained here on short phrases of six General MIDI "
+        "instruments rendered with a soundfont (16 kHz mono, up to 2 s); words for instrument, register, tempo, "
+        "articulation and key; nothing else",
+        caveat="`toy-music` is a small model trained here, briefly, on soundfont renderings of short phrases (piano, "
+        "organ, guitar, violin, trumpet, flute; 16 kHz mono, up to 2 s). It is a toy: its timbres are rough, and "
+        "it cannot make other sounds, speech or real recordings.",
+        builder="recap.backends.loading:toy_music_pipeline",
+        # words of its captions (recap.toy.music); any other word is <unk> to it
+        examples=("a slow legato low violin melody", "a fast staccato high flute", "a mid piano phrase in c major",
+                  "a fast trumpet tune", "a slow smooth deep organ"),
+        closed_vocabulary=True,
+        world="music",
     ),
     BackendSpec(
         "tiny", "recap/tiny-stable-audio", "stable-audio", "StableAudioPipeline",
@@ -269,9 +295,27 @@ def toy_weights_present() -> bool:
         (TOY_DIR / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
 
 
+def toy_music_weights_present() -> bool:
+    """Whether the shipped `toy-music` model (:data:`TOY_MUSIC_DIR`) is on disk."""
+    return _pipeline_present(TOY_MUSIC_DIR)
+
+
+def _pipeline_present(folder: Path) -> bool:
+    return (folder / "model_index.json").is_file() and (folder / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def weights_dir(spec: BackendSpec) -> Path | None:
+    """Where a model trained here ships its weights; None for any other."""
+    if not spec.trained_here:
+        return None
+    return TOY_MUSIC_DIR if spec.name == "toy-music" else TOY_DIR
+
+
 def weights_present(spec: BackendSpec) -> bool:
     """False only for a model trained here whose shipped weights are missing."""
-    return not spec.trained_here or toy_weights_present()
+    if not spec.trained_here:
+        return True
+    return toy_music_weights_present() if spec.name == "toy-music" else toy_weights_present()
 
 
 def list_specs() -> list[BackendSpec]:
@@ -321,7 +365,7 @@ def local_folder(spec: BackendSpec) -> Path | None:
 def availability(spec: BackendSpec) -> str:
     """A sentence on whether ``spec`` can be loaded here, and what it takes when it cannot."""
     if not weights_present(spec):
-        return f"not available: its weights are missing from {TOY_DIR}"
+        return f"not available: its weights are missing from {weights_dir(spec)}"
     if spec.builds_offline:
         return "available (built offline)"
     folder = local_folder(spec)

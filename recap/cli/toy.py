@@ -1,4 +1,5 @@
-"""`recap toy train` (rebuild the shipped toy model) and `recap toy eval` (measure it against its world)."""
+"""`recap toy train` (rebuild a shipped toy model: `toy`, or `toy-music` with `--world music`) and `recap toy eval`
+(measure it against its world)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from recap.cli.common import print_table, progress_bar
 from recap.config import settings
 
 SWEEP_FILE = "TI_SWEEP.md"
+WORLDS = ("toy", "music")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,19 +26,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--work", default=None, help="checkpoints folder (default: $RECAP_HOME/toy-train); rerun to resume")
     train.add_argument("--out", default=None, help="where the model goes (default: the shipped assets/toy)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    train.add_argument("--world", choices=WORLDS, default="toy",
+                       help="toy: synthetic sounds (assets/toy); music: soundfont renderings (assets/toy-music)")
+    # recipe options default to the chosen world's recipe (recap.toy.train.recipe)
     defaults = ToyConfig()
     for f in fields(ToyConfig):
         value = getattr(defaults, f.name)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            train.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value, help=f"recipe: {f.name}")
+            train.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=None, help=f"recipe: {f.name} (toy: {value})")
         elif isinstance(value, list):
-            train.add_argument(f"--{f.name.replace('_', '-')}", type=int, nargs="+", default=value, help=f"recipe: {f.name}")
+            train.add_argument(f"--{f.name.replace('_', '-')}", type=int, nargs="+", default=None, help=f"recipe: {f.name} (toy: {value})")
     train.set_defaults(func=run_train)
 
     ev = toy.add_parser("eval", help="prompt steering, rewording vs content, and a Textual Inversion check")
+    ev.add_argument("--world", choices=WORLDS, default="toy",
+                    help="toy: the `toy` model; music: the `toy-music` model (instrument, register and tempo following)")
     ev.add_argument("--seeds", type=int, default=8, help="seeds per prompt")
-    ev.add_argument("--seed-start", type=int, default=0,
-                    help="first seed (seeds are seed-start .. seed-start + seeds - 1): pick ones never tuned on")
+    ev.add_argument("--seed-start", type=int, default=None,
+                    help="first seed (seeds are seed-start .. seed-start + seeds - 1): pick ones never tuned on "
+                         "(default: 0; 600 for --world music)")
     ev.add_argument("--draws", type=int, nargs="+", default=[7, 8, 9],
                     help="training/unseen clip draws for --controls (one token per draw; intervals over draws)")
     ev.add_argument("--controls", action="store_true",
@@ -72,14 +80,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from recap.backends.registry import TOY_DIR
-    from recap.toy.train import ToyConfig, train
+    from recap.backends.registry import TOY_DIR, TOY_MUSIC_DIR
+    from recap.toy.train import ToyConfig, recipe, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = ToyConfig(**{f.name: getattr(args, f.name) for f in fields(ToyConfig) if hasattr(args, f.name)})
-    work = Path(args.work) if args.work else settings().home / "toy-train"
-    out = Path(args.out) if args.out else TOY_DIR
+    config = recipe(args.world, **{f.name: getattr(args, f.name) for f in fields(ToyConfig)
+                                   if f.name != "world" and getattr(args, f.name, None) is not None})
+    music = args.world == "music"
+    work = Path(args.work) if args.work else settings().home / ("toy-music-train" if music else "toy-train")
+    out = Path(args.out) if args.out else (TOY_MUSIC_DIR if music else TOY_DIR)
     bars: dict[str, object] = {}
     with progress_bar("toy VAE", unit="step") as vae_bar, progress_bar("toy DiT", unit="step") as dit_bar:
         bars = {"vae": vae_bar, "dit": dit_bar}
@@ -88,7 +98,7 @@ def run_train(args: argparse.Namespace) -> int:
             bars[stage](step, total, f"loss {loss:.4f}")
 
         train(config, work, out, progress)
-    print(f"toy model written to {out} (checkpoints in {work})")
+    print(f"{'toy-music' if music else 'toy'} model written to {out} (checkpoints in {work})")
     return 0
 
 
@@ -108,6 +118,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.seeds < 2:
         raise ValueError(f"--seeds must be >= 2, got {args.seeds}")
+    if args.world == "music":
+        return run_music_eval(args)
+    if args.seed_start is None:
+        args.seed_start = 0
     backend = load_backend("toy", device="cpu")
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     report: dict = {"steering": [], "rewording": []}
@@ -151,6 +165,28 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"wrote {args.json}", file=sys.stderr)
     if args.card:
         write_card(report, args)
+    return 0
+
+
+def run_music_eval(args: argparse.Namespace) -> int:
+    from recap.backends.loading import load_backend
+    from recap.backends.registry import TOY_MUSIC_DIR
+    from recap.paths import atomic_write_bytes
+    from recap.toy.music_eval import evaluate, markdown, model_card
+
+    start = 600 if args.seed_start is None else args.seed_start
+    backend = load_backend("toy-music", device="cpu")
+    report = evaluate(backend, list(range(start, start + args.seeds)), args.steps, args.guidance)
+    text = markdown(report)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.card:
+        config = json.loads((TOY_MUSIC_DIR / "toy_config.json").read_text())
+        timings = json.loads((TOY_MUSIC_DIR / "training.json").read_text())
+        atomic_write_bytes(TOY_MUSIC_DIR / "MODEL_CARD.md", model_card(config, timings, text).encode())
+        print(f"wrote {TOY_MUSIC_DIR / 'MODEL_CARD.md'}", file=sys.stderr)
     return 0
 
 

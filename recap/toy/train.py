@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -36,6 +37,48 @@ log = logging.getLogger(__name__)
 
 # progress(stage, step, total_steps, loss)
 Progress = Callable[[str, int, int, float], None]
+
+
+@dataclass(frozen=True)
+class World:
+    """What the recipe needs of a world module (:mod:`recap.toy.world` or :mod:`recap.toy.music`).
+
+    Attributes:
+        module: The world: SAMPLE_RATE, CLIP_SAMPLES, MAX_TOKENS, all_specs, synthesize, dataset,
+            caption, build_tokenizer.
+        every: Every source of the world, held-out ones included (the VAE and the latent scale see them all).
+        seconds: (lowest, span) of the seconds_end drawn per training batch (s).
+        probe_per_spec: Clips per spec of every source that measure the latent std.
+        recipe: The world's defaults that differ from :class:`ToyConfig`'s (the `toy` recipe).
+    """
+
+    module: ModuleType
+    every: tuple[str, ...]
+    seconds: tuple[float, float]
+    probe_per_spec: int = 2
+    recipe: dict = field(default_factory=dict)
+    # Render a VAE crop's clip only up to the crop's end (the phrase so far, normalised on it): for
+    # rendered worlds, where a whole clip costs a third of a VAE step.
+    render_to_crop: bool = False
+
+    @property
+    def clip_seconds(self) -> float:
+        return self.module.CLIP_SAMPLES / self.module.SAMPLE_RATE
+
+
+def world(name: str) -> World:
+    """The world a recipe trains on: "toy" (synthetic sounds) or "music" (soundfont renderings)."""
+    if name == "toy":
+        return World(W, W.SOURCES, (0.5, 0.524))
+    if name == "music":
+        from recap.toy import music
+
+        # Sized to train in under 45 minutes on one CPU thread (measured on a shared 2-core CPU: VAE
+        # 1329 s, DiT with the dataset's encoding 1008 s): far fewer steps and clips than `toy`'s, at 4x
+        # its samples a clip.
+        recipe = {"world": "music", "vae_steps": 3000, "clips_per_spec": 4, "dit_steps": 2500, "dit_batch": 32}
+        return World(music, music.INSTRUMENTS, (1.0, 1.048), probe_per_spec=1, recipe=recipe, render_to_crop=True)
+    raise ValueError(f"unknown world {name!r}; known: toy, music")
 
 
 @dataclass
@@ -63,6 +106,7 @@ class ToyConfig:
     """
 
     seed: int = 0
+    world: str = "toy"  # "toy" (recap.toy.world) or "music" (recap.toy.music)
     # 16 / 12,000 steps / 1e-3: the smallest VAE measured to render the warble's vibrato at all
     # (8 / 2,000 / 5e-4 kept pitch and rhythm but rendered every warble as a steady tone)
     vae_hidden: int = 16
@@ -95,11 +139,16 @@ class ToyConfig:
 
     @property
     def frames(self) -> int:
-        return W.CLIP_SAMPLES // self.hop
+        return world(self.world).module.CLIP_SAMPLES // self.hop
 
     @property
     def latent_channels(self) -> int:
         return self.vae_hidden // 2
+
+
+def recipe(world_name: str = "toy", **overrides) -> ToyConfig:
+    """The default recipe of a world ("toy": :class:`ToyConfig`'s defaults), with ``overrides``."""
+    return ToyConfig(**{**world(world_name).recipe, **overrides, "world": world_name})
 
 
 # ----------------------------------------------------------------------------- components
@@ -109,7 +158,8 @@ def build_vae(config: ToyConfig):
     return AutoencoderOobleck(
         encoder_hidden_size=config.vae_hidden, downsampling_ratios=config.vae_ratios,
         channel_multiples=config.vae_multiples, decoder_channels=config.vae_hidden,
-        decoder_input_channels=config.latent_channels, audio_channels=1, sampling_rate=W.SAMPLE_RATE,
+        decoder_input_channels=config.latent_channels, audio_channels=1,
+        sampling_rate=world(config.world).module.SAMPLE_RATE,
     )
 
 
@@ -138,7 +188,8 @@ def build_pipeline(config: ToyConfig, vae, tokenizer):
         cross_attention_input_dim=width,
     )
     # max_value must cover the longest clip's end time or the seconds conditioning saturates.
-    projection = StableAudioProjectionModel(text_encoder_dim=config.t5_dim, conditioning_dim=width, min_value=0, max_value=2)
+    max_value = math.ceil(world(config.world).clip_seconds)
+    projection = StableAudioProjectionModel(text_encoder_dim=config.t5_dim, conditioning_dim=width, min_value=0, max_value=max_value)
     scheduler = sao_scheduler()  # Stable Audio Open's sampler settings
     return StableAudioPipeline(
         vae=vae, text_encoder=text_encoder, projection_model=projection, tokenizer=tokenizer,
@@ -178,7 +229,9 @@ def train_vae(config: ToyConfig, work: Path, progress: Progress | None = None):
         vae.decoder.conv2.weight_g.mul_(0.01)
     opt = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, betas=(0.8, 0.99), weight_decay=0.0)
     rng = np.random.default_rng(config.seed + 1)
-    specs = W.all_specs(W.SOURCES)  # every source: the VAE is the model's ear, not its vocabulary
+    w = world(config.world)
+    clip = w.module.CLIP_SAMPLES
+    specs = w.module.all_specs(w.every)  # every source: the VAE is the model's ear, not its vocabulary
     step = 0
     ckpt = _load(work / "vae.pt")
     if ckpt is not None:
@@ -192,8 +245,12 @@ def train_vae(config: ToyConfig, work: Path, progress: Progress | None = None):
     started = time.time()
     while step < config.vae_steps:
         batch = [specs[int(i)] for i in rng.integers(len(specs), size=config.vae_batch)]
-        offsets = rng.integers(0, W.CLIP_SAMPLES - config.vae_crop + 1, size=len(batch))
-        x = torch.from_numpy(np.stack([W.synthesize(s, rng)[o : o + config.vae_crop] for s, o in zip(batch, offsets)]))[:, None]
+        offsets = rng.integers(0, clip - config.vae_crop + 1, size=len(batch))
+        if w.render_to_crop:
+            crops = [w.module.synthesize(s, rng, int(o) + config.vae_crop)[o:] for s, o in zip(batch, offsets)]
+        else:
+            crops = [w.module.synthesize(s, rng)[o : o + config.vae_crop] for s, o in zip(batch, offsets)]
+        x = torch.from_numpy(np.stack(crops))[:, None]
         lr = config.vae_lr * 0.5 * (1 + math.cos(math.pi * step / config.vae_steps))
         for group in opt.param_groups:
             group["lr"] = lr
@@ -256,12 +313,13 @@ def prepare_latents(config: ToyConfig, vae, tokenizer, work: Path) -> dict[str, 
     cached = _load(work / "data.pt")
     if cached is not None:
         return cached
-    audio, specs = W.dataset(config.clips_per_spec, config.seed + 2)
+    world_ = world(config.world).module
+    audio, specs = world_.dataset(config.clips_per_spec, config.seed + 2)
     latents = encode(vae, audio)
     rng = np.random.default_rng(config.seed + 3)
-    captions = [W.caption(s, rng) for s in specs for _ in range(config.captions_per_clip)]
-    enc = tokenizer(captions, padding="max_length", max_length=W.MAX_TOKENS, truncation=True, return_tensors="pt")
-    shape = (len(specs), config.captions_per_clip, W.MAX_TOKENS)
+    captions = [world_.caption(s, rng) for s in specs for _ in range(config.captions_per_clip)]
+    enc = tokenizer(captions, padding="max_length", max_length=world_.MAX_TOKENS, truncation=True, return_tensors="pt")
+    shape = (len(specs), config.captions_per_clip, world_.MAX_TOKENS)
     data = {"latents": latents, "ids": enc.input_ids.view(shape), "mask": enc.attention_mask.view(shape)}
     _save(work / "data.pt", data)
     return data
@@ -316,6 +374,7 @@ def train_dit(config: ToyConfig, pipe, data: dict[str, torch.Tensor], work: Path
     for m in modules.values():
         m.train()
     warmup = min(100, config.dit_steps // 10)
+    lowest, span = world(config.world).seconds
     window = []
     while step < config.dit_steps:
         # 1. A batch: clips, one of their pre-tokenised captions, times, noise
@@ -326,7 +385,7 @@ def train_dit(config: ToyConfig, pipe, data: dict[str, torch.Tensor], work: Path
         noise = torch.randn(x0.shape, generator=gen)
         alpha, sigma = torch.cos(t * math.pi / 2).view(-1, 1, 1), torch.sin(t * math.pi / 2).view(-1, 1, 1)
         # seconds_end varies so the model does not tie content to the exact length asked for
-        seconds = float(0.5 + 0.524 * torch.rand(1, generator=gen))
+        seconds = float(lowest + span * torch.rand(1, generator=gen))
         # 2. Conditioning exactly as at generation; dropped rows are all zeros, seconds tokens included
         enc = EncodedPrompts(input_ids=ids[idx, cap], attention_mask=mask[idx, cap])
         cross, global_states = backend.conditioning(enc, None, seconds, guidance=1.0)
@@ -380,13 +439,14 @@ def train(config: ToyConfig, work: Path, out: Path, progress: Progress | None = 
     started = time.time()
     vae = train_vae(config, work, progress)
     vae.requires_grad_(False)
-    probe, _ = W.dataset(2, config.seed + 5, sources=W.SOURCES)
+    w = world(config.world)
+    probe, _ = w.module.dataset(w.probe_per_spec, config.seed + 5, w.every)
     std = encode(vae, probe).std(dim=(0, 2))
     fold_latent_scale(vae, std)
     timings.setdefault("vae_s", round(time.time() - started, 1))
     # 2. Tokenizer, dataset latents (once), DiT + T5 + projection
     started = time.time()
-    tokenizer = W.build_tokenizer(work / "tokenizer")
+    tokenizer = w.module.build_tokenizer(work / "tokenizer")
     data = prepare_latents(config, vae, tokenizer, work)
     torch.manual_seed(config.seed + 6)
     pipe = build_pipeline(config, vae, tokenizer)
@@ -404,8 +464,6 @@ def export(pipe, config: ToyConfig, out: Path, timings: dict) -> None:
     """Writes the pipeline as fp16 safetensors, the recipe and the model card; replaces ``out`` atomically."""
     import shutil
 
-    from recap.toy.evaluation import model_card
-
     from diffusers import CosineDPMSolverMultistepScheduler
 
     tmp = out.with_name(out.name + ".tmp")
@@ -418,6 +476,10 @@ def export(pipe, config: ToyConfig, out: Path, timings: dict) -> None:
     pipe.to(torch.float32)
     write_config(config, tmp / "toy_config.json")
     atomic_write_json(tmp / "training.json", timings)
+    if config.world == "music":
+        from recap.toy.music_eval import model_card
+    else:
+        from recap.toy.evaluation import model_card
     (tmp / "MODEL_CARD.md").write_text(model_card(asdict(config), timings))
     old = out.with_name(out.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -425,4 +487,4 @@ def export(pipe, config: ToyConfig, out: Path, timings: dict) -> None:
         out.replace(old)
     tmp.replace(out)
     shutil.rmtree(old, ignore_errors=True)
-    log.info("toy model written to %s", out)
+    log.info("%s model written to %s", "toy-music" if config.world == "music" else "toy", out)
