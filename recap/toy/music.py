@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recap.toy import world as W
+
 log = logging.getLogger(__name__)
 
 SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
@@ -68,19 +70,7 @@ def vocabulary() -> list[str]:
 
 def build_tokenizer(out: Path):
     """A word-level ``tokenizers`` model over :func:`vocabulary`, saved as a transformers tokenizer."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(vocabulary())}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")])
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=MAX_TOKENS
-    )
-    fast.save_pretrained(str(out))
-    return fast
+    return W.save_word_tokenizer(vocabulary(), out, MAX_TOKENS)
 
 
 # ----------------------------------------------------------------------------- specs and rendering

@@ -65,16 +65,22 @@ def vocabulary() -> list[str]:
 
 def build_tokenizer(out: Path):
     """A word-level ``tokenizers`` model over :func:`vocabulary`, saved as a transformers tokenizer."""
+    return save_word_tokenizer(vocabulary(), out, MAX_TOKENS)
+
+
+def save_word_tokenizer(words: list[str], out: Path, max_tokens: int):
+    """A word-level tokenizer over ``words`` (specials first: pad id 0, eos id 1 as in T5), saved
+    to ``out`` as a transformers tokenizer; every toy world builds its own this way."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {w: i for i, w in enumerate(vocabulary())}
+    vocab = {w: i for i, w in enumerate(words)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")])
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=MAX_TOKENS
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=max_tokens
     )
     fast.save_pretrained(str(out))
     return fast
