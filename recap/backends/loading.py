@@ -80,27 +80,25 @@ def _no_loading_bars() -> Iterator[None]:
 
 def toy_pipeline() -> Any:
     """The `toy` model's builder: the shipped fp16 weights in a real ``StableAudioPipeline`` (as fp32; callers cast)."""
-    from diffusers import StableAudioPipeline
-
-    if not registry.toy_weights_present():
-        raise ModelUnavailable(
-            f"the toy model's weights are missing from {registry.TOY_DIR}; rebuild them with `recap toy train`"
-        )
-    with _no_loading_bars():
-        return StableAudioPipeline.from_pretrained(str(registry.TOY_DIR), dtype=torch.float32)
+    return _trained_here_pipeline("toy", "recap toy train")
 
 
 def toy_music_pipeline() -> Any:
-    """The `toy-music` model's builder: the shipped fp16 weights in a real ``StableAudioPipeline`` (as fp32; callers cast)."""
+    """The `toy-music` model's builder, as :func:`toy_pipeline`."""
+    return _trained_here_pipeline("toy-music", "recap toy train --world music")
+
+
+def _trained_here_pipeline(name: str, rebuild: str) -> Any:
+    """A model trained here, from the folder its weights ship in (:func:`registry.weights_dir`)."""
     from diffusers import StableAudioPipeline
 
-    if not registry.toy_music_weights_present():
+    spec = registry.get_spec(name)
+    if not registry.weights_present(spec):
         raise ModelUnavailable(
-            f"the toy-music model's weights are missing from {registry.TOY_MUSIC_DIR}; "
-            "rebuild them with `recap toy train --world music`"
+            f"the {name} model's weights are missing from {registry.weights_dir(spec)}; rebuild them with `{rebuild}`"
         )
     with _no_loading_bars():
-        return StableAudioPipeline.from_pretrained(str(registry.TOY_MUSIC_DIR), dtype=torch.float32)
+        return StableAudioPipeline.from_pretrained(str(registry.weights_dir(spec)), dtype=torch.float32)
 
 
 def _keeps_fp32(module: torch.nn.Module, dtype: torch.dtype) -> list[str]:

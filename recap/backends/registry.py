@@ -291,8 +291,7 @@ def find_spec(name: object) -> BackendSpec | None:
 
 def toy_weights_present() -> bool:
     """Whether the shipped `toy` model (:data:`TOY_DIR`) is on disk."""
-    return (TOY_DIR / "model_index.json").is_file() and \
-        (TOY_DIR / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+    return _pipeline_present(TOY_DIR)
 
 
 def toy_music_weights_present() -> bool:
@@ -305,17 +304,16 @@ def _pipeline_present(folder: Path) -> bool:
 
 
 def weights_dir(spec: BackendSpec) -> Path | None:
-    """Where a model trained here ships its weights; None for any other."""
+    """Where a model trained here ships its weights (by the world it was trained on); None for any other."""
     if not spec.trained_here:
         return None
-    return TOY_MUSIC_DIR if spec.name == "toy-music" else TOY_DIR
+    # read at call time, so that a test can point a world's folder elsewhere
+    return {"toy": TOY_DIR, "music": TOY_MUSIC_DIR}[spec.world]
 
 
 def weights_present(spec: BackendSpec) -> bool:
     """False only for a model trained here whose shipped weights are missing."""
-    if not spec.trained_here:
-        return True
-    return toy_music_weights_present() if spec.name == "toy-music" else toy_weights_present()
+    return not spec.trained_here or _pipeline_present(weights_dir(spec))
 
 
 def list_specs() -> list[BackendSpec]:
