@@ -435,9 +435,7 @@ def build_experimenter(home: Path, gate: ExperimenterGate, jobs: gr.State, refre
     @user_errors
     def on_results(unlock, jobs_, code, apply_rules):
         gate.require(unlock)
-        rows, figure, files, note = study_results(home, code or "", export_dir=_export_folder(jobs_),
-                                                  apply_rules=apply_rules is not False)
-        return rows, figure, files, note
+        return study_results(home, code or "", export_dir=_export_folder(jobs_), apply_rules=apply_rules is not False)
 
     refresh_btn.click(on_refresh, unlock_state, [runs_dd, study_dd], api_visibility="private")
     create_btn.click(on_create, [unlock_state, runs_dd, kind_radio, pairs_box, items_box, questions_box, scales_cb,
@@ -450,7 +448,7 @@ def build_experimenter(home: Path, gate: ExperimenterGate, jobs: gr.State, refre
     runs_dd.change(on_runs, [unlock_state, runs_dd],
                    [against_dd, others_cb, items_box, mushra_ref_box, conditions_box, pairs_box],
                    api_visibility="private")
-    builder = {"fn": lambda against, others: pairs_text(against, others), "inputs": [against_dd, others_cb],
+    builder = {"fn": pairs_text, "inputs": [against_dd, others_cb],
                "outputs": pairs_box, "api_visibility": "private", "queue": False}
     against_dd.input(**builder)
     others_cb.input(**builder)

@@ -375,7 +375,7 @@ def fuse(settings: Settings, rows: Any, parts_record: dict | None, edited: list[
     elif online:
         raise BadInput("extract the parts first (stage 1), or type them and fuse offline")
     else:
-        base = next((str(_norm_row(r)[3]).strip() for r in rows if _norm_row(r)[0] == "baseline"), "")
+        base = next((str(r[3]).strip() for r in map(_norm_row, rows) if r[0] == "baseline"), "")
         if not base:
             raise BadInput("type a baseline prompt first: the parts reword it")
         parts = PromptParts(prompt=_text("the baseline", base))
