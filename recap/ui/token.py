@@ -355,10 +355,10 @@ def _train_panel() -> _TrainPanel:
             resume_btn = gr.Button("Resume")
             stop_btn = gr.Button("Stop", variant="stop")
         message = gr.Markdown(elem_id="train-message")  # a bad or missing field, named next to the buttons
-        stats = gr.Markdown()
-        curve = gr.Plot(label="Training")
+        stats = gr.Markdown(elem_id="train-status")
+        curve = gr.Plot(label="Training", elem_id="train-curve")
         gr.Markdown("Previews, newest first (the last 8 are kept):")
-        with gr.Row():
+        with gr.Row(elem_id="train-previews"):
             # hidden until a preview fills them; a "step N" label each
             previews = [gr.Audio(label="preview", interactive=False, visible=False, min_width=200)
                         for _ in range(PREVIEWS_KEPT)]
