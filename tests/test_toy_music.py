@@ -121,3 +121,35 @@ def test_slow_is_slow_and_fast_is_faster_but_rarely_140_bpm(model):
     # measured: 67 % of slow clips within 5 BPM of 70; fast ones spread from 69 to 208 BPM (median
     # ~100) and only 17 % land within 5 BPM of 140, so no floor is claimed for that share
     assert tempo["share"]["slow"] >= 0.5 and fast > slow + 10, tempo
+
+
+# ----------------------------------------------------------------------------- Textual Inversion against its controls
+def test_a_margin_is_positive_only_when_the_token_beats_every_control():
+    from recap.toy.music_eval import TI_CONTROLS, ti_margin
+
+    measured = {c: {"marimba_share": 0.25, "timbre_distance": 5.0} for c in TI_CONTROLS}
+    measured["plain words"] = {"marimba_share": 0.5, "timbre_distance": 4.0}  # the strongest control
+    measured["token"] = {"marimba_share": 0.75, "timbre_distance": 4.5}
+    assert ti_margin(measured, "token", "marimba_share") == pytest.approx(0.25)  # higher share is better
+    assert ti_margin(measured, "token", "timbre_distance") == pytest.approx(-0.5)  # a control lands closer
+
+
+def test_ti_controls_train_a_token_per_draw_keep_them_and_put_intervals_on_draws(model, tmp_path):
+    from recap.tokens.files import load_token
+    from recap.toy.music_eval import TI_MEASURES, ti_controls
+
+    # a plumbing run: 3 optimiser steps per token, 2 seeds, 4 denoising steps
+    report = ti_controls(model, draws=[1, 2, 3], seeds=[730, 731], n_trains=(1,), ti={"steps": 3}, steps=4,
+                         n_unseen=3, keep=tmp_path)
+    assert set(report["margins"]) == {"token (1 clip)"}
+    for measure in TI_MEASURES:
+        margin = report["margins"]["token (1 clip)"][measure]
+        assert margin["n"] == 3 and margin["low"] <= margin["mean"] <= margin["high"]
+    assert report["conditions"]["real marimba"]["marimba_share"]["mean"] == 1.0  # the reader knows the target
+    assert report["conditions"]["real piano"]["marimba_share"]["mean"] == 0.0
+    assert report["prompts"]["untrained word"] == "a mid slow legato marimba melody"
+    for draw in (1, 2, 3):
+        names = sorted(p.name for p in (tmp_path / f"draw-{draw}").glob("*.safetensors"))
+        assert names == ["marimba-1.safetensors", "piano-c.safetensors"], names
+        token = load_token(model, tmp_path / f"draw-{draw}" / "marimba-1.safetensors")
+        assert token.placeholder == "<marimba-1>" and token.meta["steps"] == 3

@@ -48,12 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--draws", type=int, nargs="+", default=[7, 8, 9],
                     help="training/unseen clip draws for --controls (one token per draw; intervals over draws)")
     ev.add_argument("--controls", action="store_true",
-                    help="Textual Inversion on the warble against its controls (a token on steady beeps, plain "
-                         "words, the untrained word, the init word, the VAE ceiling)")
+                    help="Textual Inversion against its controls (a token on another concept, plain words, the "
+                         "untrained word, the init word, the VAE ceiling): on the warble, or with --world music on "
+                         "the held-out marimba from 1 and from 3 clips")
     ev.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     ev.add_argument("--guidance", type=float, default=None)
     ev.add_argument("--ti", action="store_true", help="also run the Textual Inversion check on the held-out warble")
-    ev.add_argument("--ti-steps", type=int, default=100)
+    ev.add_argument("--ti-steps", type=int, default=None, help="Textual Inversion steps (default: 100; 150 for --world music)")
     ev.add_argument("--ti-lr", type=float, default=2e-2)
     ev.add_argument("--ti-vectors", type=int, default=1)
     ev.add_argument("--init-word", default="siren")
@@ -144,7 +145,7 @@ def run_eval(args: argparse.Namespace) -> int:
     print(rendering_markdown(check))
     if args.ti:
         protocol = TIProtocol(init_word=args.init_word, seeds=tuple(seeds), steps=args.steps, guidance=args.guidance,
-                              ti={"steps": args.ti_steps, "learning_rate": args.ti_lr, "n_vectors": args.ti_vectors, "batch_size": 4})
+                              ti={"steps": args.ti_steps or 100, "learning_rate": args.ti_lr, "n_vectors": args.ti_vectors, "batch_size": 4})
         result = textual_inversion_check(backend, protocol)
         print(f"TI on {protocol.spec}: token distance {result.token_distance:.3f}, init word {args.init_word!r} "
               f"{result.init_distance:.3f}, margin {result.margin:.3f}")
@@ -155,7 +156,7 @@ def run_eval(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         with tqdm(total=len(args.draws), desc="TI controls (draws)", unit="draw") as bar:
-            controls = ti_controls(backend, args.draws, seeds, {"steps": args.ti_steps, "learning_rate": args.ti_lr,
+            controls = ti_controls(backend, args.draws, seeds, {"steps": args.ti_steps or 100, "learning_rate": args.ti_lr,
                                                                 "n_vectors": args.ti_vectors},
                                    args.steps, args.guidance, init_word=args.init_word, on_draw=lambda _: bar.update())
         report["ti_controls"] = controls
@@ -172,13 +173,27 @@ def run_music_eval(args: argparse.Namespace) -> int:
     from recap.backends.loading import load_backend
     from recap.backends.registry import TOY_MUSIC_DIR
     from recap.paths import atomic_write_bytes
-    from recap.toy.music_eval import evaluate, markdown, model_card
+    from recap.toy.music_eval import TI_TOKENS_DIR, evaluate, markdown, model_card, ti_controls, ti_controls_markdown
 
     start = 600 if args.seed_start is None else args.seed_start
+    seeds = list(range(start, start + args.seeds))
     backend = load_backend("toy-music", device="cpu")
-    report = evaluate(backend, list(range(start, start + args.seeds)), args.steps, args.guidance)
+    report = evaluate(backend, seeds, args.steps, args.guidance)
     text = markdown(report)
     print(text)
+    if args.controls:
+        if len(args.draws) < 3:
+            raise ValueError(f"--draws needs at least 3 draws for an interval, got {len(args.draws)}")
+        with progress_bar("TI controls", unit="draw") as bar:
+            report["ti_controls"] = ti_controls(
+                backend, args.draws, seeds, ti={"steps": args.ti_steps or 150, "learning_rate": args.ti_lr,
+                                                "n_vectors": args.ti_vectors},
+                steps=args.steps, guidance=args.guidance, on_draw=lambda d: bar(args.draws.index(d) + 1, len(args.draws), f"draw {d}"),
+                # the card's tokens ship beside the weights, for the CI check of their margin
+                keep=TOY_MUSIC_DIR / TI_TOKENS_DIR if args.card else None)
+        controls = ti_controls_markdown(report["ti_controls"])
+        print(controls)
+        text = f"{text}\n\n{controls}"
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
         print(f"wrote {args.json}", file=sys.stderr)

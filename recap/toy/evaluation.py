@@ -46,11 +46,11 @@ def generate_features(
 
 def generate_audio(
     backend: AudioBackend, prompts: Sequence[str], seeds: Sequence[int], steps: int | None = None,
-    guidance: float | None = None, tokens: dict[str, torch.Tensor] | None = None,
+    guidance: float | None = None, tokens: dict[str, torch.Tensor] | None = None, seconds: float = 1.0,
 ) -> dict[str, np.ndarray]:
-    """Every prompt's 1 s clips [len(seeds), T] (mono, the model's rate), all prompts in one batch."""
+    """Every prompt's clips [len(seeds), T] (mono, the model's rate), all prompts in one batch."""
     batch_prompts = [p for p in prompts for _ in seeds]
-    out = backend.generate(batch_prompts, list(seeds) * len(prompts), seconds=1.0, steps=steps, guidance=guidance, tokens=tokens)
+    out = backend.generate(batch_prompts, list(seeds) * len(prompts), seconds=seconds, steps=steps, guidance=guidance, tokens=tokens)
     audio = out.audio[:, 0].numpy()
     return {p: audio[i * len(seeds) : (i + 1) * len(seeds)] for i, p in enumerate(prompts)}
 
@@ -183,10 +183,10 @@ def world_clips(spec: W.SoundSpec, n: int, seed: int) -> list[Clip]:
     return [Clip(W.synthesize(spec, rng)[None], W.SAMPLE_RATE, f"{spec.source}-{seed}-{i}") for i in range(n)]
 
 
-def render(backend: AudioBackend, audio: np.ndarray) -> np.ndarray:
-    """What the model's VAE makes of world clips [N, T]: decode(encode(x)), [N, T] at the world's rate."""
-    latents = backend.encode_audio(np.asarray(audio, np.float32)[:, None], W.SAMPLE_RATE)
-    return backend.decode(latents, seconds=audio.shape[-1] / W.SAMPLE_RATE)[:, 0].numpy()
+def render(backend: AudioBackend, audio: np.ndarray, sr: int = W.SAMPLE_RATE) -> np.ndarray:
+    """What the model's VAE makes of world clips [N, T] at ``sr``: decode(encode(x)), [N, T'] at the model's rate."""
+    latents = backend.encode_audio(np.asarray(audio, np.float32)[:, None], sr)
+    return backend.decode(latents, seconds=audio.shape[-1] / sr)[:, 0].numpy()
 
 
 @functools.lru_cache(maxsize=4)
@@ -323,8 +323,8 @@ def ti_controls(backend: AudioBackend, draws: Sequence[int], seeds: Sequence[int
             "margin": interval(margins)}
 
 
-def ti_controls_markdown(report: dict[str, Any]) -> str:
-    """The controls table for the model card: every condition, every measure, mean [95% over draws]."""
+def controls_table(report: dict[str, Any], measures: Sequence[str]) -> list[str]:
+    """A controls report's table rows (markdown): every condition, every measure, mean [95% over draws]."""
     def cell(m: dict, top: float | None) -> str:
         # every measure is >= 0 and a share <= 1: a t interval over 3 draws may reach past them,
         # so its ends are cut at the possible range
@@ -333,18 +333,27 @@ def ti_controls_markdown(report: dict[str, Any]) -> str:
         high = m["high"] if top is None else min(m["high"], top)
         return f"{m['mean']:.2f} [{max(m['low'], 0.0):.2f}, {high:.2f}]"
 
-    head = "| condition | " + " | ".join(TI_MEASURES) + " |"
-    lines = [head, "|" + "---|" * (len(TI_MEASURES) + 1)]
-    for name, measures in report["conditions"].items():
+    lines = ["| condition | " + " | ".join(measures) + " |", "|" + "---|" * (len(measures) + 1)]
+    for name, values in report["conditions"].items():
         prompt = report["prompts"].get(name)
         label = f"{name} (`{prompt}`)" if prompt else name
-        lines.append(f"| {label} | " + " | ".join(cell(measures[m], 1.0 if m.endswith("share") else None)
-                                                  for m in TI_MEASURES) + " |")
+        lines.append(f"| {label} | " + " | ".join(cell(values[m], 1.0 if m.endswith("share") else None)
+                                                  for m in measures) + " |")
+    return lines
+
+
+def interval_text(m: dict[str, Any]) -> str:
+    """"mean, 95% interval [low, high]" of an interval dict (just the mean below 3 values)."""
+    return f"{m['mean']:.2f}" + ("" if m["low"] is None else f", 95% interval [{m['low']:.2f}, {m['high']:.2f}]")
+
+
+def ti_controls_markdown(report: dict[str, Any]) -> str:
+    """The controls table for the model card: every condition, every measure, mean [95% over draws]."""
+    lines = controls_table(report, TI_MEASURES)
     m = report["margin"]
-    ci = "" if m["low"] is None else f", 95% interval [{m['low']:.2f}, {m['high']:.2f}]"
     lines.append("")
     lines.append(f"Margin (strongest control's distance minus the token's, per draw; > 0 = the token is closer): "
-                 f"{m['mean']:.2f}{ci} over {m['n']} draws; seeds {report['seeds'][0]}-{report['seeds'][-1]}.")
+                 f"{interval_text(m)} over {m['n']} draws; seeds {report['seeds'][0]}-{report['seeds'][-1]}.")
     lines.append("")
     lines.append(ti_controls_verdict(report))
     return "\n".join(lines)

@@ -8,11 +8,15 @@ reconstructions of real clips (:func:`rendering_check`) bound what any prompt ca
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
+from recap.toy import evaluation as E
 from recap.toy import music as M
 
 if TYPE_CHECKING:
@@ -20,15 +24,13 @@ if TYPE_CHECKING:
 
 # Instruments whose register and tempo prompts are measured: a struck, a bowed and a blown one.
 PROBE_INSTRUMENTS = ("piano", "violin", "flute")
+CLIP_SECONDS = 2.0  # generated and compared length (the world's clips are 2.048 s)
 
 
 def generate_audio(backend: AudioBackend, prompts: Sequence[str], seeds: Sequence[int], steps: int | None = None,
-                   guidance: float | None = None, seconds: float = 2.0) -> dict[str, np.ndarray]:
-    """Every prompt's clips [len(seeds), T] (mono, the model's rate), all prompts in one batch."""
-    batch = [p for p in prompts for _ in seeds]
-    out = backend.generate(batch, list(seeds) * len(prompts), seconds=seconds, steps=steps, guidance=guidance)
-    audio = out.audio[:, 0].numpy()
-    return {p: audio[i * len(seeds) : (i + 1) * len(seeds)] for i, p in enumerate(prompts)}
+                   guidance: float | None = None, tokens: dict[str, torch.Tensor] | None = None) -> dict[str, np.ndarray]:
+    """Every prompt's 2 s clips [len(seeds), T] (mono, the model's rate), all prompts in one batch."""
+    return E.generate_audio(backend, prompts, seeds, steps, guidance, tokens, seconds=CLIP_SECONDS)
 
 
 def instrument_following(backend: AudioBackend, seeds: Sequence[int], steps: int | None = None,
@@ -77,8 +79,7 @@ def tempo_following(backend: AudioBackend, seeds: Sequence[int], steps: int | No
 
 def render(backend: AudioBackend, audio: np.ndarray) -> np.ndarray:
     """What the model's VAE makes of world clips [N, T]: decode(encode(x)), [N, T] at the world's rate."""
-    latents = backend.encode_audio(np.asarray(audio, np.float32)[:, None], M.SAMPLE_RATE)
-    return backend.decode(latents, seconds=audio.shape[-1] / M.SAMPLE_RATE)[:, 0].numpy()
+    return E.render(backend, audio, M.SAMPLE_RATE)
 
 
 def rendering_check(backend: AudioBackend, seed: int = 2024, keys: Sequence[str] = ("c",)) -> dict:
@@ -216,3 +217,197 @@ first thing more CPU would buy.
 ## Measured
 {measured or "(run `recap toy eval --world music --card` to measure)"}
 """
+
+
+# ----------------------------------------------------------------------------- Textual Inversion against its controls
+# The held-out instrument, played in one fixed phrase type so that only its timbre is new: plain
+# words can name everything else, and the control token learns the same phrase type on another
+# (struck, like the marimba) instrument. A token that learned only "a mid slow phrase" ties with them.
+TI_TARGET = M.MusicSpec("marimba", "mid", "slow", "legato", "c")
+TI_CONTROL = M.MusicSpec("piano", "mid", "slow", "legato", "c")
+# Prompts in the world's own words (a template of ``recap.tokens.training.TEMPLATES`` would be half <unk>)
+TI_TEMPLATES = ["a {} melody", "a recording of a {}", "the sound of a {}", "a solo {} phrase", "a short clip of a {}",
+                "{} tune", "a {} phrase", "{}"]
+TI_MEASURES = ("marimba_share", "timbre_distance", "embedding_distance")
+# The Textual Inversion paper's recipe for one vector (150 steps, lr 2e-2, batch 4), fixed before any measurement
+TI_RECIPE = {"steps": 150, "learning_rate": 2e-2, "batch_size": 4}
+TI_TOKENS_DIR = "ti-tokens"  # beside the toy-music weights: the model card's tokens, one folder per draw
+
+
+def clips_of(spec: M.MusicSpec, n: int, seed: int) -> np.ndarray:
+    """``n`` renderings of ``spec`` [n, CLIP_SAMPLES], one draw per seed."""
+    rng = np.random.default_rng(seed)
+    return np.stack([M.synthesize(spec, rng) for _ in range(n)])
+
+
+def embedding(backend: AudioBackend, audio: np.ndarray) -> np.ndarray:
+    """The model's own audio embedding of clips [N, T] (CLAP-A's role, from the model's ear): the per-channel
+    mean and standard deviation over time of the VAE encoder's latent (the mode), [N, 2 * channels].
+
+    Pooled over time, so two phrases of one instrument land together whatever their notes' timing.
+    """
+    latents = backend.encode_audio(np.asarray(audio, np.float32)[:, None], M.SAMPLE_RATE).float()
+    flat = latents.reshape(latents.shape[0], latents.shape[1], -1)
+    return torch.cat([flat.mean(-1), flat.std(-1)], dim=1).numpy()
+
+
+def _cosine_distance(x: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    return 1.0 - (x @ centre) / (np.linalg.norm(x, axis=1) * np.linalg.norm(centre) + 1e-12)
+
+
+def _ti_measures(backend: AudioBackend, audio: np.ndarray, unseen: np.ndarray) -> dict[str, float]:
+    """One condition's clips against the draw's unseen marimba clips."""
+    classifier = M.reference_classifier()
+    feats, target = M.timbre(audio), M.timbre(unseen).mean(0)
+    return {"marimba_share": classifier.share(feats, TI_TARGET.instrument),
+            "timbre_distance": float(np.linalg.norm((feats - target) / classifier.scale, axis=1).mean()),
+            "embedding_distance": float(_cosine_distance(embedding(backend, audio), embedding(backend, unseen).mean(0)).mean())}
+
+
+TI_CONTROLS = ("control token", "plain words", "untrained word", "init word")
+
+
+def ti_prompts(placeholders: dict[str, str]) -> dict[str, str]:
+    """Every generated condition's prompt: ``placeholders`` maps a token's name to its placeholder."""
+    phrase = f"{TI_TARGET.register} {TI_TARGET.tempo} {TI_TARGET.articulation}"
+    return {**{name: f"a {p} melody" for name, p in placeholders.items()},
+            "plain words": f"a {phrase} melody", "untrained word": f"a {phrase} {TI_TARGET.instrument} melody",
+            "init word": f"a {phrase} {TI_CONTROL.instrument} melody"}
+
+
+def train_ti_tokens(backend: AudioBackend, draw: int, n_trains: Sequence[int] = (1, 3), ti: dict | None = None) -> dict:
+    """One clip draw's tokens: a marimba token per ``n_trains`` and the control token (``max(n_trains)`` piano
+    clips), all from init word "piano" with one recipe. Returns {name: LearnedToken}."""
+    import tempfile
+    from pathlib import Path
+
+    from recap.audio_io import Clip
+    from recap.tokens.training import TIConfig, train_token
+
+    ti = {**TI_RECIPE, **(ti or {})}
+    plan = {f"token ({n} clip{'s' if n > 1 else ''})": (f"<marimba-{n}>", TI_TARGET, n) for n in n_trains}
+    plan["control token"] = ("<piano-c>", TI_CONTROL, max(n_trains))
+    tokens = {}
+    for name, (placeholder, spec, n) in plan.items():
+        clips = [Clip(a[None], M.SAMPLE_RATE, f"{spec.instrument}-{draw}-{i}") for i, a in enumerate(clips_of(spec, n, draw))]
+        config = TIConfig(placeholder=placeholder, init="word", init_word=TI_CONTROL.instrument,
+                          seconds=M.CLIP_SAMPLES / M.SAMPLE_RATE, templates=list(TI_TEMPLATES), random_crop=False,
+                          augment_copies=1, checkpoint_every=0, seed=draw, **ti)
+        with tempfile.TemporaryDirectory() as tmp:
+            tokens[name] = train_token(backend, clips, config, checkpoint_dir=Path(tmp))
+    return tokens
+
+
+def measure_ti_conditions(backend: AudioBackend, tokens: dict, unseen_seed: int, seeds: Sequence[int],
+                          steps: int | None = None, guidance: float | None = None, n_unseen: int = 8) -> dict[str, dict[str, float]]:
+    """Every condition of :func:`ti_controls` for one set of tokens, measured against ``n_unseen`` marimba clips
+    drawn with ``unseen_seed`` (the real piano yardstick is drawn with the same seed)."""
+    unseen = clips_of(TI_TARGET, n_unseen, unseen_seed)
+    prompts = ti_prompts({name: t.placeholder for name, t in tokens.items()})
+    vectors = {k: v for t in tokens.values() for k, v in t.as_tokens().items()}
+    generated = generate_audio(backend, list(prompts.values()), seeds, steps, guidance, tokens=vectors)
+    conditions = {name: generated[p] for name, p in prompts.items()}
+    conditions["VAE ceiling"] = render(backend, unseen)[:, : unseen.shape[-1]]
+    conditions["real marimba"] = unseen
+    # each reader's yardstick: how far the other instrument's real clips of the same phrase are
+    conditions["real piano"] = clips_of(TI_CONTROL, n_unseen, unseen_seed)
+    return {name: _ti_measures(backend, audio, unseen) for name, audio in conditions.items()}
+
+
+def ti_margin(measured: dict[str, dict[str, float]], token: str, measure: str) -> float:
+    """The best control's score minus the token's, signed so that > 0 means the token is better."""
+    if measure.endswith("share"):  # higher is better
+        return measured[token][measure] - max(measured[c][measure] for c in TI_CONTROLS)
+    return min(measured[c][measure] for c in TI_CONTROLS) - measured[token][measure]
+
+
+def ti_controls(backend: AudioBackend, draws: Sequence[int], seeds: Sequence[int], n_trains: Sequence[int] = (1, 3),
+                ti: dict | None = None, steps: int | None = None, guidance: float | None = None, n_unseen: int = 8,
+                on_draw: Callable[[int], None] | None = None, keep: Path | None = None) -> dict[str, Any]:
+    """Textual Inversion on the held-out marimba from 1 and from 3 clips, against every control, per clip draw.
+
+    For each draw (independent training and unseen clips, so independent tokens) it trains
+    :func:`train_ti_tokens`, generates every condition on ``seeds`` and measures each against
+    the draw's unseen marimba clips by three readers: the share the reference classifier reads
+    as marimba, the standardised MFCC-statistics distance, and the cosine distance of the
+    model's own embedding (:func:`embedding`). Conditions: the tokens; the control token; plain
+    words naming the phrase ("a mid slow legato melody"); the untrained word ("... marimba melody":
+    in the vocabulary, never in a caption); the tokens' init word, the nearest trained instrument
+    ("... piano melody"); and, with no prompt, the unseen clips through the model's VAE (the
+    ceiling), the unseen clips themselves, and real piano clips of the same phrase (what a
+    reader's distance between two instruments is).
+
+    Intervals are over draws (one token per draw; none below 3). ``margins[token][measure]``
+    is :func:`ti_margin` per draw. ``keep``: a folder that receives every draw's tokens
+    (``draw-<d>/``), for the checks that reuse them.
+    """
+    from recap.metrics.uncertainty import t_interval
+    from recap.tokens.files import save_token
+
+    ti = {**TI_RECIPE, **(ti or {})}
+    per_draw: dict[str, dict[str, list[float]]] = {}
+    margins: dict[str, dict[str, list[float]]] = {}
+    prompts: dict[str, str] = {}
+    for draw in draws:
+        tokens = train_ti_tokens(backend, draw, n_trains, ti)
+        if keep is not None:
+            for token in tokens.values():
+                save_token(token, Path(keep) / f"draw-{draw}")
+        prompts = ti_prompts({name: t.placeholder for name, t in tokens.items()})
+        measured = measure_ti_conditions(backend, tokens, draw + 1000, seeds, steps, guidance, n_unseen)
+        for name, values in measured.items():
+            for measure, value in values.items():
+                per_draw.setdefault(name, {}).setdefault(measure, []).append(value)
+        for name in tokens:
+            if name != "control token":
+                for measure in TI_MEASURES:
+                    margins.setdefault(name, {}).setdefault(measure, []).append(ti_margin(measured, name, measure))
+        if on_draw is not None:
+            on_draw(draw)
+
+    def interval(values: list[float]) -> dict[str, Any]:
+        iv = t_interval(values, unit="draw")
+        return {"mean": iv.estimate, "low": iv.low, "high": iv.high, "n": len(values), "values": values}
+
+    return {"draws": list(draws), "seeds": list(seeds), "ti": ti, "init_word": TI_CONTROL.instrument, "n_unseen": n_unseen,
+            "target": asdict(TI_TARGET), "control": asdict(TI_CONTROL), "prompts": prompts,
+            "conditions": {name: {m: interval(v) for m, v in measures.items()} for name, measures in per_draw.items()},
+            "margins": {name: {m: interval(v) for m, v in measures.items()} for name, measures in margins.items()}}
+
+
+def ti_controls_markdown(report: dict[str, Any]) -> str:
+    """The marimba controls table, each token's margins over its strongest control, and the verdict."""
+    lines = [f"Textual Inversion on the held-out marimba ({report['target']['register']} {report['target']['tempo']} "
+             f"{report['target']['articulation']} phrases; init word {report['init_word']!r}, {report['ti']['steps']} steps, "
+             f"lr {report['ti']['learning_rate']}), draws {report['draws']}, seeds {report['seeds'][0]}-{report['seeds'][-1]}; "
+             "mean [95% over draws]; `marimba_share`: read as marimba by the reference classifier; `timbre_distance`: "
+             "standardised MFCC statistics to the unseen marimba clips' mean; `embedding_distance`: 1 - cosine of the "
+             "model's own embedding (the VAE latent's per-channel mean and sd over time) to theirs.", ""]
+    lines += E.controls_table(report, TI_MEASURES)
+    lines.append("")
+    for token, margins in report["margins"].items():
+        lines.append(f"- {token}, margin over the best control (> 0 = the token is better): "
+                     + "; ".join(f"{m} {E.interval_text(margins[m])}" for m in TI_MEASURES))
+    lines += ["", ti_controls_verdict(report)]
+    return "\n".join(lines)
+
+
+def ti_controls_verdict(report: dict[str, Any]) -> str:
+    """What the marimba controls say, in sentences computed from the report."""
+    c = report["conditions"]
+    out = []
+    for token, margins in report["margins"].items():
+        beats = [m for m in TI_MEASURES if margins[m]["low"] is not None and margins[m]["low"] > 0]
+        loses = [m for m in TI_MEASURES if margins[m]["high"] is not None and margins[m]["high"] < 0]
+        ties = [m for m in TI_MEASURES if m not in beats and m not in loses]
+        parts = [f"beats every control by {', '.join(beats)}" if beats else "",
+                 f"loses to a control by {', '.join(loses)}" if loses else "",
+                 f"does not clearly differ from the best control by {', '.join(ties)}" if ties else ""]
+        out.append(f"The {token} " + "; ".join(p for p in parts if p) + ".")
+    ceiling, real, other = c["VAE ceiling"], c["real marimba"], c["real piano"]
+    out.append(f"The VAE's own renderings of unseen marimba clips are read as marimba in "
+               f"{ceiling['marimba_share']['mean']:.0%} (the real clips: {real['marimba_share']['mean']:.0%}); "
+               f"no prompt or token can exceed what the frozen decoder renders. Yardstick of each distance: real piano "
+               f"clips of the same phrase lie {other['timbre_distance']['mean']:.2f} (timbre) and "
+               f"{other['embedding_distance']['mean']:.3f} (embedding) from the marimba clips.")
+    return " ".join(out)

@@ -93,6 +93,7 @@ class ToyConfig:
         vae_steps / vae_batch / vae_lr: Stage 1 optimisation.
         vae_crop: Samples per stage-1 training crop (the VAE is convolutional: short crops train it
             as well as whole clips, at a fraction of the cost).
+        vae_stft_sizes: FFT sizes of the multi-resolution STFT loss of stage 1.
         vae_kl: Weight of a penalty on the latent mean's size (the KL's mean term); the posterior
             is not sampled in training: at this size and budget its noise swamped the signal.
         dit_layers / dit_heads / dit_head_dim / dit_kv_heads: DiT size.
@@ -117,6 +118,9 @@ class ToyConfig:
     vae_crop: int = 2048
     vae_lr: float = 1e-3
     vae_kl: float = 1e-4
+    # FFT sizes of the stage-1 spectral loss; up to 512 (32 ms at 16 kHz) resolves the toy's tones,
+    # while instrument timbre (harmonic spacing under ~100 Hz in the low register) needs longer windows
+    vae_stft_sizes: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     dit_layers: int = 4
     dit_heads: int = 4
     dit_head_dim: int = 16
@@ -256,7 +260,7 @@ def train_vae(config: ToyConfig, work: Path, progress: Progress | None = None):
             group["lr"] = lr
         mean = vae.encode(x).latent_dist.mode()
         y = vae.decode(mean).sample
-        loss = stft_loss(y[:, 0], x[:, 0]) + (y - x).abs().mean() + config.vae_kl * mean.pow(2).mean()
+        loss = stft_loss(y[:, 0], x[:, 0], tuple(config.vae_stft_sizes)) + (y - x).abs().mean() + config.vae_kl * mean.pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
