@@ -135,8 +135,7 @@ def test_a_margin_is_positive_only_when_the_token_beats_every_control():
 
 
 def test_ti_controls_train_a_token_per_draw_keep_them_and_put_intervals_on_draws(model, tmp_path):
-    from recap.tokens.files import load_token
-    from recap.toy.music_eval import TI_MEASURES, ti_controls
+    from recap.toy.music_eval import TI_MEASURES, shipped_ti_tokens, ti_controls
 
     # a plumbing run: 3 optimiser steps per token, 2 seeds, 4 denoising steps
     report = ti_controls(model, draws=[1, 2, 3], seeds=[730, 731], n_trains=(1,), ti={"steps": 3}, steps=4,
@@ -151,5 +150,6 @@ def test_ti_controls_train_a_token_per_draw_keep_them_and_put_intervals_on_draws
     for draw in (1, 2, 3):
         names = sorted(p.name for p in (tmp_path / f"draw-{draw}").glob("*.safetensors"))
         assert names == ["marimba-1.safetensors", "piano-c.safetensors"], names
-        token = load_token(model, tmp_path / f"draw-{draw}" / "marimba-1.safetensors")
-        assert token.placeholder == "<marimba-1>" and token.meta["steps"] == 3
+        kept = shipped_ti_tokens(model, tmp_path / f"draw-{draw}", n_trains=(1,))
+        assert {k: t.placeholder for k, t in kept.items()} == {"token (1 clip)": "<marimba-1>", "control token": "<piano-c>"}
+        assert kept["token (1 clip)"].meta["steps"] == 3

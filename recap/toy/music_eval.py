@@ -275,6 +275,22 @@ def ti_prompts(placeholders: dict[str, str]) -> dict[str, str]:
             "init word": f"a {phrase} {TI_CONTROL.instrument} melody"}
 
 
+def ti_token_plan(n_trains: Sequence[int] = (1, 3)) -> dict[str, tuple[str, M.MusicSpec, int]]:
+    """{name: (placeholder, what it learns, clips)} of every token of one draw."""
+    plan = {f"token ({n} clip{'s' if n > 1 else ''})": (f"<marimba-{n}>", TI_TARGET, n) for n in n_trains}
+    plan["control token"] = ("<piano-c>", TI_CONTROL, max(n_trains))
+    return plan
+
+
+def shipped_ti_tokens(backend: AudioBackend, folder: Path, n_trains: Sequence[int] = (1, 3)) -> dict:
+    """The tokens :func:`ti_controls` kept for one draw (``folder``), by condition name."""
+    from recap.paths import safe_name
+    from recap.tokens.files import load_token
+
+    return {name: load_token(backend, Path(folder) / f"{safe_name(placeholder)}.safetensors")
+            for name, (placeholder, _, _) in ti_token_plan(n_trains).items()}
+
+
 def train_ti_tokens(backend: AudioBackend, draw: int, n_trains: Sequence[int] = (1, 3), ti: dict | None = None) -> dict:
     """One clip draw's tokens: a marimba token per ``n_trains`` and the control token (``max(n_trains)`` piano
     clips), all from init word "piano" with one recipe. Returns {name: LearnedToken}."""
@@ -285,10 +301,8 @@ def train_ti_tokens(backend: AudioBackend, draw: int, n_trains: Sequence[int] = 
     from recap.tokens.training import TIConfig, train_token
 
     ti = {**TI_RECIPE, **(ti or {})}
-    plan = {f"token ({n} clip{'s' if n > 1 else ''})": (f"<marimba-{n}>", TI_TARGET, n) for n in n_trains}
-    plan["control token"] = ("<piano-c>", TI_CONTROL, max(n_trains))
     tokens = {}
-    for name, (placeholder, spec, n) in plan.items():
+    for name, (placeholder, spec, n) in ti_token_plan(n_trains).items():
         clips = [Clip(a[None], M.SAMPLE_RATE, f"{spec.instrument}-{draw}-{i}") for i, a in enumerate(clips_of(spec, n, draw))]
         config = TIConfig(placeholder=placeholder, init="word", init_word=TI_CONTROL.instrument,
                           seconds=M.CLIP_SAMPLES / M.SAMPLE_RATE, templates=list(TI_TEMPLATES), random_crop=False,
