@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def replace_dir(staged: Path, target: Path) -> None:
+    """Puts the complete folder ``staged`` in ``target``'s place; the old folder goes only once the new one is there."""
+    if not staged.is_dir():
+        raise FileNotFoundError(f"{staged} is not a folder; {target} is left as it was")
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.replace(old)
+    staged.replace(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def finite_only(obj: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -172,9 +173,14 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_music_eval(args: argparse.Namespace) -> int:
     from recap.backends.loading import load_backend
     from recap.backends.registry import TOY_MUSIC_DIR
-    from recap.paths import atomic_write_bytes
+    from recap.paths import atomic_write_bytes, replace_dir
     from recap.toy.music_eval import TI_TOKENS_DIR, evaluate, markdown, model_card, ti_controls, ti_controls_markdown
 
+    # the card's tokens ship beside the weights (for the CI check of their margin); staged, so that
+    # a stopped run leaves the shipped tokens and card as they were
+    staged = TOY_MUSIC_DIR / f".{TI_TOKENS_DIR}.tmp" if args.card and args.controls else None
+    if staged is not None:
+        shutil.rmtree(staged, ignore_errors=True)  # a stopped run's draws
     start = 600 if args.seed_start is None else args.seed_start
     seeds = list(range(start, start + args.seeds))
     backend = load_backend("toy-music", device="cpu")
@@ -189,8 +195,7 @@ def run_music_eval(args: argparse.Namespace) -> int:
                 backend, args.draws, seeds, ti={"steps": args.ti_steps or 150, "learning_rate": args.ti_lr,
                                                 "n_vectors": args.ti_vectors},
                 steps=args.steps, guidance=args.guidance, on_draw=lambda d: bar(args.draws.index(d) + 1, len(args.draws), f"draw {d}"),
-                # the card's tokens ship beside the weights, for the CI check of their margin
-                keep=TOY_MUSIC_DIR / TI_TOKENS_DIR if args.card else None)
+                keep=staged)
         controls = ti_controls_markdown(report["ti_controls"])
         print(controls)
         text = f"{text}\n\n{controls}"
@@ -202,6 +207,9 @@ def run_music_eval(args: argparse.Namespace) -> int:
         timings = json.loads((TOY_MUSIC_DIR / "training.json").read_text())
         atomic_write_bytes(TOY_MUSIC_DIR / "MODEL_CARD.md", model_card(config, timings, text).encode())
         print(f"wrote {TOY_MUSIC_DIR / 'MODEL_CARD.md'}", file=sys.stderr)
+        if staged is not None:
+            replace_dir(staged, TOY_MUSIC_DIR / TI_TOKENS_DIR)
+            print(f"wrote {TOY_MUSIC_DIR / TI_TOKENS_DIR}", file=sys.stderr)
     return 0
 
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from recap.toy import world as W
-from recap.paths import atomic_write_json
+from recap.paths import atomic_write_json, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -485,10 +485,5 @@ def export(pipe, config: ToyConfig, out: Path, timings: dict) -> None:
     else:
         from recap.toy.evaluation import model_card
     (tmp / "MODEL_CARD.md").write_text(model_card(asdict(config), timings))
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.replace(old)
-    tmp.replace(out)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, out)
     log.info("%s model written to %s", "toy-music" if config.world == "music" else "toy", out)
