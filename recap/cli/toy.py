@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ev = toy.add_parser("eval", help="prompt steering, rewording vs content, and a Textual Inversion check")
     ev.add_argument("--world", choices=WORLDS, default="toy",
-                    help="toy: the `toy` model; music: the `toy-music` model (instrument, register and tempo following)")
+                    help="toy: the `toy` model; music: the `toy-music` model (instrument, register, tempo and key following)")
     ev.add_argument("--seeds", type=int, default=8, help="seeds per prompt")
     ev.add_argument("--seed-start", type=int, default=None,
                     help="first seed (seeds are seed-start .. seed-start + seeds - 1): pick ones never tuned on "

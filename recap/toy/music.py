@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,9 @@ TRAIN_INSTRUMENTS = tuple(i for i in INSTRUMENTS if i not in HELD_OUT_INSTRUMENT
 REGISTERS = {"low": 45, "mid": 60, "high": 75}
 TEMPOS = {"slow": 70, "fast": 140}  # BPM: one note per beat
 ARTICULATIONS = {"legato": 0.95, "staccato": 0.25}  # share of the beat a note is held
-KEYS = {"c": 0, "d": 2}  # major keys: semitones above C
+# The key word transposes the register's root: "c" plays on it, "d" two semitones above. They are C
+# and D major in the mid register only (low: A and B major, high: E flat and F major).
+KEYS = {"c": 0, "d": 2}
 
 # Words a caption may use for each attribute value; the first is the canonical word.
 INSTRUMENT_WORDS = {"piano": ("piano",), "organ": ("organ",), "guitar": ("guitar", "nylon guitar"),
@@ -293,6 +296,11 @@ def median_pitch(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     The search starts at 80 Hz: the world's lowest note is 110 Hz (MIDI 45), and a VAE with a hop of
     256 samples at 16 kHz leaves a faint 62.5 Hz frame-rate buzz that yin locks onto when allowed (measured).
     """
+    return np.array([float(np.median(midi)) for midi in _pitch_track(audio, sr)])
+
+
+def _pitch_track(audio: np.ndarray, sr: int) -> list[np.ndarray]:
+    """Each clip's MIDI pitch per frame (``librosa.yin``, 80-2000 Hz) over frames within 20 dB of its loudest."""
     import librosa
 
     out = []
@@ -300,8 +308,29 @@ def median_pitch(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
         f0 = librosa.yin(x, fmin=80.0, fmax=2000.0, sr=sr, frame_length=1024, hop_length=256)
         rms = librosa.feature.rms(y=x, frame_length=1024, hop_length=256)[0][: len(f0)]
         loud = rms > rms.max() * 0.1 if rms.max() > 0 else np.ones_like(rms, bool)
-        out.append(float(np.median(librosa.hz_to_midi(f0[: len(rms)][loud]))))
-    return np.array(out)
+        out.append(librosa.hz_to_midi(f0[: len(rms)][loud]))
+    return out
+
+
+# Every phrase (a scale or an arpeggio within a fifth) uses only the first five degrees of its major scale
+PHRASE_DEGREES = (0, 2, 4, 5, 7)
+
+
+def key_of(audio: np.ndarray, registers: Sequence[str], sr: int = SAMPLE_RATE) -> list[str]:
+    """The key word ("c" / "d") whose phrase notes hold most of each clip's pitched frames; "?" on a tie.
+
+    A key here transposes the register's root (:data:`KEYS`), so the notes it allows depend on the
+    register: each clip is read against the register it was asked for (``registers``, one per clip).
+    """
+    out = []
+    for midi, register in zip(_pitch_track(audio, sr), registers, strict=True):
+        counts = np.bincount(np.round(midi).astype(int) % 12, minlength=12)
+        votes = {k: int(counts[[(REGISTERS[register] + shift + d) % 12 for d in PHRASE_DEGREES]].sum())
+                 for k, shift in KEYS.items()}
+        best = max(votes.values())
+        winners = [k for k, v in votes.items() if v == best]
+        out.append(winners[0] if len(winners) == 1 else "?")
+    return out
 
 
 def register_of(pitch: np.ndarray) -> list[str]:

@@ -77,6 +77,24 @@ def tempo_following(backend: AudioBackend, seeds: Sequence[int], steps: int | No
     return out
 
 
+def key_following(backend: AudioBackend, seeds: Sequence[int], steps: int | None = None,
+                  guidance: float | None = None, instruments: Sequence[str] = PROBE_INSTRUMENTS) -> dict:
+    """Share of "a <register> <instrument> melody in <c|d> major" clips whose notes read as that key (chance 1/2).
+
+    Returns:
+        {"share": {key: share over every register}, "by_register": {key: {register: share}}}.
+    """
+    prompts = {(k, r, i): f"a {r} {i} melody in {k} major" for k in M.KEYS for r in M.REGISTERS for i in instruments}
+    audio = generate_audio(backend, list(prompts.values()), seeds, steps, guidance)
+    out: dict = {"share": {}, "by_register": {}}
+    for k in M.KEYS:
+        right = {r: np.concatenate([np.array(M.key_of(audio[prompts[k, r, i]], [r] * len(seeds), backend.sample_rate)) == k
+                                    for i in instruments]) for r in M.REGISTERS}
+        out["by_register"][k] = {r: float(v.mean()) for r, v in right.items()}
+        out["share"][k] = float(np.concatenate(list(right.values())).mean())
+    return out
+
+
 def render(backend: AudioBackend, audio: np.ndarray) -> np.ndarray:
     """What the model's VAE makes of world clips [N, T]: decode(encode(x)), [N, T] at the world's rate."""
     return E.render(backend, audio, M.SAMPLE_RATE)
@@ -106,6 +124,12 @@ def rendering_check(backend: AudioBackend, seed: int = 2024, keys: Sequence[str]
     bpm = np.array([s.bpm for s in specs])[rows]
     out["tempo"] = {k: float(np.mean(np.abs(M.tempo(a[rows]) - bpm) <= M.TEMPO_TOLERANCE_BPM))
                     for k, a in (("real", audio), ("rendered", rendered))}
+    # the key needs both keys: one clip of every spec of the probe instruments
+    specs = [s for s in M.all_specs(PROBE_INSTRUMENTS)]
+    audio = np.stack([M.synthesize(s, rng) for s in specs])
+    registers = [s.register for s in specs]
+    out["key"] = {k: float(np.mean([r == s.key for r, s in zip(M.key_of(a, registers), specs)]))
+                  for k, a in (("real", audio), ("rendered", render(backend, audio)[:, : audio.shape[-1]]))}
     return out
 
 
@@ -116,6 +140,7 @@ def evaluate(backend: AudioBackend, seeds: Sequence[int], steps: int | None = No
         "instrument": instrument_following(backend, seeds, steps, guidance),
         "register": register_following(backend, seeds, steps, guidance),
         "tempo": tempo_following(backend, seeds, steps, guidance),
+        "key": key_following(backend, seeds, steps, guidance),
         "rendering": rendering_check(backend),
     }
 
@@ -141,10 +166,16 @@ def markdown(report: dict) -> str:
         f"- **Tempo** (\"a <slow|fast> <instrument> melody\" for {probe}; beat_track within 5 BPM of 70 / 140): "
         + ", ".join(f"{t} {v:.0%}" for t, v in report["tempo"]["share"].items())
         + "; measured BPM: " + "; ".join(f"{t} {sorted(v)}" for t, v in report["tempo"]["bpm"].items()) + ".",
-        "- **The VAE's ceiling** (one real clip of every spec in C major, read right: real -> the VAE's reconstruction): "
+        f"- **Key** (\"a <register> <instrument> melody in <c|d> major\" for {probe}, every register; the notes read "
+        "against the register's root, `recap.toy.music.key_of`; chance 1/2): "
+        + ", ".join(f"{k} {v:.0%} (" + ", ".join(f"{r} {x:.0%}" for r, x in report["key"]["by_register"][k].items()) + ")"
+                    for k, v in report["key"]["share"].items()) + ".",
+        "- **The VAE's ceiling** (one real clip of every spec in C, and for the key of every probe-instrument spec in "
+        "both keys; read right: real -> the VAE's reconstruction): "
         "instrument " + ", ".join(f"{i} {v['real']:.0%} -> {v['rendered']:.0%}" for i, v in rend["instrument"].items())
         + f"; register {rend['register']['real']:.0%} -> {rend['register']['rendered']:.0%}; tempo "
-        f"{rend['tempo']['real']:.0%} -> {rend['tempo']['rendered']:.0%}.",
+        f"{rend['tempo']['real']:.0%} -> {rend['tempo']['rendered']:.0%}; key "
+        f"{rend['key']['real']:.0%} -> {rend['key']['rendered']:.0%}.",
     ]
     followed = [i for i, v in trained.items() if v >= 0.5]
     missed = [i for i in trained if i not in followed]
@@ -153,7 +184,10 @@ def markdown(report: dict) -> str:
               + " (at least half the clips), not for " + (", ".join(missed) or "none") + "; register words "
               + ("order the pitch low < mid < high" if _ordered(report["register"]["pitch"]) else "do NOT order the pitch")
               + f"; tempo words {'reach' if min(tempo_share.values()) >= 0.5 else 'do NOT reliably reach'} their BPM "
-              + f"(slow {tempo_share['slow']:.0%}, fast {tempo_share['fast']:.0%} within 5 BPM). The held-out "
+              + f"(slow {tempo_share['slow']:.0%}, fast {tempo_share['fast']:.0%} within 5 BPM); key words "
+              + ("are followed" if min(report["key"]["share"].values()) >= 0.75 else "are NOT followed")
+              + f" (c {report['key']['share']['c']:.0%}, d {report['key']['share']['d']:.0%}; the VAE's reconstructions keep "
+              + f"the key in {report['rendering']['key']['rendered']:.0%}). The held-out "
               + ", ".join(M.HELD_OUT_INSTRUMENTS) + " is not made by its untrained word."]
     return "\n".join(lines)
 
@@ -210,8 +244,9 @@ def model_card(config_dict: dict, timings: dict, measured: str = "") -> str:
 **This is a toy.** It was trained from scratch, here, on one CPU thread, in {_minutes(timings)} minutes, on short
 phrases the project renders itself (`recap/toy/music.py`) with FluidSynth and Debian's General MIDI
 soundfont TimGM6mb: {programs}. A clip is 2.048 s of 16 kHz mono: one note per beat of a scale or an
-arpeggio within a fifth, in a register (low / mid / high: roots MIDI {", ".join(map(str, M.REGISTERS.values()))} in C), a tempo
-(slow {M.TEMPOS["slow"]} / fast {M.TEMPOS["fast"]} BPM), an articulation (legato / staccato) and a key (C or D major). Its
+arpeggio within a fifth, in a register (low / mid / high: roots MIDI {", ".join(map(str, M.REGISTERS.values()))} for the key word c), a tempo
+(slow {M.TEMPOS["slow"]} / fast {M.TEMPOS["fast"]} BPM), an articulation (legato / staccato) and a key word (c / d: the phrase on the register's root or two
+semitones above it, so C / D major in the mid register, A / B major low and E flat / F major high). Its
 vocabulary is {len(M.vocabulary())} words; any other word is `<unk>`. Load it with `load_backend("toy-music")` /
 `--model toy-music`. It makes nothing but such phrases, and rough ones (see Measured).
 
