@@ -2,7 +2,8 @@
 
 Every number is read from generated audio by the world's model-free readers: the instrument
 classifier (MFCC statistics), the tempo (``librosa.beat.beat_track``, right within
-:data:`~recap.toy.music.TEMPO_TOLERANCE_BPM`) and the register (median pitch). The VAE's
+:data:`~recap.toy.music.TEMPO_TOLERANCE_BPM`), the register (median pitch) and the key (the pitch
+track's notes against the register's root, :func:`~recap.toy.music.key_of`). The VAE's
 reconstructions of real clips (:func:`rendering_check`) show what its decoder keeps of the world.
 """
 
@@ -125,11 +126,11 @@ def rendering_check(backend: AudioBackend, seed: int = 2024, keys: Sequence[str]
     out["tempo"] = {k: float(np.mean(np.abs(M.tempo(a[rows]) - bpm) <= M.TEMPO_TOLERANCE_BPM))
                     for k, a in (("real", audio), ("rendered", rendered))}
     # the key needs both keys: one clip of every spec of the probe instruments
-    specs = [s for s in M.all_specs(PROBE_INSTRUMENTS)]
-    audio = np.stack([M.synthesize(s, rng) for s in specs])
-    registers = [s.register for s in specs]
-    out["key"] = {k: float(np.mean([r == s.key for r, s in zip(M.key_of(a, registers), specs)]))
-                  for k, a in (("real", audio), ("rendered", render(backend, audio)[:, : audio.shape[-1]]))}
+    key_specs = M.all_specs(PROBE_INSTRUMENTS)
+    key_audio = np.stack([M.synthesize(s, rng) for s in key_specs])
+    registers = [s.register for s in key_specs]
+    out["key"] = {k: float(np.mean([r == s.key for r, s in zip(M.key_of(a, registers), key_specs)]))
+                  for k, a in (("real", key_audio), ("rendered", render(backend, key_audio)[:, : key_audio.shape[-1]]))}
     return out
 
 
@@ -215,8 +216,8 @@ intervals over the 3 draws):
 
 What moves Textual Inversion here is the VAE. With A's decoder no condition, the token included,
 is ever read as marimba (nor are its renderings of real marimba clips), while the token still beats
-every control on both distances and sits at the VAE ceiling's distance, so more TI steps or vectors
-cannot help. Long-FFT training lifts the marimba's ceiling from 0 to 50 % and the token's classifier
+every control on both distances and sits at the VAE ceiling's distance, which leaves little for more
+TI steps or vectors to gain (not measured here). Long-FFT training lifts the marimba's ceiling from 0 to 50 % and the token's classifier
 share from 0 to 38 % (B) and 100 % (C), every control staying at 0 %. It costs steering at this
 budget: B and C follow instrument words far less (the classifier reads most of C's instrument
 prompts as trumpet, so its 100 % says the token reached what the classifier calls marimba, and the
