@@ -183,4 +183,3 @@ def test_the_shipped_marimba_tokens_beat_every_control_on_seeds_and_clips_never_
     # No classifier floor: this VAE renders no marimba the classifier can read (the card's ceiling, 0 %).
     for name, margin in margins.items():
         assert margin["timbre_distance"] >= 0.4 and margin["embedding_distance"] >= 0.07, margins
-
